@@ -1,0 +1,139 @@
+"""Naive Bayes and SVM age classifiers on the residuals at identified defect locations.
+
+Jöchl & Uhl (IWDW 2020) treat dating as multi-class classification of the vector of
+median-filter residuals at the defect locations. Each estimator here fits an ordinary
+scikit-learn pipeline (``impute → standardise → classifier``) and exposes it as ``pipeline_``;
+a residual that could not be measured (clipped neighbourhood, NaN) is imputed with 0, the
+healthy-pixel mean.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.impute import SimpleImputer
+from sklearn.model_selection import GridSearchCV, StratifiedKFold
+from sklearn.naive_bayes import GaussianNB
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import SVC
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+__all__ = ["ResidualNaiveBayes", "ResidualSVM", "SVM_PARAM_GRID"]
+
+#: C and γ searched by inner cross-validation on the training split only.
+SVM_PARAM_GRID = {"svc__C": [0.1, 1.0, 10.0, 100.0], "svc__gamma": ["scale", 0.01, 0.1, 1.0]}
+
+
+def _imputer():
+    return SimpleImputer(strategy="constant", fill_value=0.0, keep_empty_features=True)
+
+
+class _ResidualClassifier(ClassifierMixin, BaseEstimator):
+    """Shared fit/predict plumbing: validate, fit ``self._make_pipeline(y)``, delegate."""
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = True
+        return tags
+
+    def fit(self, X, y):
+        """Fit on residuals ``X`` (n_images, n_defects) and age classes ``y``."""
+        X, y = validate_data(self, X, y, dtype=np.float64, ensure_all_finite="allow-nan")
+        check_classification_targets(y)
+        self.classes_ = np.unique(y)
+        self.pipeline_ = self._make_pipeline(y).fit(X, y)
+        return self
+
+    def _X(self, X):
+        check_is_fitted(self)
+        X = validate_data(self, X, reset=False, dtype=np.float64, ensure_all_finite="allow-nan")
+        # libsvm's predict_proba rejects read-only buffers (e.g. memory-mapped inputs)
+        return np.require(X, requirements="W")
+
+    def predict(self, X):
+        """Predicted age class per image: the class of highest :meth:`predict_proba`.
+
+        For the SVM this deliberately differs from ``SVC.predict`` (which votes on the decision
+        function, and can disagree with its Platt-scaled probabilities): a report's predicted
+        class always agrees with the probabilities printed beside it.
+        """
+        check_is_fitted(self)
+        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+
+    def predict_proba(self, X):
+        """Class probabilities, columns ordered as ``classes_``."""
+        X = self._X(X)
+        return self.pipeline_.predict_proba(X)
+
+
+class ResidualNaiveBayes(_ResidualClassifier):
+    """Gaussian Naive Bayes on defect residuals, with scaling.
+
+    Parameters
+    ----------
+    var_smoothing : float, default 1e-9
+        Passed to :class:`sklearn.naive_bayes.GaussianNB`.
+
+    Attributes
+    ----------
+    classes_ : ndarray
+    pipeline_ : sklearn.pipeline.Pipeline
+        The fitted ``impute → StandardScaler → GaussianNB`` pipeline.
+    """
+
+    def __init__(self, var_smoothing: float = 1e-9):
+        self.var_smoothing = var_smoothing
+
+    def _make_pipeline(self, y):
+        return Pipeline([("impute", _imputer()), ("scale", StandardScaler()),
+                         ("nb", GaussianNB(var_smoothing=self.var_smoothing))])
+
+
+class ResidualSVM(_ResidualClassifier):
+    """RBF SVM on defect residuals, with scaling; C and γ chosen by inner cross-validation.
+
+    Parameters
+    ----------
+    inner_folds : int, default 3
+        Folds of the stratified inner cross-validation, run on the training split only;
+        lowered to the smallest class size when a class has fewer images.
+    param_grid : dict, optional
+        Grid over the pipeline's ``svc__C`` and ``svc__gamma``; default :data:`SVM_PARAM_GRID`.
+    random_state : int or None, default 0
+        Seeds the inner folds' shuffling and the SVC's probability (Platt) calibration.
+    n_jobs : int, optional
+        Parallel jobs of the grid search (joblib; callers may select a Dask backend).
+
+    Attributes
+    ----------
+    classes_ : ndarray
+    pipeline_ : sklearn.model_selection.GridSearchCV
+        Refit on the whole training split with the best parameters (``best_params_``).
+
+    Notes
+    -----
+    Passes scikit-learn's ``check_estimator`` except ``check_estimators_pickle`` in its
+    read-only memory-map variant: libsvm's ``predict_proba`` needs writable model arrays, and
+    a fitted ``SVC(probability=True)`` that is memory-mapped read-only fails the same way.
+    Ordinary pickling round-trips.
+    """
+
+    def __init__(self, inner_folds: int = 3, param_grid: dict | None = None, random_state: int | None = 0,
+                 n_jobs: int | None = None):
+        self.inner_folds = inner_folds
+        self.param_grid = param_grid
+        self.random_state = random_state
+        self.n_jobs = n_jobs
+
+    def _make_pipeline(self, y):
+        pipe = Pipeline([("impute", _imputer()), ("scale", StandardScaler()),
+                         ("svc", SVC(kernel="rbf", probability=True, random_state=self.random_state))])
+        smallest = int(np.unique(y, return_counts=True)[1].min())
+        folds = min(self.inner_folds, smallest)
+        if folds < 2:
+            # too few images of some class for any inner CV: fall back to the default C, γ
+            return pipe
+        cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=self.random_state)
+        return GridSearchCV(pipe, self.param_grid or SVM_PARAM_GRID, cv=cv, n_jobs=self.n_jobs)
