@@ -1,0 +1,454 @@
+"""Read an image file as pixels in its sensor frame, with its levels and capture metadata.
+
+One entry point, :func:`read_image`, for every supported format:
+
+========  ===========================================  =====================================
+format    decoder                                      pixels
+========  ===========================================  =====================================
+jpeg      simplejpeg, accurate DCT and upsampling      H×W×3 uint8, or H×W uint8 (grayscale)
+png       Pillow                                       H×W×3 / H×W uint8, H×W uint16 (16-bit gray)
+tiff      tifffile (Pillow where a codec is missing)   H×W×3 / H×W, uint8 or uint16 as stored
+dng, raw  rawpy (LibRaw), before any processing        H×W uint16 CFA mosaic (visible area)
+========  ===========================================  =====================================
+
+Pixel positions stay sensor positions: EXIF orientation is recorded but never applied, and an
+image stored rotated relative to its device's frame is turned back only when the caller says
+how it was turned (see :func:`read_image`). Every unreadable file raises
+:class:`~pipeline.data.errors.ImageReadError` naming the file and the cause.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import rawpy
+import simplejpeg
+import tifffile
+from PIL import Image, ImageFile, UnidentifiedImageError
+
+from pipeline.data.errors import ImageReadError
+from pipeline.data.exif import ExifWarning, ImageMetadata, detect_format, inspect_exif
+
+__all__ = ["DEFAULT_MAX_PIXELS", "SensorImage", "read_image"]
+
+#: Images with more pixels than this are refused before decoding (decompression-bomb guard).
+DEFAULT_MAX_PIXELS = 250_000_000
+
+_CFA_LETTERS = {"R": 0, "G": 1, "B": 2}
+_PNG_COLOUR_TYPES = {0: "gray", 2: "rgb", 3: "palette", 4: "gray+alpha", 6: "rgb+alpha"}
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class SensorImage:
+    """An image's stored pixels in the sensor frame, with levels and capture metadata.
+
+    Attributes
+    ----------
+    pixels : numpy.ndarray
+        ``kind == 'rgb'``: H×W×3 uint8 or uint16; ``'gray'``: H×W; ``'cfa'``: H×W uint16, the
+        raw mosaic's visible area. No black level has been subtracted.
+    kind : {'rgb', 'gray', 'cfa'}
+    cfa_pattern : numpy.ndarray or None
+        For ``'cfa'``: the colour of each position of the repeating CFA tile (2×2 for Bayer,
+        6×6 for X-Trans) as 0 = red, 1 = green, 2 = blue, anchored at ``pixels[0, 0]``:
+        pixel ``(y, x)`` has colour ``cfa_pattern[y % n, x % n]``. None otherwise.
+    black_level : float or numpy.ndarray
+        For ``'cfa'``: an array shaped like ``cfa_pattern`` with the black level at each tile
+        position. 0 for rendered (JPEG/PNG/TIFF) images.
+    white_level : float
+        The largest meaningful value (the sensor's saturation level for ``'cfa'``,
+        ``2**bit_depth - 1`` otherwise).
+    bit_depth : int
+        Bits per sample as stored (for ``'cfa'``: the bits the white level needs).
+    metadata : ImageMetadata
+        Capture metadata; ``width``/``height`` are those of the stored pixels.
+    path : str
+    format : {'jpeg', 'png', 'tiff', 'dng', 'raw'}
+        Detected from the content, not the extension.
+    rotated_back : int
+        Quarter turns (``numpy.rot90``'s ``k``) applied to bring the stored pixels back to the
+        device frame; 0 when the pixels are as stored.
+    """
+
+    pixels: np.ndarray
+    kind: str
+    cfa_pattern: np.ndarray | None
+    black_level: float | np.ndarray
+    white_level: float
+    bit_depth: int
+    metadata: ImageMetadata
+    path: str
+    format: str
+    rotated_back: int = 0
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(height, width) of the pixels."""
+        return int(self.pixels.shape[0]), int(self.pixels.shape[1])
+
+    def __repr__(self) -> str:
+        return (f"SensorImage(path={self.path!r}, format={self.format!r}, kind={self.kind!r}, "
+                f"shape={self.pixels.shape}, dtype={self.pixels.dtype}, bit_depth={self.bit_depth}, "
+                f"rotated_back={self.rotated_back})")
+
+
+def read_image(
+    path: str | os.PathLike[str],
+    *,
+    expected_shape: tuple[int, int] | None = None,
+    rotate_back: int | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> SensorImage:
+    """Read an image file as stored pixels in the sensor frame.
+
+    The format is detected from the file's content; an extension that disagrees with the
+    content is not an error. EXIF orientation is never applied to the pixels.
+
+    Sensor-frame rule (used when `expected_shape` is given):
+
+    * stored (H, W) equal to `expected_shape`: returned as stored. (A 180° turn keeps the
+      shape and cannot be detected; the pixels are taken as stored.)
+    * stored (W, H), i.e. rotated by 90° one way or the other: the file alone cannot say which
+      way, because EXIF Orientation describes how to display the stored pixels, not how they
+      were produced, and software that rotates pixels usually resets it to 1. Guessing wrong
+      moves every pixel, so such an image is rejected with :class:`ImageReadError` unless the
+      caller passes `rotate_back` (1 or 3: ``numpy.rot90``'s ``k`` that undoes the rotation),
+      asserting the direction. A CFA mosaic is never rotated (a transposed mosaic is a
+      different sensor layout) and is always rejected.
+    * any other shape (resized, cropped, another camera): rejected with both shapes.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A JPEG, PNG, TIFF (8 or 16 bit), DNG or camera raw file.
+    expected_shape : (int, int), optional
+        (height, width) of the device's usual frame, to check the stored pixels against.
+    rotate_back : {1, 3}, optional
+        Quarter turns counter-clockwise (``numpy.rot90``'s ``k``) that undo a known 90°
+        rotation of images stored transposed; only used for such images. Needs
+        `expected_shape`.
+    max_pixels : int, default 250_000_000
+        Images larger than this are refused from their header, before decoding.
+
+    Returns
+    -------
+    SensorImage
+
+    Raises
+    ------
+    ImageReadError
+        For every file that cannot be read as an image in its sensor frame: missing, empty,
+        truncated, corrupt, text, unsupported format or layout (CMYK JPEG, 16-bit RGB PNG,
+        float TIFF, non-Bayer-like raw), larger than `max_pixels`, or not in the device frame.
+    ValueError
+        If `expected_shape`, `rotate_back` or `max_pixels` is invalid.
+    RuntimeError
+        If ``PIL.ImageFile.LOAD_TRUNCATED_IMAGES`` has been set to True by other code, which
+        would make Pillow pad truncated files silently.
+
+    Examples
+    --------
+    >>> image = read_image("IMG_0001.JPG", expected_shape=(3000, 4000))  # doctest: +SKIP
+    >>> image.kind, image.pixels.shape, image.metadata.exposure_s  # doctest: +SKIP
+    ('rgb', (3000, 4000, 3), 0.008)
+    """
+    expected_shape = _check_arguments(expected_shape, rotate_back, max_pixels)
+    path = Path(path)
+    image_format = detect_format(path)
+    if image_format == "jpeg":
+        image = _read_jpeg(path, max_pixels)
+    elif image_format == "png":
+        image = _read_png(path, max_pixels)
+    elif image_format == "tiff":
+        image = _read_tiff(path, max_pixels)
+    else:
+        image = _read_raw(path, image_format, max_pixels)
+    height, width = image.pixels.shape[:2]
+    image = replace(image, metadata=replace(image.metadata, width=int(width), height=int(height)))
+    return _to_device_frame(image, expected_shape, rotate_back)
+
+
+# --- argument checks and the sensor frame -----------------------------------------------------
+
+def _check_arguments(expected_shape, rotate_back, max_pixels) -> tuple[int, int] | None:
+    if isinstance(max_pixels, bool) or not isinstance(max_pixels, (int, np.integer)) or max_pixels <= 0:
+        raise ValueError(f"max_pixels must be a positive integer, got {max_pixels!r}")
+    if rotate_back is not None:
+        if rotate_back not in (1, 3) or isinstance(rotate_back, bool):
+            raise ValueError(f"rotate_back must be 1 or 3 (numpy.rot90's k), got {rotate_back!r}")
+        if expected_shape is None:
+            raise ValueError("rotate_back needs expected_shape: give the device frame's (height, width)")
+    if expected_shape is None:
+        return None
+    try:
+        height, width = (int(side) for side in expected_shape)
+    except (TypeError, ValueError):
+        raise ValueError(f"expected_shape must be (height, width), got {expected_shape!r}") from None
+    if height <= 0 or width <= 0:
+        raise ValueError(f"expected_shape must be positive, got {expected_shape!r}")
+    return height, width
+
+
+def _to_device_frame(image: SensorImage, expected_shape, rotate_back) -> SensorImage:
+    if expected_shape is None:
+        return image
+    stored = image.shape
+    if stored == expected_shape:
+        return image
+
+    def size(shape):
+        return f"{shape[1]}×{shape[0]}"
+
+    if stored != expected_shape[::-1] or stored[0] == stored[1]:
+        raise ImageReadError(
+            image.path,
+            f"stored as {size(stored)} (width×height) but the device frame is {size(expected_shape)}: "
+            "a resized or cropped image (or another camera's) does not keep sensor positions",
+            "Use the original file or exclude it from the manifest.")
+    if image.kind == "cfa":
+        raise ImageReadError(
+            image.path,
+            f"raw mosaic is {size(stored)} but the device frame is {size(expected_shape)}: a raw "
+            "file is never stored rotated, so this is another sensor layout",
+            "Check the device of this file in the manifest.")
+    if rotate_back is None:
+        raise ImageReadError(
+            image.path,
+            f"stored rotated 90° relative to the device frame ({size(stored)} vs {size(expected_shape)}); "
+            "the rotation direction cannot be recovered reliably, so pixel positions are not sensor "
+            "positions",
+            "Exclude it, supply the original, or pass rotate_back if you know how it was rotated.")
+    return replace(image, pixels=np.ascontiguousarray(np.rot90(image.pixels, rotate_back)),
+                   rotated_back=rotate_back)
+
+
+def _check_size(path: Path, height: int, width: int, max_pixels: int) -> None:
+    if height <= 0 or width <= 0:
+        raise ImageReadError(path, f"header gives an empty image ({width}×{height})")
+    if height * width > max_pixels:
+        raise ImageReadError(
+            path, f"{width}×{height} = {height * width:,} pixels exceeds the limit of {max_pixels:,}",
+            "Raise max_pixels if the file is genuine, or exclude it.")
+
+
+def _metadata(path: Path, image_format: str, data: bytes | None = None) -> ImageMetadata:
+    metadata, issues = inspect_exif(path, image_format=image_format, data=data)
+    for issue in issues:
+        warnings.warn(f"{path}: {issue}", ExifWarning, stacklevel=3)
+    return metadata
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _pillow_bomb_error(path: Path, exc: Exception) -> ImageReadError:
+    return ImageReadError(path, f"too large for Pillow's decompression-bomb limit ({exc})",
+                          "Raise PIL.Image.MAX_IMAGE_PIXELS if the file is genuine, or exclude it.")
+
+
+def _check_pillow_is_strict() -> None:
+    if ImageFile.LOAD_TRUNCATED_IMAGES:
+        raise RuntimeError(
+            "PIL.ImageFile.LOAD_TRUNCATED_IMAGES is True (set by other code): Pillow would pad "
+            "truncated images silently. Set it back to False before reading images for analysis.")
+
+
+# --- JPEG -------------------------------------------------------------------------------------
+
+def _read_jpeg(path: Path, max_pixels: int) -> SensorImage:
+    data = path.read_bytes()
+    try:
+        height, width, colourspace, _subsampling = simplejpeg.decode_jpeg_header(data)
+    except ValueError as exc:
+        raise ImageReadError(path, f"corrupt or truncated JPEG header ({exc})") from None
+    _check_size(path, height, width, max_pixels)
+    if colourspace in ("CMYK", "YCCK"):
+        raise ImageReadError(
+            path, f"{colourspace} JPEG: not supported for defect analysis (no camera writes CMYK, "
+            "so the file has been converted for print and its pixels are no longer the camera's)",
+            "Use the camera's original file or exclude it.")
+    gray = colourspace == "Gray"
+    try:
+        # strict: libjpeg's recoverable errors (premature end, corrupt data) raise instead of
+        # being papered over; fastdct/fastupsample off: bit-identical to Pillow.
+        pixels = simplejpeg.decode_jpeg(data, colorspace="GRAY" if gray else "RGB",
+                                        fastdct=False, fastupsample=False, strict=True)
+    except (ValueError, RuntimeError) as exc:
+        message = str(exc)
+        cause = "truncated JPEG data" if "Premature end" in message else "corrupt JPEG data"
+        raise ImageReadError(path, f"{cause} (libjpeg-turbo: {message})") from None
+    if gray:
+        pixels = pixels[:, :, 0]
+    return SensorImage(pixels=pixels, kind="gray" if gray else "rgb", cfa_pattern=None,
+                       black_level=0.0, white_level=255.0, bit_depth=8,
+                       metadata=_metadata(path, "jpeg", data), path=str(path), format="jpeg")
+
+
+# --- PNG --------------------------------------------------------------------------------------
+
+def _read_png(path: Path, max_pixels: int) -> SensorImage:
+    with open(path, "rb") as fh:
+        header = fh.read(33)
+    if len(header) < 33 or header[12:16] != b"IHDR":
+        raise ImageReadError(path, "truncated or corrupt PNG header (no IHDR chunk)")
+    width, height = int.from_bytes(header[16:20], "big"), int.from_bytes(header[20:24], "big")
+    bit_depth, colour_type = header[24], header[25]
+    _check_size(path, height, width, max_pixels)
+    if bit_depth == 16 and colour_type != 0:
+        raise ImageReadError(
+            path, f"16-bit {_PNG_COLOUR_TYPES.get(colour_type, 'colour')} PNG: Pillow would reduce "
+            "it to 8 bits, losing the low-order bits defect analysis needs",
+            "Convert it losslessly to a 16-bit TIFF, or exclude it.")
+    _check_pillow_is_strict()
+    try:
+        with Image.open(path) as image:
+            image.load()
+            pixels, kind, depth = _pillow_pixels(path, image)
+    except ImageReadError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise _pillow_bomb_error(path, exc) from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
+        cause = "truncated PNG data" if "truncated" in str(exc).lower() else "corrupt PNG data"
+        raise ImageReadError(path, f"{cause} (Pillow: {_describe(exc)})") from None
+    return SensorImage(pixels=pixels, kind=kind, cfa_pattern=None, black_level=0.0,
+                       white_level=float(2 ** depth - 1), bit_depth=depth,
+                       metadata=_metadata(path, "png"), path=str(path), format="png")
+
+
+def _pillow_pixels(path: Path, image: Image.Image) -> tuple[np.ndarray, str, int]:
+    """Pixels of a loaded Pillow image as (array, kind, bit depth); alpha is dropped."""
+    mode = image.mode
+    if mode in ("P", "PA"):
+        image, mode = image.convert("RGBA"), "RGBA"
+    elif mode == "1":
+        image, mode = image.convert("L"), "L"
+    if mode in ("RGB", "RGBA", "RGBX"):
+        return np.asarray(image)[:, :, :3].copy(), "rgb", 8
+    if mode in ("L", "LA"):
+        pixels = np.asarray(image)
+        return np.array(pixels[:, :, 0] if pixels.ndim == 3 else pixels), "gray", 8
+    if mode.startswith("I;16"):
+        return np.asarray(image).astype(np.uint16), "gray", 16
+    if mode == "I":
+        pixels = np.asarray(image)
+        if pixels.size and (pixels.min() < 0 or pixels.max() > 65535):
+            raise ImageReadError(path, "32-bit integer pixels out of the 16-bit range")
+        return pixels.astype(np.uint16), "gray", 16
+    raise ImageReadError(path, f"pixel mode {mode!r} is not supported (8/16-bit gray or 8-bit RGB are)",
+                         "Convert it to an 8/16-bit TIFF, or exclude it.")
+
+
+# --- TIFF -------------------------------------------------------------------------------------
+
+def _read_tiff(path: Path, max_pixels: int) -> SensorImage:
+    try:
+        with tifffile.TiffFile(path) as tif:
+            page = tif.pages.first
+            _check_size(path, int(page.imagelength), int(page.imagewidth), max_pixels)
+            photometric = tifffile.PHOTOMETRIC(page.photometric).name
+            dtype, bits, samples = np.dtype(page.dtype), int(page.bitspersample), int(page.samplesperpixel)
+            _check_tiff_layout(path, photometric, dtype, samples)
+            try:
+                pixels = _tiff_pixels_hwc(path, page.asarray(), page.axes)
+            except ValueError as exc:
+                if "imagecodecs" not in str(exc):
+                    raise
+                pixels = _tiff_with_pillow(path, exc, dtype, photometric)
+    except ImageReadError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise _pillow_bomb_error(path, exc) from None
+    except Exception as exc:  # tifffile raises ValueError, TiffFileError, struct.error, zlib.error...
+        raise ImageReadError(path, f"corrupt or truncated TIFF data ({_describe(exc)})") from None
+    kind = "gray" if photometric == "MINISBLACK" else "rgb"
+    if pixels.ndim == 3:
+        pixels = pixels[:, :, 0] if kind == "gray" else pixels[:, :, :3]
+    return SensorImage(pixels=np.ascontiguousarray(pixels), kind=kind, cfa_pattern=None,
+                       black_level=0.0, white_level=float(2 ** bits - 1), bit_depth=bits,
+                       metadata=_metadata(path, "tiff"), path=str(path), format="tiff")
+
+
+def _check_tiff_layout(path: Path, photometric: str, dtype: np.dtype, samples: int) -> None:
+    if photometric not in ("MINISBLACK", "RGB", "YCBCR"):
+        raise ImageReadError(
+            path, f"TIFF with photometric interpretation {photometric} is not supported "
+            "(grayscale and RGB are)", "Convert it to an RGB or grayscale TIFF, or exclude it.")
+    if dtype not in (np.uint8, np.uint16):
+        raise ImageReadError(path, f"TIFF samples of type {dtype} are not supported (8/16-bit unsigned are)",
+                             "Convert it to an 8/16-bit TIFF, or exclude it.")
+    if photometric == "RGB" and samples < 3:
+        raise ImageReadError(path, f"RGB TIFF with {samples} sample(s) per pixel")
+
+
+def _tiff_with_pillow(path: Path, exc: ValueError, dtype: np.dtype, photometric: str) -> np.ndarray:
+    """Decode a TIFF whose compression tifffile cannot handle without imagecodecs."""
+    if dtype == np.uint16 and photometric != "MINISBLACK":
+        raise ImageReadError(path, f"16-bit colour TIFF with a compression that needs imagecodecs ({exc})",
+                             "pip install imagecodecs, or save it uncompressed.")
+    _check_pillow_is_strict()
+    with Image.open(path) as image:
+        image.load()
+        pixels, _kind, _depth = _pillow_pixels(path, image)
+    return pixels
+
+
+def _tiff_pixels_hwc(path: Path, pixels: np.ndarray, axes: str) -> np.ndarray:
+    """Bring tifffile's array to height×width(×samples) using its axes ('YX', 'YXS', 'SYX')."""
+    if axes == "YX" or axes == "YXS":
+        return pixels
+    if axes == "SYX":
+        return np.moveaxis(pixels, 0, -1)
+    raise ImageReadError(path, f"TIFF page with axes {axes!r} is not a single 2-D image",
+                         "Save the image as a single-page 8/16-bit TIFF.")
+
+
+# --- RAW / DNG --------------------------------------------------------------------------------
+
+def _read_raw(path: Path, image_format: str, max_pixels: int) -> SensorImage:
+    raw = rawpy.RawPy()
+    try:
+        raw.open_file(str(path))
+        sizes = raw.sizes
+        _check_size(path, int(sizes.raw_height), int(sizes.raw_width), max_pixels)
+        raw.unpack()
+        if raw.raw_type != rawpy.RawType.Flat:
+            raise ImageReadError(
+                path, "raw data is not a CFA mosaic (a linear/demosaiced raw); pixel positions "
+                "no longer map to single photosites", "Use the camera's original raw file.")
+        descriptions = raw.color_desc.decode("ascii", errors="replace")
+        pattern = raw.raw_pattern
+        pixels = np.array(raw.raw_image_visible, dtype=np.uint16, copy=True)
+        period = 1 if pattern is None else int(pattern.shape[0])
+        colour_indices = np.array(raw.raw_colors_visible[:period, :period], copy=True)
+        black_per_channel = np.asarray(raw.black_level_per_channel, dtype=np.float64)
+        white_level = float(raw.white_level)
+    except rawpy.LibRawError as exc:
+        cause = ("truncated or unreadable raw data" if isinstance(exc, rawpy.LibRawIOError)
+                 else "LibRaw cannot read it")
+        raise ImageReadError(path, f"{cause} ({_describe(exc)})") from None
+    finally:
+        raw.close()
+    if pattern is None:
+        raise ImageReadError(path, "raw data has no colour filter pattern (monochrome or unknown sensor)")
+    cfa_pattern = _rgb_cfa_pattern(path, colour_indices, descriptions)
+    black_level = black_per_channel[colour_indices]
+    return SensorImage(pixels=pixels, kind="cfa", cfa_pattern=cfa_pattern, black_level=black_level,
+                       white_level=white_level, bit_depth=max(int(white_level).bit_length(), 1),
+                       metadata=_metadata(path, image_format), path=str(path), format=image_format)
+
+
+def _rgb_cfa_pattern(path: Path, colour_indices: np.ndarray, descriptions: str) -> np.ndarray:
+    """Map LibRaw colour indices (into e.g. 'RGBG') to 0 = R, 1 = G, 2 = B."""
+    try:
+        lookup = np.array([_CFA_LETTERS[letter] for letter in descriptions], dtype=np.uint8)
+        return lookup[colour_indices]
+    except (KeyError, IndexError):
+        raise ImageReadError(path, f"colour filter array with colours {descriptions!r} is not "
+                             "supported (only red, green and blue filters are)") from None
