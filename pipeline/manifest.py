@@ -1,0 +1,107 @@
+"""Build and check image manifests.
+
+    python -m pipeline.manifest build DIR [--out manifest.csv] [--device-from folder|serial | --device NAME]
+                                          [--classes SPEC] [--verify-pixels]
+    python -m pipeline.manifest check MANIFEST [--classes SPEC]
+    python -m pipeline.manifest specs            # the shipped class specifications
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from pipeline.data.classspec import load_class_spec, shipped_class_specs
+from pipeline.data.errors import ManifestError
+from pipeline.data.manifest import load_manifest, parse_capture_time
+from pipeline.data.manifest_builder import DEVICE_SOURCES, build_manifest, write_manifest
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m pipeline.manifest", description="Build and check image manifests.")
+    sub = p.add_subparsers(dest="command", required=True)
+    b = sub.add_parser("build", help="write a manifest for a folder tree from EXIF")
+    b.add_argument("root", type=Path, help="folder holding the images (walked recursively)")
+    b.add_argument("--out", type=Path, help="manifest to write (default: ROOT/manifest.csv)")
+    group = b.add_mutually_exclusive_group()
+    group.add_argument("--device", help="one device id for every image")
+    group.add_argument("--device-from", choices=DEVICE_SOURCES[:2], help="device id from the parent folder "
+                                                                         "(default) or the EXIF body serial")
+    b.add_argument("--classes", help="class specification to label rows with (shipped name or TOML path)")
+    b.add_argument("--verify-pixels", action="store_true", help="decode every image to catch corrupt pixel data")
+    c = sub.add_parser("check", help="validate a manifest and report every problem with its line")
+    c.add_argument("manifest", type=Path)
+    c.add_argument("--classes", help="class specification (shipped name or TOML path)")
+    c.add_argument("--no-files", action="store_true", help="do not check that the image files exist")
+    sub.add_parser("specs", help="list the shipped class specifications")
+    return p
+
+
+def _label_rows(rows, spec_name):
+    """Add a label column from a class specification; returns the rows outside every class."""
+    spec = load_class_spec(spec_name)
+    outside = []
+    for row in rows:
+        captured = parse_capture_time(row["captured_at"]) if row.get("captured_at") else None
+        slot = int(row["timeslot"]) if row.get("timeslot") else None
+        if row["device"] not in spec.devices:
+            row["label"] = ""
+            outside.append((row["path"], f"device {row['device']!r} is not in {spec.name!r}"))
+            continue
+        label, reason = spec.label_for(row["device"], timeslot=slot, captured_at=captured)
+        row["label"] = "" if label is None else str(label)
+        if label is None:
+            outside.append((row["path"], reason))
+    return outside
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "specs":
+        for name in shipped_class_specs():
+            spec = load_class_spec(name)
+            print(f"{name}: {spec.name}, {len(spec.devices)} devices ({spec.time_axis}): "
+                  f"{', '.join(spec.devices)}")
+        return 0
+    if args.command == "check":
+        try:
+            manifest = load_manifest(args.manifest, class_spec=args.classes, check_files=not args.no_files)
+        except (ManifestError, FileNotFoundError, ValueError) as exc:
+            print(exc, file=sys.stderr)
+            return 1
+        counts = {}
+        for r in manifest.rows:
+            counts.setdefault(r.device, {}).setdefault(r.label, 0)
+            counts[r.device][r.label] += 1
+        print(f"{manifest.source}: OK — {len(manifest.rows)} images, sha256 {manifest.sha256}")
+        for device, per_class in counts.items():
+            print(f"  {device}: " + ", ".join(f"class {k}: {v}" for k, v in sorted(per_class.items())))
+        for e in manifest.excluded:
+            print(f"  excluded line {e.line} ({e.path}): {e.reason}")
+        return 0
+    try:
+        built = build_manifest(args.root, device=args.device, device_from=args.device_from,
+                               relative_to=(args.out.parent if args.out else args.root),
+                               verify_pixels=args.verify_pixels, progress=True)
+    except (NotADirectoryError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    rows = built.rows
+    outside = _label_rows(rows, args.classes) if args.classes else []
+    out = args.out or (args.root / "manifest.csv")
+    columns = ("path", "device", "captured_at", "label") if args.classes else ("path", "device", "captured_at")
+    write_manifest(rows, out, columns=columns + tuple(c for c in ("make", "model", "exposure_s", "iso", "serial")))
+    print(f"Wrote {out}: {len(rows)} images.")
+    for problem in built.problems:
+        print(f"  {problem}")
+    for path, reason in outside:
+        print(f"  {path}: no class ({reason})")
+    if built.problems:
+        print(f"{len(built.problems)} problem(s) above; fix them, then run "
+              f"`python -m pipeline.manifest check {out}`.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
