@@ -1,0 +1,146 @@
+"""Local and global noise levels, and clipped neighbourhoods, against numpy/scipy references."""
+
+import numpy as np
+import pytest
+
+import kernels
+from kernel_reference import (
+    LARGE_SHAPES_2D,
+    LARGE_SHAPES_3D,
+    MAD_SCALE,
+    clipped_reference,
+    local_sigma_reference,
+    random_image,
+)
+
+SHAPES = [(1, 1), (1, 9), (2, 3), (3, 3), (6, 7), (1, 1, 3), (4, 5, 3), (5, 6, 2)] + LARGE_SHAPES_2D[:1] + LARGE_SHAPES_3D[:1]
+CFA_SHAPES = [(1, 1), (1, 9), (2, 3), (3, 3), (6, 7), (9, 12)] + LARGE_SHAPES_2D[:1]
+
+
+def _residual(rng, shape, dtype=np.float32):
+    image = random_image(rng, shape, dtype)
+    return image, kernels.median_residual(image)
+
+
+@pytest.mark.parametrize("radius", [1, 2, 3])
+@pytest.mark.parametrize("shape", SHAPES)
+def test_local_sigma_matches_scipy(shape, radius):
+    _, residual = _residual(np.random.default_rng(sum(shape) + radius), shape)
+    got = kernels.local_sigma(residual, radius=radius)
+    assert got.dtype == np.float32 and got.shape == shape
+    np.testing.assert_array_equal(got, local_sigma_reference(residual, radius))
+
+
+@pytest.mark.parametrize("radius", [1, 2])
+@pytest.mark.parametrize("shape", CFA_SHAPES)
+def test_local_sigma_cfa_matches_per_plane_scipy(shape, radius):
+    mosaic = random_image(np.random.default_rng(sum(shape)), shape, np.uint16)
+    residual = kernels.cfa_residual(mosaic)
+    got = kernels.local_sigma(residual, radius=radius, cfa=True)
+    np.testing.assert_array_equal(got, local_sigma_reference(residual, radius, cfa=True))
+
+
+@pytest.mark.parametrize("radius", [1, 2, 3])
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
+@pytest.mark.parametrize("shape", [(1, 1), (3, 4), (9, 11), (2, 3, 3), (8, 9, 3)])
+def test_local_sigma_at_equals_the_map_at_every_position(shape, dtype, radius):
+    image = random_image(np.random.default_rng(3), shape, dtype)
+    index = np.indices(shape).reshape(len(shape), -1)
+    channels = index[2] if len(shape) == 3 else None
+    expected = kernels.local_sigma(kernels.median_residual(image), radius).ravel()
+    np.testing.assert_array_equal(kernels.local_sigma_at(image, index[0], index[1], channels, radius), expected)
+    if len(shape) == 2:
+        expected = kernels.local_sigma(kernels.cfa_residual(image), radius, cfa=True).ravel()
+        got = kernels.local_sigma_at(image, index[0], index[1], radius=radius, cfa=True)
+        np.testing.assert_array_equal(got, expected)
+
+
+def test_local_sigma_estimates_gaussian_noise_and_ignores_a_hot_pixel():
+    rng = np.random.default_rng(5)
+    residual = rng.normal(0.0, 2.0, (60, 60)).astype(np.float32)
+    residual[30, 30] = 500.0
+    sigma = kernels.local_sigma(residual)
+    assert abs(np.median(sigma) - 2.0) < 0.15
+    assert sigma[30, 30] < 4.0
+
+
+def test_out_buffer_and_bad_arguments():
+    residual = np.zeros((4, 5), np.float32)
+    out = np.empty_like(residual)
+    assert kernels.local_sigma(residual, out=out) is out
+    with pytest.raises(TypeError, match="float32"):
+        kernels.local_sigma(residual.astype(np.float64))
+    for radius in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="radius"):
+            kernels.local_sigma(residual, radius=radius)
+    with pytest.raises(ValueError, match="H×W"):
+        kernels.local_sigma(np.zeros((4, 5, 3), np.float32), cfa=True)
+    residual[2, 3] = np.nan
+    with pytest.raises(ValueError, match=r"NaN or inf \(first at index \(2, 3\)\)"):
+        kernels.local_sigma(residual)
+    image = np.ones((6, 6), np.float32)
+    image[0, 5] = np.inf
+    with pytest.raises(ValueError, match="NaN or inf"):
+        kernels.local_sigma_at(image, [1], [3])  # the 5×5 window's residuals reach (0, 5)
+
+
+@pytest.mark.parametrize("stride", [1, 3, 16])
+@pytest.mark.parametrize("shape", [(1, 1), (7, 9), (40, 50), (7, 9, 3), (40, 50, 3)])
+def test_image_sigma_matches_residual_sigma_and_reference(shape, stride):
+    image, residual = _residual(np.random.default_rng(11), shape, np.uint8)
+    got = kernels.image_sigma(image, stride=stride)
+    np.testing.assert_array_equal(got, kernels.residual_sigma(residual, stride=stride))
+    channels = residual.reshape(shape[0], shape[1], -1)[::stride, ::stride]
+    expected = MAD_SCALE * np.median(np.abs(channels).reshape(-1, channels.shape[2]), axis=0)
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
+    assert got.shape == ((shape[2],) if len(shape) == 3 else (1,))
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (2, 2), (7, 9), (40, 50)])
+def test_image_sigma_cfa_is_per_plane(shape):
+    mosaic = random_image(np.random.default_rng(12), shape, np.uint16)
+    residual = kernels.cfa_residual(mosaic)
+    got = kernels.image_sigma(mosaic, cfa=True, stride=2)
+    np.testing.assert_array_equal(got, kernels.residual_sigma(residual, cfa=True, stride=2))
+    assert got.shape == (2, 2)
+    for py in range(2):
+        for px in range(2):
+            sample = residual[py::4, px::4]
+            expected = MAD_SCALE * np.median(np.abs(sample)) if sample.size else 0.0
+            np.testing.assert_allclose(got[py, px], expected, rtol=1e-6)
+
+
+def test_image_sigma_bad_stride():
+    with pytest.raises(ValueError, match="stride"):
+        kernels.image_sigma(np.zeros((4, 4), np.uint8), stride=0)
+
+
+CLIP_CASES = [(shape, False) for shape in [(1, 1), (2, 3), (9, 11), (8, 9, 3)] + LARGE_SHAPES_2D[:1]] + [
+    (shape, True) for shape in [(1, 1), (2, 3), (9, 11)] + LARGE_SHAPES_2D[:1]]
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
+@pytest.mark.parametrize(("shape", "cfa"), CLIP_CASES)
+def test_clipped_neighbourhood_matches_maximum_filter(shape, cfa, dtype):
+    image = random_image(np.random.default_rng(13), shape, dtype, high=255)
+    got = kernels.clipped_neighbourhood(image, 240, cfa=cfa)
+    expected = clipped_reference(image, 240, cfa=cfa)
+    np.testing.assert_array_equal(got, expected)
+    index = np.indices(shape).reshape(len(shape), -1)
+    channels = index[2] if len(shape) == 3 else None
+    np.testing.assert_array_equal(
+        kernels.clipped_at(image, index[0], index[1], channels, saturation=240, cfa=cfa), expected.ravel())
+
+
+def test_saturation_levels_are_exact_in_the_image_dtype():
+    image = np.array([[100, 101]], np.uint8)
+    assert kernels.clipped_neighbourhood(image, 100.5).tolist() == [[True, True]]  # 101 >= 100.5
+    assert not kernels.clipped_neighbourhood(image, 101.5).any()
+    assert not kernels.clipped_neighbourhood(image, 1e9).any()  # above the dtype's range
+    assert kernels.clipped_neighbourhood(image, -5).all()
+    below_one = np.nextafter(np.float32(1.0), np.float32(0.0))
+    floats = np.array([[below_one]], np.float32)
+    assert not kernels.clipped_neighbourhood(floats, (float(below_one) + 1.0) / 2).any()
+    assert kernels.clipped_neighbourhood(floats, float(below_one)).all()
+    with pytest.raises(ValueError, match="NaN"):
+        kernels.clipped_neighbourhood(image, float("nan"))
