@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import csv
 import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Iterable, Mapping, NamedTuple, Sequence
 
 from tqdm import tqdm
 
+from pipeline.data.atomic import atomic_write
 from pipeline.data.errors import ImageReadError, ManifestProblem
 from pipeline.data.exif import IMAGE_EXTENSIONS, ExifWarning, ImageMetadata, inspect_exif
 from pipeline.data.imageio import read_image
@@ -155,19 +155,13 @@ def write_manifest(
     for row in rows:
         header += [key for key in row if key not in header]
     out_csv = Path(out_csv)
-    handle, tmp_name = tempfile.mkstemp(prefix=f".{out_csv.name}.", suffix=".tmp", dir=out_csv.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=header, restval="", lineterminator="\n")
-            writer.writeheader()
-            for row in rows:
-                writer.writerow({key: "" if value is None else value for key, value in row.items()})
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp_name, out_csv)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    if not out_csv.parent.is_dir():
+        raise FileNotFoundError(f"folder {out_csv.parent} does not exist: create it or choose another --out")
+    with atomic_write(out_csv) as fh:
+        writer = csv.DictWriter(fh, fieldnames=header, restval="", lineterminator="\n")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({key: "" if value is None else value for key, value in row.items()})
     return out_csv
 
 

@@ -9,14 +9,14 @@ in-memory copy, so that identical splits are guaranteed rather than hoped for.
 from __future__ import annotations
 
 import csv
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["Split", "stratified_splits", "write_split", "read_split", "oversample_minority", "atomic_write_text"]
+from pipeline.data.atomic import atomic_write_text
+
+__all__ = ["Split", "stratified_splits", "write_split", "read_split", "oversample_minority"]
 
 
 @dataclass(frozen=True)
@@ -81,22 +81,6 @@ def stratified_splits(labels, *, n_runs: int = 10, test_size: float = 0.1, seed:
         train_idx = np.setdiff1d(np.arange(labels.size), test_idx)
         runs.append((train_idx, test_idx, run_seed))
     return runs
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write text to ``path`` atomically: a reader sees the old file or the whole new one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_split(path: str | Path, split: Split) -> None:

@@ -9,13 +9,13 @@ arbitrary pickled objects.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from pipeline.data.atomic import atomic_write
 
 CHECKPOINT_FORMAT = 1
 
@@ -23,18 +23,8 @@ CHECKPOINT_FORMAT = 1
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
     """Write ``state`` to ``path`` atomically (parent folders are created)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            torch.save({"format": CHECKPOINT_FORMAT, **state}, stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
+    with atomic_write(path, "wb") as stream:
+        torch.save({"format": CHECKPOINT_FORMAT, **state}, stream)
     return path
 
 
