@@ -25,7 +25,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-__all__ = ["FridrichGoljanClassifier"]
+__all__ = ["FridrichGoljanClassifier", "fit_presence"]
 
 
 def _check_side(name, value, n, m, *, per_defect: bool):
@@ -48,11 +48,26 @@ def _check_side(name, value, n, m, *, per_defect: bool):
     return arr
 
 
-def _presence_fit(w, s2, tau, present):
+def fit_presence(w, s2, tau, present):
     """Weighted least squares of ``w`` on ``(τ, 1)`` over ``present`` images, with D, c ≥ 0.
 
-    Vectorised over defects (columns). Returns (D, c, llr) where llr is the log-likelihood
-    ratio of "present with mean τD + c on those images" against "never present".
+    Parameters
+    ----------
+    w : ndarray, shape (n_images, n_defects)
+        Residuals (NaN entries are ignored).
+    s2 : ndarray, shape (n_images, n_defects)
+        Noise variances (weights are ``1 / s2``).
+    tau : ndarray, shape (n_images,)
+        Exposure times (ones for a constant mean).
+    present : ndarray of bool, shape (n_images, n_defects)
+        Images in which each defect is taken to be present.
+
+    Returns
+    -------
+    D, c, llr : ndarray, shape (n_defects,)
+        The constrained estimates and the log-likelihood ratio of "present with mean τD + c on
+        those images" against "never present". The constrained optimum is the best feasible of
+        the unconstrained fit and the two one-parameter fits (the objective is convex).
     """
     weight = np.where(present & np.isfinite(w), 1.0 / s2, 0.0)
     w0 = np.where(weight > 0, w, 0.0)
@@ -200,7 +215,7 @@ class FridrichGoljanClassifier(ClassifierMixin, BaseEstimator):
         usable = known_tau[:, None] & np.isfinite(X)
         for onset in range(1, n_classes):
             present = (y_idx >= onset)[:, None] & usable
-            d, c, llr = _presence_fit(X, s2, tau_fit, present)
+            d, c, llr = fit_presence(X, s2, tau_fit, present)
             better = llr > best_llr
             best_llr = np.where(better, llr, best_llr)
             best_onset = np.where(better, onset, best_onset)

@@ -10,7 +10,8 @@ healthy-pixel mean.
 from __future__ import annotations
 
 import numpy as np
-from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.base import BaseEstimator, ClassifierMixin, clone
+from sklearn.calibration import CalibratedClassifierCV
 from sklearn.impute import SimpleImputer
 from sklearn.model_selection import GridSearchCV, StratifiedKFold
 from sklearn.naive_bayes import GaussianNB
@@ -102,22 +103,21 @@ class ResidualSVM(_ResidualClassifier):
     param_grid : dict, optional
         Grid over the pipeline's ``svc__C`` and ``svc__gamma``; default :data:`SVM_PARAM_GRID`.
     random_state : int or None, default 0
-        Seeds the inner folds' shuffling and the SVC's probability (Platt) calibration.
+        Seeds the inner folds' shuffling.
     n_jobs : int, optional
         Parallel jobs of the grid search (joblib; callers may select a Dask backend).
 
     Attributes
     ----------
     classes_ : ndarray
-    pipeline_ : sklearn.model_selection.GridSearchCV
-        Refit on the whole training split with the best parameters (``best_params_``).
-
-    Notes
-    -----
-    Passes scikit-learn's ``check_estimator`` except ``check_estimators_pickle`` in its
-    read-only memory-map variant: libsvm's ``predict_proba`` needs writable model arrays, and
-    a fitted ``SVC(probability=True)`` that is memory-mapped read-only fails the same way.
-    Ordinary pickling round-trips.
+    best_params_ : dict
+        The C and γ chosen by the inner cross-validation (empty when a class was too small
+        for any inner CV and the defaults were used).
+    pipeline_ : sklearn.calibration.CalibratedClassifierCV or sklearn.pipeline.Pipeline
+        The chosen ``impute → StandardScaler → SVC`` pipeline refit on the whole training
+        split, with Platt (sigmoid) probabilities from cross-validated decision values
+        (``ensemble=False``). When a class has a single training image no calibration is
+        possible: the bare pipeline is used and :meth:`predict_proba` is one-hot.
     """
 
     def __init__(self, inner_folds: int = 3, param_grid: dict | None = None, random_state: int | None = 0,
@@ -127,13 +127,27 @@ class ResidualSVM(_ResidualClassifier):
         self.random_state = random_state
         self.n_jobs = n_jobs
 
-    def _make_pipeline(self, y):
-        pipe = Pipeline([("impute", _imputer()), ("scale", StandardScaler()),
-                         ("svc", SVC(kernel="rbf", probability=True, random_state=self.random_state))])
-        smallest = int(np.unique(y, return_counts=True)[1].min())
-        folds = min(self.inner_folds, smallest)
+    def fit(self, X, y):
+        """Choose C and γ by inner CV on ``(X, y)``, refit, and calibrate probabilities."""
+        X, y = validate_data(self, X, y, dtype=np.float64, ensure_all_finite="allow-nan")
+        check_classification_targets(y)
+        self.classes_ = np.unique(y)
+        pipe = Pipeline([("impute", _imputer()), ("scale", StandardScaler()), ("svc", SVC(kernel="rbf"))])
+        folds = min(self.inner_folds, int(np.unique(y, return_counts=True)[1].min()))
         if folds < 2:
-            # too few images of some class for any inner CV: fall back to the default C, γ
-            return pipe
+            self.best_params_ = {}
+            self.pipeline_ = pipe.fit(X, y)
+            return self
         cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=self.random_state)
-        return GridSearchCV(pipe, self.param_grid or SVM_PARAM_GRID, cv=cv, n_jobs=self.n_jobs)
+        search = GridSearchCV(pipe, self.param_grid or SVM_PARAM_GRID, cv=cv, n_jobs=self.n_jobs).fit(X, y)
+        self.best_params_ = search.best_params_
+        chosen = clone(pipe).set_params(**search.best_params_)
+        self.pipeline_ = CalibratedClassifierCV(chosen, method="sigmoid", cv=cv, ensemble=False).fit(X, y)
+        return self
+
+    def predict_proba(self, X):
+        """Class probabilities (Platt-calibrated), columns ordered as ``classes_``."""
+        X = self._X(X)
+        if isinstance(self.pipeline_, Pipeline):
+            return (self.pipeline_.predict(X)[:, None] == self.classes_[None, :]).astype(float)
+        return self.pipeline_.predict_proba(X)

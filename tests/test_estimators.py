@@ -27,10 +27,7 @@ def test_fg_passes_check_estimator():
 
 def test_nb_and_svm_pass_check_estimator():
     check_estimator(ResidualNaiveBayes())
-    # libsvm's predict_proba needs writable model arrays; a plain fitted SVC(probability=True)
-    # memory-mapped read-only fails the same way (documented in ResidualSVM's Notes)
-    check_estimator(ResidualSVM(inner_folds=2), expected_failed_checks={
-        "check_estimators_pickle": "libsvm predict_proba on read-only memory-mapped model arrays"})
+    check_estimator(ResidualSVM(inner_folds=2))
 
 
 def reference_interval_loglik(X, s2, tau, onset, dark, offset, n_classes):

@@ -1,0 +1,550 @@
+"""The age-estimation experiment: every method, per device, on identical repeated splits.
+
+Layout of an output folder::
+
+    config.json                 resolved configuration, seeds, versions, manifest SHA-256, status
+    splits/<device>/run_XX.csv  the splits every method read back
+    parts/<device>/run_XX.json  one finished (device, run): predictions, metrics, defects, FG model
+    defects/<device>/run_XX.csv the identified defects of that run
+    predictions.csv metrics.csv summary.csv summary.md accuracy_boxplot.png
+    failures.csv excluded.csv   unreadable images with their reason; rows outside every class
+
+Each part is written atomically when its (device, run) is complete, so an interrupted run
+resumes where it stopped and never recomputes finished work; the aggregate files are written
+last, and ``config.json`` says ``"status": "complete"`` only when they are all there.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from baselines.defects import DefectIdentifier, DefectTable
+from baselines.fridrich_goljan import FridrichGoljanClassifier
+from baselines.residual_classifiers import ResidualNaiveBayes, ResidualSVM
+from pipeline.analysis.provenance import package_versions, read_json, utc_now, write_json
+from pipeline.analysis.report import plot_accuracy_boxes, summarise, summary_markdown, write_csv
+from pipeline.data.atomic import atomic_write_text
+from pipeline.data.errors import ImageReadError
+from pipeline.data.manifest import Manifest
+from pipeline.data.splits import Split, read_split, stratified_splits, write_split
+from pipeline.features.executor import WorkerPool, batched, map_batches
+from pipeline.features.extract import (AccumulateTask, SparseTask, accumulate_batch, probe_device,
+                                       sparse_batch)
+
+__all__ = ["ExperimentConfig", "run_experiment", "ConfigMismatchError", "DEFECT_METHODS", "ALL_METHODS"]
+
+DEFECT_METHODS = ("fg", "nb", "svm")
+ALL_METHODS = DEFECT_METHODS + ("srnet",)
+
+# configuration keys that do not change any result (so a resumed run may differ in them)
+_NON_RESULT_KEYS = {"methods", "workers", "progress", "strict", "batch_size", "srnet_runs", "pooled"}
+
+
+class ConfigMismatchError(RuntimeError):
+    """The output folder holds a run made with a different configuration or manifest."""
+
+
+@dataclass
+class ExperimentConfig:
+    """Parameters of an experiment (all recorded in ``config.json``).
+
+    Parameters
+    ----------
+    methods : tuple of str
+        Any of ``fg``, ``nb``, ``svm``, ``srnet``.
+    runs : int
+        Repetitions of the stratified split (the papers use 10).
+    test_size : float
+        Fraction of each class held out per run.
+    seed : int
+        Root seed; each device's split seed derives from it and the device id.
+    n_blocks : int
+        Contiguous time blocks of trusted images for defect screening.
+    candidate_false_alarm, onset_false_alarm : float
+        See :class:`baselines.defects.DefectIdentifier`.
+    fg_false_alarm : float
+        See :class:`baselines.fridrich_goljan.FridrichGoljanClassifier`.
+    svm_inner_folds : int
+        Inner cross-validation folds for the SVM's C and γ.
+    srnet_preset : str
+        ``cpu`` or ``paper`` (see :mod:`pipeline.srnet.presets`).
+    srnet_runs : int or None
+        Train SRNet on the first k runs only (None: the preset's choice).
+    srnet_overrides : dict
+        Fields of the SRNet preset to override (e.g. ``{"epochs": 2}``); recorded.
+    strict : bool
+        Stop at the first unreadable image instead of recording it and going on.
+    workers, batch_size, progress, pooled
+        Execution and reporting only.
+    """
+
+    methods: tuple = ("fg", "nb", "svm")
+    runs: int = 10
+    test_size: float = 0.1
+    seed: int = 0
+    n_blocks: int = 8
+    candidate_false_alarm: float = 1e-3
+    onset_false_alarm: float = 1e-3
+    fg_false_alarm: float = 1e-3
+    svm_inner_folds: int = 3
+    srnet_preset: str = "cpu"
+    srnet_runs: int | None = None
+    srnet_overrides: dict = field(default_factory=dict)
+    strict: bool = False
+    workers: int | None = None
+    batch_size: int = 8
+    progress: bool = True
+    pooled: bool = False
+
+    def __post_init__(self):
+        self.methods = tuple(self.methods)
+        unknown = [m for m in self.methods if m not in ALL_METHODS]
+        if unknown or not self.methods:
+            raise ValueError(f"unknown method(s) {unknown}: choose from {', '.join(ALL_METHODS)}")
+        if self.runs < 1:
+            raise ValueError(f"runs must be >= 1, got {self.runs}")
+        if not 0 < self.test_size < 1:
+            raise ValueError(f"test_size must be in (0, 1), got {self.test_size}")
+        if self.n_blocks < 2:
+            raise ValueError(f"n_blocks must be >= 2, got {self.n_blocks}")
+
+
+@dataclass
+class _DeviceData:
+    device: str
+    rows: dict            # absolute path -> ManifestRow
+    order: list           # paths in time order
+    seed: int
+    frame: tuple | None = None
+    kind: str | None = None
+    failures: dict = field(default_factory=dict)  # path -> reason
+
+
+def device_seed(root_seed: int, device: str) -> int:
+    """Split seed of one device: independent of the other devices and of their order."""
+    return int(np.random.SeedSequence([root_seed, zlib.crc32(device.encode())]).generate_state(1)[0])
+
+
+def _split_paths(out: Path, device: str, run: int) -> Path:
+    return out / "splits" / device / f"run_{run:02d}.csv"
+
+
+def _part_path(out: Path, device: str, run: int) -> Path:
+    return out / "parts" / device / f"run_{run:02d}.json"
+
+
+def _result_config(cfg: ExperimentConfig) -> dict:
+    return {k: v for k, v in asdict(cfg).items() if k not in _NON_RESULT_KEYS}
+
+
+def _prepare_output(out: Path, cfg: ExperimentConfig, manifest: Manifest, extra: dict) -> dict:
+    out.mkdir(parents=True, exist_ok=True)
+    record = {
+        "tool": "pipeline.ml_age",
+        "status": "running",
+        "started": utc_now(),
+        "config": asdict(cfg),
+        "result_config": _result_config(cfg),
+        "manifest": {"path": str(manifest.source), "sha256": manifest.sha256, "rows": len(manifest.rows),
+                     "excluded": len(manifest.excluded)},
+        "device_seeds": {d: device_seed(cfg.seed, d) for d in manifest.devices},
+        "versions": package_versions(),
+        **extra,
+    }
+    if "srnet" in cfg.methods:
+        from pipeline.srnet.presets import preset_config
+
+        record["srnet"] = preset_config(cfg.srnet_preset, **cfg.srnet_overrides).to_dict()
+    config_path = out / "config.json"
+    if config_path.exists():
+        old = read_json(config_path)
+        if old.get("manifest", {}).get("sha256") != manifest.sha256:
+            raise ConfigMismatchError(
+                f"{out} holds a run on another manifest (sha256 {old.get('manifest', {}).get('sha256')}); "
+                "use a new --out folder")
+        differing = sorted(k for k in record["result_config"]
+                           if old.get("result_config", {}).get(k) != record["result_config"][k])
+        if differing:
+            raise ConfigMismatchError(
+                f"{out} holds a run with different settings ({', '.join(differing)}); resuming would mix "
+                "results: use a new --out folder or the same settings")
+        record["started"] = old.get("started", record["started"])
+        record["resumed"] = old.get("resumed", 0) + 1
+    write_json(config_path, record)
+    return record
+
+
+def _load_or_make_splits(out: Path, dev: _DeviceData, cfg: ExperimentConfig) -> list[Split]:
+    """Write each run's split once, then always read it back from its file."""
+    labels = [dev.rows[p].label for p in dev.order]
+    runs = None
+    splits = []
+    for run in range(cfg.runs):
+        path = _split_paths(out, dev.device, run)
+        if not path.exists():
+            if runs is None:
+                runs = stratified_splits(labels, n_runs=cfg.runs, test_size=cfg.test_size, seed=dev.seed)
+            train, test, run_seed = runs[run]
+            write_split(path, Split(run, run_seed, tuple(dev.order[i] for i in train),
+                                    tuple(labels[i] for i in train), tuple(dev.order[i] for i in test),
+                                    tuple(labels[i] for i in test)))
+        splits.append(read_split(path))
+    return splits
+
+
+def _record_failures(dev: _DeviceData, failures, strict: bool) -> None:
+    for path, reason in failures:
+        if strict:
+            raise ImageReadError(path, reason, "Fix or remove it, or run without --strict to skip it.")
+        dev.failures.setdefault(path, reason)
+
+
+def _exposure(dev: _DeviceData, path: str, from_exif: dict) -> float:
+    value = dev.rows[path].exposure_s
+    if value is None:
+        value = from_exif.get(path)
+    return float(value) if value else np.nan
+
+
+def _defect_features(dev: _DeviceData, split: Split, cfg: ExperimentConfig, pool: WorkerPool):
+    """Identify the run's defects from its trusted images; measure them in every image."""
+    order_index = {p: i for i, p in enumerate(dev.order)}
+    train = sorted(split.train_paths, key=order_index.__getitem__)
+    test = list(split.test_paths)
+    blocks = np.array_split(np.arange(len(train)), cfg.n_blocks)
+    tasks, weights = [], []
+    for b, idx in enumerate(blocks):
+        for chunk in batched([train[i] for i in idx], cfg.batch_size):
+            tasks.append(AccumulateTask(tuple(chunk), b, dev.frame))
+            weights.append(len(chunk))
+    results = map_batches(accumulate_batch, tasks, pool=pool, weights=weights, unit="img",
+                          desc=f"{dev.device} run {split.run}: residual statistics", progress=cfg.progress)
+    block_stats = [None] * cfg.n_blocks
+    exif_exposure = {}
+    for res in results:
+        _record_failures(dev, res.failures, cfg.strict)
+        exif_exposure.update(res.exposures)
+        if res.stats is not None:
+            block_stats[res.block] = res.stats if block_stats[res.block] is None else block_stats[res.block].merge(res.stats)
+    block_stats = [s for s in block_stats if s is not None]
+    identifier = DefectIdentifier(candidate_false_alarm=cfg.candidate_false_alarm,
+                                  onset_false_alarm=cfg.onset_false_alarm)
+    if len(block_stats) >= 2:
+        rows, cols, chans = identifier.candidates(block_stats)
+    else:
+        rows = cols = chans = np.zeros(0, dtype=np.int64)
+
+    every = train + test
+    tasks = [SparseTask(tuple(chunk), rows, cols, chans, dev.frame) for chunk in batched(every, cfg.batch_size)]
+    results = map_batches(sparse_batch, tasks, pool=pool, weights=[len(t.paths) for t in tasks],
+                          unit="img", desc=f"{dev.device} run {split.run}: residuals at candidates",
+                          progress=cfg.progress)
+    W = np.concatenate([r.residuals for r in results]) if results else np.zeros((0, rows.size), np.float32)
+    S = np.concatenate([r.sigma for r in results]) if results else np.zeros((0, rows.size), np.float32)
+    for res in results:
+        _record_failures(dev, res.failures, cfg.strict)
+        exif_exposure.update(res.exposures)
+    tau = np.array([_exposure(dev, p, exif_exposure) for p in every])
+    ok = np.array([p not in dev.failures for p in every])
+    n_train = len(train)
+    tr_ok = ok[:n_train]
+    table = identifier.identify(W[:n_train][tr_ok], S[:n_train][tr_ok], tau[:n_train][tr_ok], rows, cols, chans,
+                                demosaiced=dev.kind != "cfa")
+    # candidate column of each identified defect
+    key = {(int(r), int(c), int(ch)): i for i, (r, c, ch) in enumerate(zip(rows, cols, chans))}
+    columns = np.array([key[(int(r), int(c), int(ch))] for r, c, ch in zip(table.rows, table.cols, table.channels)],
+                       dtype=np.int64)
+    onset_paths = [train[np.flatnonzero(tr_ok)[k]] for k in table.onset_index]
+    return {"train": train, "test": test, "W": W[:, columns], "S": S[:, columns], "tau": tau, "ok": ok,
+            "table": table, "onset_paths": onset_paths, "n_candidates": int(rows.size)}
+
+
+def _fg_params(model: FridrichGoljanClassifier) -> dict:
+    return {"classes": model.classes_.tolist(), "onset": model.onset_.tolist(),
+            "dark_current": model.dark_current_.tolist(), "offset": model.offset_.tolist(),
+            "sigma": model.sigma_.tolist(), "uses_exposure": bool(model.uses_exposure_),
+            "tau_range": list(model.tau_range_), "onset_llr": model.onset_llr_.tolist(),
+            "llr_threshold": model.llr_threshold_, "false_alarm": model.false_alarm, "tau_grid": model.tau_grid}
+
+
+def fg_from_params(params: dict) -> FridrichGoljanClassifier:
+    """Rebuild a fitted :class:`FridrichGoljanClassifier` from the parameters a run stored."""
+    model = FridrichGoljanClassifier(false_alarm=params["false_alarm"], tau_grid=params["tau_grid"])
+    model.classes_ = np.asarray(params["classes"])
+    model.onset_ = np.asarray(params["onset"], dtype=np.intp)
+    model.dark_current_ = np.asarray(params["dark_current"], dtype=float)
+    model.offset_ = np.asarray(params["offset"], dtype=float)
+    model.sigma_ = np.asarray(params["sigma"], dtype=float)
+    model.uses_exposure_ = params["uses_exposure"]
+    model.tau_range_ = tuple(params["tau_range"])
+    model.onset_llr_ = np.asarray(params["onset_llr"], dtype=float)
+    model.llr_threshold_ = params["llr_threshold"]
+    model.n_features_in_ = model.onset_.size
+    return model
+
+
+def _prior_prediction(y_train, n_test, classes):
+    """What a method says when it has nothing to go on: the training class frequencies."""
+    freq = np.array([np.mean(np.asarray(y_train) == c) for c in classes])
+    return np.tile(freq, (n_test, 1))
+
+
+def _run_defect_methods(dev, split, cfg, classes, methods, pool):
+    feats = _defect_features(dev, split, cfg, pool)
+    train, test, ok = feats["train"], feats["test"], feats["ok"]
+    n_train = len(train)
+    label = {p: y for p, y in zip(split.train_paths + split.test_paths, split.train_labels + split.test_labels)}
+    tr_idx = np.flatnonzero(ok[:n_train])
+    te_idx = n_train + np.flatnonzero(ok[n_train:])
+    y_tr = np.array([label[train[i]] for i in tr_idx])
+    X, S, tau = feats["W"], feats["S"], feats["tau"]
+    n_defects = X.shape[1]
+    outputs, notes, fg_params = {}, {}, None
+    for method in methods:
+        if n_defects == 0 or len(np.unique(y_tr)) < 2:
+            outputs[method] = _prior_prediction(y_tr, te_idx.size, classes)
+            notes[method] = "no defects identified: predicts the training class frequencies"
+            continue
+        if method == "fg":
+            known = np.isfinite(tau)
+            model = FridrichGoljanClassifier(false_alarm=cfg.fg_false_alarm)
+            model.fit(X[tr_idx], y_tr, sigma=S[tr_idx], exposure=tau[tr_idx] if known.any() else None)
+            proba = model.predict_proba(X[te_idx], sigma=S[te_idx], exposure=tau[te_idx] if known.any() else None)
+            fg_params = _fg_params(model)
+        elif method == "nb":
+            proba = ResidualNaiveBayes().fit(X[tr_idx], y_tr).predict_proba(X[te_idx])
+            model = None
+        else:
+            svm = ResidualSVM(inner_folds=cfg.svm_inner_folds, random_state=split.seed % (2 ** 31)).fit(X[tr_idx], y_tr)
+            proba = svm.predict_proba(X[te_idx])
+            notes[method] = f"inner-CV choice {svm.best_params_}" if svm.best_params_ else "default C, gamma"
+        # align columns with the experiment's classes (a class absent from training gets 0)
+        fitted_classes = np.unique(y_tr)
+        full = np.zeros((te_idx.size, len(classes)))
+        for j, c in enumerate(fitted_classes):
+            full[:, classes.index(c)] = proba[:, j]
+        outputs[method] = full
+    test_paths = [test[i - n_train] for i in te_idx]
+    table: DefectTable = feats["table"]
+    defects = table.as_dict()
+    defects["onset_path"] = feats["onset_paths"]
+    return outputs, notes, test_paths, [label[p] for p in test_paths], defects, fg_params, feats["n_candidates"]
+
+
+def _run_srnet(dev, split, cfg, classes, out: Path):
+    from pipeline.srnet.fusion import fit_predict
+    from pipeline.srnet.presets import preset_config
+
+    usable_train = [(p, y) for p, y in zip(split.train_paths, split.train_labels) if p not in dev.failures]
+    usable_test = [(p, y) for p, y in zip(split.test_paths, split.test_labels) if p not in dev.failures]
+    srnet_cfg = preset_config(cfg.srnet_preset, **{**cfg.srnet_overrides, "seed": split.seed % (2 ** 31)})
+    result = fit_predict([p for p, _ in usable_train], [y for _, y in usable_train], [p for p, _ in usable_test],
+                         srnet_cfg, out / "srnet" / dev.device / f"run_{split.run:02d}", classes=classes,
+                         progress=cfg.progress)
+    proba = np.asarray(result["proba"])
+    full = np.zeros((len(usable_test), len(classes)))
+    for j, c in enumerate(result["classes"]):
+        full[:, classes.index(c)] = proba[:, j]
+    return full, [p for p, _ in usable_test], [y for _, y in usable_test], result["config"]
+
+
+def _prediction_rows(device, run, method, paths, labels, proba, classes, root: Path | None):
+    rows = []
+    for p, y, pr in zip(paths, labels, proba):
+        shown = p
+        if root is not None:
+            try:
+                shown = str(Path(p).relative_to(root))
+            except ValueError:
+                pass
+        row = {"image": shown, "device": device, "run": run, "method": method, "true": int(y),
+               "predicted": int(classes[int(np.argmax(pr))])}
+        row.update({f"p_{c}": float(v) for c, v in zip(classes, pr)})
+        rows.append(row)
+    return rows
+
+
+def _srnet_runs(cfg: ExperimentConfig) -> int:
+    if "srnet" not in cfg.methods:
+        return 0
+    if cfg.srnet_runs is not None:
+        return min(cfg.srnet_runs, cfg.runs)
+    from pipeline.srnet.presets import preset_config
+
+    preset_runs = preset_config(cfg.srnet_preset).max_runs
+    return cfg.runs if preset_runs is None else min(preset_runs, cfg.runs)
+
+
+def run_experiment(manifest: Manifest, out_dir: str | Path, cfg: ExperimentConfig, *, extra_record: dict | None = None,
+                   log=print) -> dict:
+    """Run every method of ``cfg`` on every device of ``manifest``; write and return the results.
+
+    Returns
+    -------
+    dict
+        ``summary`` (list of dicts), ``summary_text`` (markdown), ``metrics``, ``out`` and
+        ``failures``.
+    """
+    out = Path(out_dir)
+    record = _prepare_output(out, cfg, manifest, extra_record or {})
+    classes = sorted({r.label for r in manifest.rows})
+    root = manifest.source.parent.resolve()
+    srnet_k = _srnet_runs(cfg)
+    defect_methods = [m for m in cfg.methods if m in DEFECT_METHODS]
+    all_predictions, all_metrics, failures = [], [], []
+    with WorkerPool(cfg.workers) as pool:
+        for device in manifest.devices:
+            _run_device(out, cfg, manifest, device, classes, root, srnet_k, defect_methods, pool,
+                        all_predictions, all_metrics, failures, log)
+    return _finish(out, cfg, record, manifest, classes, all_predictions, all_metrics, failures, srnet_k, log)
+
+
+def _run_device(out, cfg, manifest, device, classes, root, srnet_k, defect_methods, pool,
+                all_predictions, all_metrics, failures, log):
+    """Every run of one device: split files, defect methods, SRNet; one part file per run."""
+    rows = manifest.for_device(device)
+    dev = _DeviceData(device, {str(r.path): r for r in rows}, [str(r.path) for r in rows],
+                      device_seed(cfg.seed, device))
+    if len({r.label for r in rows}) < 2:
+        log(f"{device}: skipped — all its images are in one class ({rows[0].label}); nothing to tell apart")
+        return
+    try:
+        splits = _load_or_make_splits(out, dev, cfg)
+    except ValueError as exc:
+        log(f"{device}: skipped — {exc}")
+        return
+    for split in splits:
+        part_path = _part_path(out, device, split.run)
+        wanted = defect_methods + (["srnet"] if split.run < srnet_k else [])
+        part = read_json(part_path) if part_path.exists() else None
+        done = set(part["methods"]) if part else set()
+        if part and set(wanted) <= done:
+            for path, reason in part["failures"]:
+                dev.failures.setdefault(path, reason)
+        else:
+            part = part or {"device": device, "run": split.run, "seed": split.seed, "methods": [],
+                            "predictions": [], "metrics": [], "failures": []}
+            if dev.frame is None:
+                dev.frame, dev.kind = _probe(dev, cfg)
+            missing_defect = [m for m in defect_methods if m not in done]
+            if missing_defect:
+                outputs, notes, test_paths, test_labels, defects, fg_params, n_cand = _run_defect_methods(
+                    dev, split, cfg, classes, missing_defect, pool)
+                for method, proba in outputs.items():
+                    part["predictions"] += _prediction_rows(device, split.run, method, test_paths, test_labels,
+                                                            proba, classes, root)
+                    part["metrics"].append(_metric(device, split, method, proba, test_labels, classes,
+                                                   len(defects["rows"]), notes.get(method, "")))
+                part["defects"], part["n_candidates"] = defects, n_cand
+                if fg_params is not None:
+                    part["fg_model"] = fg_params
+                part["frame"], part["kind"] = list(dev.frame), dev.kind
+                _write_defect_csv(out, device, split.run, defects, root)
+            if "srnet" in wanted and "srnet" not in done:
+                proba, test_paths, test_labels, srnet_config = _run_srnet(dev, split, cfg, classes, out)
+                part["srnet_config"] = srnet_config
+                part["predictions"] += _prediction_rows(device, split.run, "srnet", test_paths, test_labels,
+                                                        proba, classes, root)
+                part["metrics"].append(_metric(device, split, "srnet", proba, test_labels, classes, None, ""))
+            part["methods"] = sorted(done | set(wanted))
+            part["failures"] = sorted(dev.failures.items())
+            write_json(part_path, part)
+            accs = ", ".join(f"{m['method']} {m['accuracy']:.3f}" for m in part["metrics"])
+            log(f"{device} run {split.run}: {accs}")
+        all_predictions += [p for p in part["predictions"] if p["method"] in cfg.methods]
+        all_metrics += [m for m in part["metrics"] if m["method"] in cfg.methods]
+    failures += [{"device": device, "image": p, "reason": r} for p, r in sorted(dev.failures.items())]
+
+
+def _probe(dev: _DeviceData, cfg: ExperimentConfig):
+    for path in dev.order:
+        try:
+            return probe_device(path)
+        except ImageReadError as exc:
+            _record_failures(dev, [(path, exc.reason)], cfg.strict)
+    raise ImageReadError(dev.order[0], f"no image of device {dev.device} could be read")
+
+
+def _metric(device, split, method, proba, labels, classes, n_defects, note):
+    pred = np.asarray(classes)[np.argmax(proba, axis=1)] if len(labels) else np.zeros(0)
+    acc = float(np.mean(pred == np.asarray(labels))) if len(labels) else float("nan")
+    return {"device": device, "run": split.run, "method": method, "accuracy": acc, "n_test": len(labels),
+            "n_train": len(split.train_paths), "n_defects": n_defects, "note": note}
+
+
+def _write_defect_csv(out, device, run, defects, root):
+    cols = ["rows", "cols", "channels", "onset_index", "onset_path", "dark_current", "offset", "llr", "spread"]
+    rows = []
+    for i in range(len(defects["rows"])):
+        row = {c: defects[c][i] for c in cols}
+        try:
+            row["onset_path"] = str(Path(row["onset_path"]).relative_to(root))
+        except ValueError:
+            pass
+        rows.append(row)
+    write_csv(out / "defects" / device / f"run_{run:02d}.csv",
+              [{"row": r["rows"], "col": r["cols"], "channel": r["channels"], **{k: r[k] for k in cols[3:]}}
+               for r in rows],
+              ["row", "col", "channel", "onset_index", "onset_path", "dark_current", "offset", "llr", "spread"])
+
+
+def _finish(out, cfg, record, manifest, classes, predictions, metrics, failures, srnet_k, log):
+    methods = [m for m in ALL_METHODS if m in cfg.methods]
+    if cfg.pooled and metrics:
+        for run in sorted({m["run"] for m in metrics}):
+            for method in methods:
+                preds = [p for p in predictions if p["run"] == run and p["method"] == method]
+                if preds:
+                    acc = float(np.mean([p["true"] == p["predicted"] for p in preds]))
+                    metrics.append({"device": "pooled", "run": run, "method": method, "accuracy": acc,
+                                    "n_test": len(preds), "n_train": None, "n_defects": None,
+                                    "note": "all devices' test images of this run"})
+    pcols = ["image", "device", "run", "method", "true", "predicted"] + [f"p_{c}" for c in classes]
+    write_csv(out / "predictions.csv", predictions, pcols)
+    write_csv(out / "metrics.csv", metrics, ["device", "run", "method", "accuracy", "n_test", "n_train",
+                                             "n_defects", "note"])
+    write_csv(out / "failures.csv", failures, ["device", "image", "reason"])
+    write_csv(out / "excluded.csv", [{"line": e.line, "image": e.path, "device": e.device, "reason": e.reason}
+                                     for e in manifest.excluded], ["line", "image", "device", "reason"])
+    chance = {}
+    for device in {p["device"] for p in predictions}:
+        truths = [p["true"] for p in predictions if p["device"] == device and p["method"] == methods[0]]
+        if truths:
+            chance[device] = max(np.mean(np.asarray(truths) == c) for c in classes)
+    sections = []
+    if srnet_k and srnet_k < cfg.runs:
+        common = [m for m in metrics if m["run"] < srnet_k]
+        summary = summarise(common)
+        sections.append(f"All methods side by side on the same first {srnet_k} of {cfg.runs} splits "
+                        f"(SRNet was trained on those only, preset {cfg.srnet_preset!r}):\n\n"
+                        + summary_markdown(summary, methods, chance))
+        classical = [m for m in metrics if m["method"] != "srnet"]
+        full = summarise(classical)
+        sections.append(f"Defect-based methods on all {cfg.runs} splits:\n\n"
+                        + summary_markdown(full, [m for m in methods if m != "srnet"], chance))
+        summary_rows = [{**s, "splits": f"first {srnet_k}"} for s in summary] + \
+                       [{**s, "splits": f"all {cfg.runs}"} for s in full]
+    else:
+        summary = summarise(metrics)
+        sections.append(f"Accuracy (mean ± std over {cfg.runs} repeated {100 * (1 - cfg.test_size):.0f}/"
+                        f"{100 * cfg.test_size:.0f} stratified splits, percent):\n\n"
+                        + summary_markdown(summary, methods, chance))
+        summary_rows = [{**s, "splits": f"all {cfg.runs}"} for s in summary]
+    if failures:
+        sections.append(f"{len(failures)} image(s) could not be read and were left out: see failures.csv.")
+    if manifest.excluded:
+        sections.append(f"{len(manifest.excluded)} manifest row(s) lie outside every class: see excluded.csv.")
+    text = "\n\n".join(sections)
+    write_csv(out / "summary.csv", summary_rows, ["device", "method", "splits", "runs", "mean_accuracy",
+                                                  "std_accuracy", "min_accuracy", "max_accuracy"])
+    atomic_write_text(out / "summary.md", text + "\n")
+    if metrics:
+        plot_accuracy_boxes(metrics, methods, out / "accuracy_boxplot.png",
+                            title=f"Per-run accuracy ({cfg.runs} stratified splits)")
+    record.update(status="complete", finished=utc_now(), n_failures=len(failures))
+    write_json(out / "config.json", record)
+    return {"summary": summary_rows, "summary_text": text, "metrics": metrics, "out": out, "failures": failures}

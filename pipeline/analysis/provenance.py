@@ -1,0 +1,50 @@
+"""What a run records about itself: configuration, seeds, package versions, inputs' hashes."""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+from datetime import datetime, timezone
+from importlib import metadata
+
+from pipeline.data.atomic import atomic_write_text
+
+__all__ = ["package_versions", "write_json", "read_json", "utc_now"]
+
+_PACKAGES = ("agetrace", "numpy", "scipy", "numba", "llvmlite", "scikit-learn", "scikit-image", "pillow",
+             "simplejpeg", "rawpy", "tifffile", "matplotlib", "tqdm", "torch", "dask", "distributed")
+
+
+def package_versions() -> dict:
+    """Versions of Python, the platform and every package that can change a result."""
+    versions = {"python": sys.version.split()[0], "platform": platform.platform()}
+    for name in _PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def utc_now() -> str:
+    """The current UTC time, ISO 8601, to the second."""
+    return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
+
+
+def write_json(path, data) -> None:
+    """Write JSON atomically (sorted keys, indented, numpy scalars converted)."""
+    def default(obj):
+        if hasattr(obj, "tolist"):
+            return obj.tolist()
+        if hasattr(obj, "isoformat"):
+            return obj.isoformat()
+        return str(obj)
+
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True, default=default) + "\n")
+
+
+def read_json(path):
+    """Read a JSON file."""
+    with open(path, encoding="utf-8") as fh:
+        return json.load(fh)

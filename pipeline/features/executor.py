@@ -1,0 +1,134 @@
+"""Run per-batch work over a process pool, with progress, on a bounded number of cores.
+
+Work goes out as batches (a task per batch of images, not per image). Each worker process runs
+Numba single-threaded, so ``workers`` processes use ``workers`` cores and the kernels' own
+threads do not oversubscribe them. ``workers=1`` runs in the calling process, which keeps
+tracebacks simple and is what tests and small jobs use.
+
+Workers are started by a *forkserver*, never forked from the caller: a process that has run
+Numba's parallel (OpenMP) kernels, or imported torch, cannot safely fork. Start-up then costs
+an import per worker, so :class:`WorkerPool` keeps one pool alive for a whole experiment.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+
+from tqdm.auto import tqdm
+
+__all__ = ["default_workers", "map_batches", "batched", "WorkerPool"]
+
+
+def default_workers() -> int:
+    """Cores available to this process (respects CPU affinity / container limits)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _single_threaded_worker() -> None:
+    # numba.set_num_threads limits this process's parallel regions; changing the
+    # NUMBA_NUM_THREADS variable after Numba has started its pool is an error
+    import numba
+
+    numba.set_num_threads(1)
+
+
+class WorkerPool:
+    """A reusable pool of single-threaded worker processes (a context manager).
+
+    Parameters
+    ----------
+    workers : int, optional
+        Number of processes; default :func:`default_workers`. With 1, no process is started
+        and work runs in the caller.
+    """
+
+    def __init__(self, workers: int | None = None):
+        self.workers = default_workers() if workers is None else int(workers)
+        if self.workers < 1:
+            raise ValueError(f"workers must be >= 1, got {self.workers}")
+        self._executor = None
+
+    def __enter__(self) -> "WorkerPool":
+        if self.workers > 1:
+            context = multiprocessing.get_context("forkserver")
+            self._executor = ProcessPoolExecutor(max_workers=self.workers, mp_context=context,
+                                                 initializer=_single_threaded_worker)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+            self._executor = None
+
+    @property
+    def executor(self) -> ProcessPoolExecutor | None:
+        """The process pool, or None when work runs in the caller."""
+        return self._executor
+
+
+def batched(items: Sequence, size: int) -> list[Sequence]:
+    """Split ``items`` into consecutive batches of at most ``size``."""
+    if size < 1:
+        raise ValueError(f"batch size must be >= 1, got {size}")
+    return [items[i:i + size] for i in range(0, len(items), size)]
+
+
+def map_batches(func: Callable, batches: Iterable, *, workers: int | None = None, pool: WorkerPool | None = None,
+                desc: str = "", progress: bool = True, unit: str = "batch",
+                weights: Sequence[int] | None = None) -> list:
+    """Apply ``func`` to each batch, in parallel processes, and return results in batch order.
+
+    Parameters
+    ----------
+    func : callable
+        A module-level (picklable) function of one batch.
+    batches : iterable
+        The batches.
+    workers : int, optional
+        Processes of a pool started for this call only (when no ``pool`` is given); default
+        :func:`default_workers`. ``1`` runs serially in-process.
+    pool : WorkerPool, optional
+        An open pool to reuse (preferred for repeated calls).
+    desc : str
+        Progress-bar label.
+    progress : bool, default True
+        Show a progress bar (tqdm).
+    unit : str
+        Progress-bar unit.
+    weights : sequence of int, optional
+        Progress increment per batch (e.g. its number of images); 1 per batch by default.
+
+    Returns
+    -------
+    list
+        ``func(batch)`` for every batch, in the order given. An exception raised by ``func``
+        propagates (callers catch per-image errors inside ``func`` and return them as data).
+    """
+    batches = list(batches)
+    weights = list(weights) if weights is not None else [1] * len(batches)
+    if pool is None:
+        with WorkerPool(workers) as own:
+            return map_batches(func, batches, pool=own, desc=desc, progress=progress, unit=unit, weights=weights)
+    bar = tqdm(total=sum(weights), desc=desc, unit=unit, disable=not progress, leave=False)
+    try:
+        if pool.executor is None or len(batches) <= 1:
+            results = []
+            for batch, weight in zip(batches, weights):
+                results.append(func(batch))
+                bar.update(weight)
+            return results
+        results = [None] * len(batches)
+        futures = {pool.executor.submit(func, batch): i for i, batch in enumerate(batches)}
+        for future in as_completed(futures):
+            i = futures[future]
+            results[i] = future.result()
+            bar.update(weights[i])
+        return results
+    finally:
+        bar.close()

@@ -1,0 +1,140 @@
+"""`python -m pipeline.ml_age` end to end on a small synthetic dataset."""
+
+import csv
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from pipeline.analysis.experiment import ConfigMismatchError, ExperimentConfig, run_experiment
+from pipeline.data.manifest import load_manifest
+from pipeline.data.simulator import default_dataset
+from pipeline.ml_age import main
+
+SMALL = {f"models.{m}.{k}": v for m in ("alpha", "beta", "gamma") for k, v in (("width", 256), ("height", 192))}
+SMALL["capture.images_per_class"] = 16
+
+
+@pytest.fixture(scope="module")
+def small_dataset(tmp_path_factory):
+    return default_dataset(tmp_path_factory.mktemp("sim"), progress=False, workers=1, **SMALL)
+
+
+@pytest.fixture
+def dataset_copy(small_dataset, tmp_path):
+    """A private copy (tests below corrupt files)."""
+    root = tmp_path / "data"
+    shutil.copytree(small_dataset.root, root)
+    return root
+
+
+def read_csv(path):
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_outputs_and_identical_splits(small_dataset, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["--manifest", str(small_dataset.manifest_path), "--runs", "2", "--out", str(out),
+                 "--workers", "1", "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "| SIM-alpha01 |" in printed and "Fridrich–Goljan" in printed
+    for name in ("config.json", "predictions.csv", "metrics.csv", "summary.csv", "summary.md",
+                 "accuracy_boxplot.png", "failures.csv", "excluded.csv"):
+        assert (out / name).is_file(), name
+    config = json.loads((out / "config.json").read_text())
+    manifest = load_manifest(small_dataset.manifest_path)
+    assert config["status"] == "complete"
+    assert config["manifest"]["sha256"] == manifest.sha256
+    assert config["versions"]["numpy"] and config["config"]["seed"] == 0
+    assert set(config["device_seeds"]) == set(manifest.devices)
+    preds = read_csv(out / "predictions.csv")
+    # every method saw exactly the test images of the split files
+    for device in manifest.devices:
+        for run in (0, 1):
+            split = read_csv(out / "splits" / device / f"run_{run:02d}.csv")
+            test = sorted(r["path"] for r in split if r["subset"] == "test")
+            for method in ("fg", "nb", "svm"):
+                got = sorted(str(small_dataset.root / p["image"]) for p in preds
+                             if p["device"] == device and p["run"] == str(run) and p["method"] == method)
+                assert got == test, (device, run, method)
+    for p in preds:
+        probs = [float(p["p_0"]), float(p["p_1"])]
+        assert abs(sum(probs) - 1) < 1e-6 and int(p["predicted"]) == int(np.argmax(probs))
+    metrics = read_csv(out / "metrics.csv")
+    assert len(metrics) == 4 * 2 * 3
+
+
+def test_resume_recomputes_only_missing_parts(small_dataset, tmp_path):
+    manifest = load_manifest(small_dataset.manifest_path)
+    cfg = ExperimentConfig(runs=2, workers=1, progress=False)
+    out = tmp_path / "run"
+    first = run_experiment(manifest, out, cfg, log=lambda *_: None)
+    part = out / "parts" / "SIM-beta01" / "run_01.json"
+    kept = out / "parts" / "SIM-alpha01" / "run_00.json"
+    kept_mtime = kept.stat().st_mtime_ns
+    part.unlink()  # as if the run had been killed before this part was written
+    (out / "config.json").write_text((out / "config.json").read_text().replace('"complete"', '"running"'))
+    logged = []
+    second = run_experiment(manifest, out, cfg, log=logged.append)
+    assert kept.stat().st_mtime_ns == kept_mtime  # finished work was not recomputed
+    assert [line for line in logged if "run" in line] == [line for line in logged if "SIM-beta01 run 1" in line]
+    assert second["metrics"] == first["metrics"]
+    with pytest.raises(ConfigMismatchError, match="test_size"):
+        run_experiment(manifest, out, ExperimentConfig(runs=2, test_size=0.2, workers=1, progress=False),
+                       log=lambda *_: None)
+
+
+def test_bad_image_is_recorded_and_run_goes_on(dataset_copy, tmp_path, capsys):
+    rows = read_csv(dataset_copy / "manifest.csv")
+    victim = dataset_copy / rows[3]["path"]
+    victim.write_bytes(victim.read_bytes()[:500])  # truncated JPEG
+    out = tmp_path / "run"
+    assert main(["--manifest", str(dataset_copy / "manifest.csv"), "--runs", "1", "--out", str(out),
+                 "--workers", "1", "--no-progress", "--methods", "fg"]) == 0
+    failures = read_csv(out / "failures.csv")
+    assert [f["image"] for f in failures] == [str(victim)]
+    assert "truncated" in failures[0]["reason"].lower() or "premature" in failures[0]["reason"].lower()
+    assert "could not be read" in capsys.readouterr().out
+    assert main(["--manifest", str(dataset_copy / "manifest.csv"), "--runs", "1", "--out", str(tmp_path / "s"),
+                 "--workers", "1", "--no-progress", "--methods", "fg", "--strict"]) == 2
+    assert str(victim) in capsys.readouterr().err
+
+
+def test_explain_prints_per_defect_evidence(small_dataset, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["--manifest", str(small_dataset.manifest_path), "--runs", "1", "--out", str(out),
+                 "--workers", "1", "--no-progress", "--methods", "fg"]) == 0
+    capsys.readouterr()
+    part = json.loads((out / "parts" / "SIM-alpha01" / "run_00.json").read_text())
+    test_image = small_dataset.root / next(p["image"] for p in part["predictions"])
+    assert main(["explain", str(test_image), "--run", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "SIM-alpha01" in text and "posterior" in text and "<- estimate" in text
+    assert len([line for line in text.splitlines() if line.strip()[:1].isdigit()]) >= len(part["defects"]["rows"])
+    assert main(["explain", str(test_image), "--run", str(tmp_path / "nothing")]) == 2
+
+
+def test_srnet_trains_on_the_same_split_files(small_dataset, tmp_path):
+    rows = read_csv(small_dataset.manifest_path)
+    one = tmp_path / "one_device.csv"
+    with open(one, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        for row in rows:
+            if row["device"] == "SIM-alpha01":
+                writer.writerow({**row, "path": str(small_dataset.root / row["path"])})
+    manifest = load_manifest(one)
+    cfg = ExperimentConfig(methods=("fg", "srnet"), runs=2, workers=1, progress=False,
+                           srnet_overrides={"epochs": 2, "patch": 32})
+    out = tmp_path / "run"
+    result = run_experiment(manifest, out, cfg, log=lambda *_: None)
+    config = json.loads((out / "config.json").read_text())
+    assert config["srnet"]["preset"] == "cpu" and config["srnet"]["epochs"] == 2
+    preds = read_csv(out / "predictions.csv")
+    srnet = sorted(p["image"] for p in preds if p["method"] == "srnet")
+    fg_first = sorted(p["image"] for p in preds if p["method"] == "fg" and p["run"] == "0")
+    assert srnet == fg_first  # the cpu preset trains on the first split only, the same test images
+    assert "same first 1 of 2 splits" in result["summary_text"]
+    assert {m["method"] for m in result["metrics"] if m["run"] == 0} == {"fg", "srnet"}
