@@ -17,16 +17,21 @@ Groups (compare medians within a group):
 * ``fused-12MP``: residual folded into :class:`kernels.PixelStats`, per image or per stack
   of 8 images (divide that figure by 8), against the residual alone.
 * ``noise-12MP``: the local noise map (informational).
+* ``interleaved``: the target ratios again, with the calls of each comparison alternated
+  call by call, so that a change in the machine's load hits both sides alike (medians and
+  ratios in ``extra_info``, printed with ``-s``).
 * ``compile-cache`` and ``memory``: one-off measurements in fresh subprocesses, reported in
   ``extra_info`` (``--benchmark-json`` keeps them) and printed with ``-s``.
 """
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
 import textwrap
+import time
 
 import numpy as np
 import pytest
@@ -229,6 +234,68 @@ def test_local_sigma_radius_2(benchmark, rgb, rgb_out):
     residual = kernels.median_residual(rgb)
     kernels.local_sigma(residual, out=rgb_out)
     benchmark(kernels.local_sigma, residual, out=rgb_out)
+
+
+# ---------------------------------------------------------------- interleaved ratios
+
+def _interleaved_medians(calls, repeats):
+    """Median seconds of each call when the calls are alternated, one of each per repeat."""
+    for call in calls.values():
+        call()
+    times = {name: [] for name in calls}
+    for _ in range(repeats):
+        for name, call in calls.items():
+            start = time.perf_counter()
+            call()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def _report_ratios(benchmark, medians, reference):
+    benchmark.extra_info.update({f"{name}_ms": 1e3 * value for name, value in medians.items()})
+    ratios = {name: value / medians[reference] for name, value in medians.items() if name != reference}
+    benchmark.extra_info.update({f"{name}/{reference}": ratio for name, ratio in ratios.items()})
+    print(f"\n{reference}: {1e3 * medians[reference]:.2f} ms; "
+          + "  ".join(f"{name}: {1e3 * medians[name]:.2f} ms = {ratio:.2f} x" for name, ratio in ratios.items()))
+
+
+@pytest.mark.benchmark(group="interleaved")
+def test_interleaved_rgb_residual_floor_and_cv2(benchmark, rgb, rgb_out):
+    cv2 = pytest.importorskip("cv2")
+    floor_out = np.empty_like(rgb_out)
+    calls = {
+        "fill_floor": lambda: _fill(floor_out.reshape(HEIGHT, -1), 1.0),
+        "median_residual": lambda: kernels.median_residual(rgb, out=rgb_out),
+        "cv2_blur_subtract": lambda: cv2.subtract(rgb, cv2.medianBlur(rgb, 3), dst=rgb_out, dtype=cv2.CV_32F),
+    }
+    medians = benchmark.pedantic(_interleaved_medians, args=(calls, 41), rounds=1, iterations=1)
+    _report_ratios(benchmark, medians, "fill_floor")
+
+
+@pytest.mark.benchmark(group="interleaved")
+def test_interleaved_cfa_residual_and_floor(benchmark, mosaic):
+    out = np.empty(mosaic.shape, np.float32)
+    floor_out = np.empty(mosaic.shape, np.float32)
+    calls = {
+        "fill_floor": lambda: _fill(floor_out, 1.0),
+        "cfa_residual": lambda: kernels.cfa_residual(mosaic, out=out),
+    }
+    medians = benchmark.pedantic(_interleaved_medians, args=(calls, 41), rounds=1, iterations=1)
+    _report_ratios(benchmark, medians, "fill_floor")
+
+
+@pytest.mark.benchmark(group="interleaved")
+def test_interleaved_fused_update_and_residual(benchmark, rgb, rgb_out):
+    stack = np.stack([np.roll(rgb, shift, axis=1) for shift in range(STACK)])
+    single, stacked = kernels.PixelStats(rgb.shape), kernels.PixelStats(rgb.shape)
+    calls = {
+        "median_residual": lambda: kernels.median_residual(rgb, out=rgb_out),
+        "update_from_image": lambda: single.update_from_image(rgb),
+        "update_from_stack_of_8": lambda: stacked.update_from_stack(stack),
+    }
+    medians = benchmark.pedantic(_interleaved_medians, args=(calls, 15), rounds=1, iterations=1)
+    medians["update_from_stack_per_image"] = medians.pop("update_from_stack_of_8") / STACK
+    _report_ratios(benchmark, medians, "median_residual")
 
 
 # ---------------------------------------------------------------- one-off measurements

@@ -20,10 +20,27 @@ the GIL, so they can also be called from several Python threads at once (for exa
 JPEG decoding threads).
 """
 
-from kernels.candidates import Candidates, block_candidates, score_threshold, split_scores
+from kernels.candidates import (
+    Candidates,
+    block_candidates,
+    score_threshold,
+    split_scores,
+)
 from kernels.clipping import clipped_at, clipped_neighbourhood
-from kernels.noise import MAD_SCALE, image_sigma, local_sigma, local_sigma_at, residual_sigma
-from kernels.onset import Onset, Onsets, llr_threshold, onset_changepoint, onset_changepoints
+from kernels.noise import (
+    MAD_SCALE,
+    image_sigma,
+    local_sigma,
+    local_sigma_at,
+    residual_sigma,
+)
+from kernels.onset import (
+    Onset,
+    Onsets,
+    llr_threshold,
+    onset_changepoint,
+    onset_changepoints,
+)
 from kernels.residual import cfa_residual, median_residual
 from kernels.sparse import sparse_cfa_residual, sparse_residual
 from kernels.stats import PixelStats
@@ -43,9 +60,9 @@ __all__ = [
     "local_sigma",
     "local_sigma_at",
     "median_residual",
-    "residual_sigma",
     "onset_changepoint",
     "onset_changepoints",
+    "residual_sigma",
     "score_threshold",
     "sparse_cfa_residual",
     "sparse_residual",

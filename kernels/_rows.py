@@ -81,7 +81,7 @@ def residual_at(up, mid, dn, step, j):
 
 
 @njit(cache=True)
-def _sort_triples(up, mid, dn, lo, md, hi):
+def sort_triples(up, mid, dn, lo, md, hi):
     for k in range(lo.size):
         i = np.uint64(k)
         a = up[i]
@@ -107,7 +107,7 @@ def _interior_residuals(up, mid, dn, step, j0, j1, scratch, res):
     lo = scratch[0, :m]
     md = scratch[1, :m]
     hi = scratch[2, :m]
-    _sort_triples(up[a:a + m], mid[a:a + m], dn[a:a + m], lo, md, hi)
+    sort_triples(up[a:a + m], mid[a:a + m], dn[a:a + m], lo, md, hi)
     l0 = lo[0:n]
     l1 = lo[step:step + n]
     l2 = lo[2 * step:2 * step + n]
@@ -155,43 +155,53 @@ def residual_span(up, mid, dn, step, j0, j1, scratch, res):
 
 
 @njit(cache=True)
-def clipped_at(up, mid, dn, step, j, level):
-    """True when a value of the 3×3 neighbourhood of element ``j`` is ``>= level``."""
+def neighbour_clipped_at(up, mid, dn, step, j, level, up_is_centre, dn_is_centre):
+    """True when a neighbour of element ``j`` inside the image is ``>= level``.
+
+    The window is the 3×3 one of ``residual_at`` without its centre; a neighbour that falls
+    outside the image (clamped back onto the centre) does not count either. ``up_is_centre``
+    / ``dn_is_centre`` say that the row above / below is the centre row itself (image border).
+    """
     left, right = clamp_neighbours(j, step, mid.size)
-    peak = max(max(max(up[left], up[j]), max(up[right], mid[left])),
-               max(max(mid[j], mid[right]), max(max(dn[left], dn[j]), dn[right])))
-    return peak >= level
+    clipped = False
+    for c in (left, j, right):
+        if c != j:
+            clipped |= (up[c] >= level) | (mid[c] >= level) | (dn[c] >= level)
+        else:
+            clipped |= (not up_is_centre) and up[c] >= level
+            clipped |= (not dn_is_centre) and dn[c] >= level
+    return clipped
 
 
 @njit(cache=True)
-def clipped_span(up, mid, dn, step, j0, j1, level, flags):
-    """``flags[j - j0] = 1`` where the neighbourhood of element ``j`` reaches ``level``, else 0."""
+def neighbour_clipped_span(up, mid, dn, step, j0, j1, level, up_is_centre, dn_is_centre, flags):
+    """``flags[j - j0] = 1`` where ``neighbour_clipped_at`` holds for element ``j``, else 0."""
     size = mid.size
     first = max(j0, step)
     last = min(j1, size - step)
     if first >= last:
         first = last = j1
     for j in range(j0, first):
-        flags[j - j0] = clipped_at(up, mid, dn, step, j, level)
+        flags[j - j0] = neighbour_clipped_at(up, mid, dn, step, j, level, up_is_centre, dn_is_centre)
     n = last - first
     if n > 0:
+        # above / below the centre: the left neighbour stands in when that row is the centre's
+        u1 = mid[first - step:last - step] if up_is_centre else up[first:last]
+        d1 = mid[first - step:last - step] if dn_is_centre else dn[first:last]
         u0 = up[first - step:last - step]
-        u1 = up[first:last]
         u2 = up[first + step:last + step]
         m0 = mid[first - step:last - step]
-        m1 = mid[first:last]
         m2 = mid[first + step:last + step]
         d0 = dn[first - step:last - step]
-        d1 = dn[first:last]
         d2 = dn[first + step:last + step]
         out = flags[first - j0:last - j0]
         for k in range(n):
             i = np.uint64(k)
             peak = max(max(max(u0[i], u1[i]), max(u2[i], m0[i])),
-                       max(max(m1[i], m2[i]), max(max(d0[i], d1[i]), d2[i])))
+                       max(max(m2[i], d0[i]), max(d1[i], d2[i])))
             out[i] = peak >= level
     for j in range(last, j1):
-        flags[j - j0] = clipped_at(up, mid, dn, step, j, level)
+        flags[j - j0] = neighbour_clipped_at(up, mid, dn, step, j, level, up_is_centre, dn_is_centre)
 
 
 @njit(cache=True)

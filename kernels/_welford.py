@@ -2,8 +2,8 @@
 
 The fused form computes the 3×3 median residual of a row segment (see :mod:`kernels._rows`)
 and folds it into the statistics in the same loop, so the residual never leaves registers;
-the clipping test comes free from the sorted vertical triples (the window maximum is the
-maximum of the three column maxima).
+the clipping test (see :mod:`kernels.clipping`: any neighbour inside the image, the centre
+excluded) reuses the sorted vertical triples (the maxima of the side columns).
 
 Counts: with ``has_skipped`` False every element has seen ``n_seen`` images and the step uses
 the shared ``inv_count = 1 / (n_seen + 1)``; otherwise element ``i`` has seen
@@ -14,7 +14,7 @@ branch-free (both outcomes computed, one selected) so that they vectorise.
 import numpy as np
 from numba import njit
 
-from kernels._rows import _sort_triples, clamp_neighbours, clipped_at, med3, residual_at
+from kernels._rows import med3, neighbour_clipped_at, residual_at, sort_triples
 
 
 @njit(inline="always")
@@ -55,11 +55,11 @@ def update_from_values(x, skip, mean, m2, skipped, has_skipped, exceed, threshol
 
 
 @njit(cache=True, error_model="numpy")
-def _fused_element(up, mid, dn, step, j, i, level, use_level, mean, m2, skipped, has_skipped,
-                   exceed, threshold, use_exceed, n_seen, inv_count):
+def _fused_element(up, mid, dn, step, j, i, level, use_level, up_is_centre, dn_is_centre, mean,
+                   m2, skipped, has_skipped, exceed, threshold, use_exceed, n_seen, inv_count):
     """Scalar fused update of row element ``j`` into state index ``i`` (border columns)."""
     x = residual_at(up, mid, dn, step, j)
-    use = not (use_level and clipped_at(up, mid, dn, step, j, level))
+    use = not (use_level and neighbour_clipped_at(up, mid, dn, step, j, level, up_is_centre, dn_is_centre))
     if has_skipped:
         mean[i], m2[i] = welford_skip_step(x, use, mean[i], m2[i], n_seen - skipped[i])
         skipped[i] += 0 if use else 1
@@ -70,8 +70,9 @@ def _fused_element(up, mid, dn, step, j, i, level, use_level, mean, m2, skipped,
 
 
 @njit(cache=True, error_model="numpy")
-def _fused_interior(up, mid, dn, step, j0, j1, scratch, level, use_level, mean, m2, skipped,
-                    has_skipped, exceed, threshold, use_exceed, n_seen, inv_count):
+def _fused_interior(up, mid, dn, step, j0, j1, scratch, level, use_level, up_is_centre,
+                    dn_is_centre, mean, m2, skipped, has_skipped, exceed, threshold, use_exceed,
+                    n_seen, inv_count):
     """Fused update of row elements ``j0..j1-1`` (all interior) into state slices of that length."""
     n = j1 - j0
     m = n + 2 * step
@@ -79,11 +80,14 @@ def _fused_interior(up, mid, dn, step, j0, j1, scratch, level, use_level, mean, 
     lo = scratch[0, :m]
     md = scratch[1, :m]
     hi = scratch[2, :m]
-    _sort_triples(up[a:a + m], mid[a:a + m], dn[a:a + m], lo, md, hi)
+    sort_triples(up[a:a + m], mid[a:a + m], dn[a:a + m], lo, md, hi)
     l0, l1, l2 = lo[0:n], lo[step:step + n], lo[2 * step:2 * step + n]
     m0, m1, m2_ = md[0:n], md[step:step + n], md[2 * step:2 * step + n]
     h0, h1, h2 = hi[0:n], hi[step:step + n], hi[2 * step:2 * step + n]
     centre = mid[j0:j1]
+    # the neighbours above and below the centre (the left neighbour stands in at image borders)
+    above = mid[j0 - step:j1 - step] if up_is_centre else up[j0:j1]
+    below = mid[j0 - step:j1 - step] if dn_is_centre else dn[j0:j1]
     # four specialised loops: the flags are loop-invariant, and a loop that does not touch the
     # optional arrays vectorises best
     if has_skipped and use_exceed:
@@ -92,7 +96,7 @@ def _fused_interior(up, mid, dn, step, j0, j1, scratch, level, use_level, mean, 
             high = min(min(h0[i], h1[i]), h2[i])
             median = med3(max(max(l0[i], l1[i]), l2[i]), med3(m0[i], m1[i], m2_[i]), high)
             x = np.float32(centre[i]) - np.float32(median)
-            use = not (use_level and max(max(h0[i], h1[i]), h2[i]) >= level)
+            use = not (use_level and max(max(h0[i], h2[i]), max(above[i], below[i])) >= level)
             mean[i], m2[i] = welford_skip_step(x, use, mean[i], m2[i], n_seen - skipped[i])
             skipped[i] += 0 if use else 1
             exceed[i] += (x > threshold[i]) & use
@@ -102,7 +106,7 @@ def _fused_interior(up, mid, dn, step, j0, j1, scratch, level, use_level, mean, 
             high = min(min(h0[i], h1[i]), h2[i])
             median = med3(max(max(l0[i], l1[i]), l2[i]), med3(m0[i], m1[i], m2_[i]), high)
             x = np.float32(centre[i]) - np.float32(median)
-            use = not (use_level and max(max(h0[i], h1[i]), h2[i]) >= level)
+            use = not (use_level and max(max(h0[i], h2[i]), max(above[i], below[i])) >= level)
             mean[i], m2[i] = welford_skip_step(x, use, mean[i], m2[i], n_seen - skipped[i])
             skipped[i] += 0 if use else 1
     elif use_exceed:
@@ -123,12 +127,13 @@ def _fused_interior(up, mid, dn, step, j0, j1, scratch, level, use_level, mean, 
 
 
 @njit(cache=True, error_model="numpy")
-def fused_span(up, mid, dn, step, j0, j1, scratch, level, use_level, mean, m2, skipped,
-               has_skipped, exceed, threshold, use_exceed, n_seen, inv_count):
+def fused_span(up, mid, dn, step, j0, j1, scratch, level, use_level, up_is_centre, dn_is_centre,
+               mean, m2, skipped, has_skipped, exceed, threshold, use_exceed, n_seen, inv_count):
     """Residuals of row elements ``j0..j1-1`` folded into state slices indexed from 0.
 
     ``scratch`` is a ``(3, j1 - j0 + 2 * step)`` (or larger) array of the image dtype;
-    ``skipped``/``exceed``/``threshold`` may be empty when their flag is False.
+    ``skipped``/``exceed``/``threshold`` may be empty when their flag is False;
+    ``up_is_centre``/``dn_is_centre`` say that the row above/below is the centre row (borders).
     """
     size = mid.size
     first = max(j0, step)
@@ -136,17 +141,19 @@ def fused_span(up, mid, dn, step, j0, j1, scratch, level, use_level, mean, m2, s
     if first >= last:
         first = last = j1
     for j in range(j0, first):
-        _fused_element(up, mid, dn, step, j, j - j0, level, use_level, mean, m2, skipped,
-                       has_skipped, exceed, threshold, use_exceed, n_seen, inv_count)
+        _fused_element(up, mid, dn, step, j, j - j0, level, use_level, up_is_centre, dn_is_centre,
+                       mean, m2, skipped, has_skipped, exceed, threshold, use_exceed, n_seen,
+                       inv_count)
     if last > first:
         s0, s1 = first - j0, last - j0
         _fused_interior(up, mid, dn, step, first, last, scratch, level, use_level,
-                        mean[s0:s1], m2[s0:s1],
+                        up_is_centre, dn_is_centre, mean[s0:s1], m2[s0:s1],
                         skipped[s0:s1] if has_skipped else skipped,
                         has_skipped,
                         exceed[s0:s1] if use_exceed else exceed,
                         threshold[s0:s1] if use_exceed else threshold,
                         use_exceed, n_seen, inv_count)
     for j in range(last, j1):
-        _fused_element(up, mid, dn, step, j, j - j0, level, use_level, mean, m2, skipped,
-                       has_skipped, exceed, threshold, use_exceed, n_seen, inv_count)
+        _fused_element(up, mid, dn, step, j, j - j0, level, use_level, up_is_centre, dn_is_centre,
+                       mean, m2, skipped, has_skipped, exceed, threshold, use_exceed, n_seen,
+                       inv_count)

@@ -1,10 +1,12 @@
 """Clipped (saturated) neighbourhoods: where a residual carries no defect information.
 
-A pixel is *clipped* when any value of the 3×3 window its residual uses — the same window as
-:func:`kernels.median_residual` (per channel) or :func:`kernels.cfa_residual` (same-colour
-sites), borders included — is ``>= saturation``. A hot pixel in a clipped neighbourhood cannot
-be told from the scene, so such pixels are skipped by the statistics and should be skipped by
-the estimators.
+A pixel is *clipped* when one of its 8 neighbours in the window its residual uses — the same
+channel for :func:`kernels.median_residual`, the same-colour sites for
+:func:`kernels.cfa_residual` — lies inside the image and is ``>= saturation``. Saturated
+neighbours bias the median and hide a defect, so such residuals are skipped by the
+statistics and should be skipped by the estimators. The pixel itself does not count: a
+defect bright enough to saturate its own photosite still has a valid residual (the median
+does not depend on the exact value of the window's maximum), a lower bound of its strength.
 """
 
 import math
@@ -15,13 +17,18 @@ from numba import njit, prange
 from kernels._rows import (
     chunk_bounds,
     clamp_neighbours,
-    clipped_span,
     n_row_chunks,
+    neighbour_clipped_at,
+    neighbour_clipped_span,
     segment_length,
     window_is_finite,
 )
-from kernels._rows import clipped_at as _clipped_at
-from kernels._validate import check_finite, check_image, check_positions, raise_non_finite
+from kernels._validate import (
+    check_finite,
+    check_image,
+    check_positions,
+    raise_non_finite,
+)
 from kernels.sparse import flatten_positions
 
 
@@ -73,7 +80,8 @@ def _clipped_rows(src2d, row_step, col_step, level, flags2d, n_chunks):
             row_flags = flags2d[y]
             for j0 in range(0, length, segment):
                 j1 = min(j0 + segment, length)
-                clipped_span(src2d[up], src2d[y], src2d[dn], col_step, j0, j1, level[0], row_flags[j0:j1])
+                neighbour_clipped_span(src2d[up], src2d[y], src2d[dn], col_step, j0, j1, level[0],
+                                       up == y, dn == y, row_flags[j0:j1])
 
 
 @njit(cache=True, nogil=True)
@@ -85,7 +93,8 @@ def _clipped_points(src2d, row_step, col_step, level, rows, flat_cols, flags):
         up, dn = clamp_neighbours(y, row_step, height)
         if not window_is_finite(src2d[up], src2d[y], src2d[dn], col_step, flat_cols[i]):
             return i
-        flags[i] = _clipped_at(src2d[up], src2d[y], src2d[dn], col_step, flat_cols[i], level[0])
+        flags[i] = neighbour_clipped_at(src2d[up], src2d[y], src2d[dn], col_step, flat_cols[i], level[0],
+                                        up == y, dn == y)
     return -1
 
 
@@ -96,7 +105,9 @@ def _geometry(image, cfa):
 
 
 def clipped_neighbourhood(image, saturation, cfa=False):
-    """Map of pixels whose residual window holds a value ``>= saturation``.
+    """Map of pixels with a neighbour ``>= saturation`` in their residual window.
+
+    See the module docstring for the exact rule (the pixel itself does not count).
 
     Parameters
     ----------
@@ -126,7 +137,7 @@ def clipped_neighbourhood(image, saturation, cfa=False):
 
 
 def clipped_at(image, rows, cols, channels=None, *, saturation, cfa=False):
-    """Whether the residual window at each given position holds a value ``>= saturation``.
+    """Whether each given position has a neighbour ``>= saturation`` in its residual window.
 
     Equal to ``clipped_neighbourhood(image, saturation, cfa)[rows, cols(, channels)]``.
 

@@ -28,7 +28,13 @@ from kernels._rows import (
     row_is_finite,
     window_is_finite,
 )
-from kernels._validate import check_float32, check_image, check_out, check_positions, raise_non_finite
+from kernels._validate import (
+    check_float32,
+    check_image,
+    check_out,
+    check_positions,
+    raise_non_finite,
+)
 from kernels.sparse import flatten_positions, sparse_cfa_residual, sparse_residual
 
 MAD_SCALE = np.float32(1.4826022185056018)  # 1 / Phi^-1(3/4)
@@ -108,7 +114,7 @@ def _sigma_rows(res2d, row_step, col_step, radius, out2d, n_chunks):
             out = out2d[y]
             first = 2 * col_step if radius == 2 else length
             last = max(first, length - 2 * col_step) if radius == 2 else length
-            for j in range(0, min(first, length)):
+            for j in range(min(first, length)):
                 out[j] = _sigma_one(res2d, row_idx, j, radius, col_step, buf)
             if last > first:
                 _sigma25_interior(res2d[row_idx[0]], res2d[row_idx[1]], res2d[row_idx[2]],

@@ -34,7 +34,6 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit, prange
 
-
 _SINGULAR = 1e-12  # relative determinant below which (tau, 1) is treated as collinear
 
 

@@ -14,7 +14,13 @@ the fused update close to the cost of the residual alone.
 import numpy as np
 from numba import njit, prange
 
-from kernels._rows import all_finite_rows, chunk_bounds, clamp_neighbours, n_row_chunks, segment_length
+from kernels._rows import (
+    all_finite_rows,
+    chunk_bounds,
+    clamp_neighbours,
+    n_row_chunks,
+    segment_length,
+)
 from kernels._validate import IMAGE_DTYPES, check_float32
 from kernels._welford import fused_span, update_from_values
 from kernels.clipping import saturation_level
@@ -34,6 +40,7 @@ def _threshold_row(thresholds, b, y, height):
 @njit(parallel=True, cache=True, nogil=True)
 def _update_from_residual(res2d, skip2d, use_skip, mean, m2, skipped, has_skipped, exceed,
                           thresholds, use_exceed, n_seen, inv_count, n_chunks):
+    """Fold one precomputed residual (H × L) into the state, segment by segment."""
     height, length = res2d.shape
     for k in prange(n_chunks):
         y0, y1 = chunk_bounds(height, n_chunks, k)
@@ -74,8 +81,8 @@ def _update_from_images(stack, row_step, col_step, level, use_level, mean, m2, s
                     image = stack[b]
                     thr = _threshold_row(thresholds, b, y, height)[j0:j1] if use_exceed else thresholds[0, 0, 0:0]
                     fused_span(image[up], image[y], image[dn], col_step, j0, j1, scratch, level[0],
-                               use_level, mean[y, j0:j1], m2[y, j0:j1], sk, has_skipped, ex, thr,
-                               use_exceed, n_before + b, inv_count[b])
+                               use_level, up == y, dn == y, mean[y, j0:j1], m2[y, j0:j1], sk,
+                               has_skipped, ex, thr, use_exceed, n_before + b, inv_count[b])
 
 
 @njit(parallel=True, cache=True, nogil=True, error_model="numpy")
@@ -236,8 +243,8 @@ class PixelStats:
             scalar, per channel ``(C,)``, or per CFA plane ``(2, 2)`` with ``cfa=True``.
             Default: :func:`kernels.image_sigma` of the image.
         saturation : float, optional
-            Pixels whose residual window holds a value ``>= saturation`` are skipped (see
-            :func:`kernels.clipped_neighbourhood`).
+            Pixels with a neighbour ``>= saturation`` in their residual window are skipped
+            (the rule of :func:`kernels.clipped_neighbourhood`).
         cfa : bool
             The image is a 2×2 CFA mosaic; needs a 2-D ``self.shape``.
 

@@ -66,11 +66,13 @@ def local_sigma_reference(residual, radius, cfa=False):
 
 
 def clipped_reference(image, saturation, cfa=False):
-    """True where the residual's 3×3 window (per channel / CFA plane) holds a value >= saturation."""
+    """True where a neighbour inside the image (centre excluded) of the residual window is >= saturation."""
 
     def clipped(plane):
-        size = (3, 3, 1) if plane.ndim == 3 else 3
-        return maximum_filter(plane, size=size, mode="reflect") >= saturation
+        footprint = np.ones((3, 3, 1) if plane.ndim == 3 else (3, 3), bool)
+        footprint[1, 1] = False
+        peak = maximum_filter(plane.astype(np.float64), footprint=footprint, mode="constant", cval=-np.inf)
+        return peak >= saturation
 
     if not cfa:
         return clipped(image)

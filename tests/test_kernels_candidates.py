@@ -2,9 +2,9 @@
 
 import numpy as np
 import pytest
+from kernel_reference import PURE_PYTHON, split_scores_reference
 
 import kernels
-from kernel_reference import PURE_PYTHON, split_scores_reference
 
 
 def _blocks_from(residuals_by_block, valid_by_block=None, dtype=np.float64):

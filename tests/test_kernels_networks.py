@@ -38,7 +38,7 @@ def test_median25_network_is_correct_on_every_zero_one_input():
     for word_count in range(by_word_popcount.size):
         mask = 0
         for t in range(64):
-            if word_count + bin(t).count("1") >= 13:
+            if word_count + t.bit_count() >= 13:
                 mask |= 1 << t
         by_word_popcount[word_count] = mask
     expected = by_word_popcount[np.bitwise_count(np.arange(n_words, dtype=np.uint32))]

@@ -2,8 +2,6 @@
 
 import numpy as np
 import pytest
-
-import kernels
 from kernel_reference import (
     LARGE_SHAPES_2D,
     LARGE_SHAPES_3D,
@@ -12,6 +10,8 @@ from kernel_reference import (
     local_sigma_reference,
     random_image,
 )
+
+import kernels
 
 SHAPES = [(1, 1), (1, 9), (2, 3), (3, 3), (6, 7), (1, 1, 3), (4, 5, 3), (5, 6, 2)] + LARGE_SHAPES_2D[:1] + LARGE_SHAPES_3D[:1]
 CFA_SHAPES = [(1, 1), (1, 9), (2, 3), (3, 3), (6, 7), (9, 12)] + LARGE_SHAPES_2D[:1]
@@ -115,6 +115,19 @@ def test_image_sigma_bad_stride():
         kernels.image_sigma(np.zeros((4, 4), np.uint8), stride=0)
 
 
+def test_non_finite_values_are_rejected_by_sigma_and_clipping():
+    image = np.ones((6, 7), np.float32)
+    image[2, 4] = np.nan
+    with pytest.raises(ValueError, match=r"NaN or inf \(first at index \(2, 4\)\)"):
+        kernels.residual_sigma(image, stride=2)
+    with pytest.raises(ValueError, match="NaN or inf"):
+        kernels.image_sigma(image, stride=2)
+    with pytest.raises(ValueError, match="NaN or inf"):
+        kernels.clipped_neighbourhood(image, 10.0)
+    with pytest.raises(ValueError, match="NaN or inf"):
+        kernels.clipped_at(image, [1], [3], saturation=10.0)
+
+
 CLIP_CASES = [(shape, False) for shape in [(1, 1), (2, 3), (9, 11), (8, 9, 3)] + LARGE_SHAPES_2D[:1]] + [
     (shape, True) for shape in [(1, 1), (2, 3), (9, 11)] + LARGE_SHAPES_2D[:1]]
 
@@ -134,13 +147,24 @@ def test_clipped_neighbourhood_matches_maximum_filter(shape, cfa, dtype):
 
 def test_saturation_levels_are_exact_in_the_image_dtype():
     image = np.array([[100, 101]], np.uint8)
-    assert kernels.clipped_neighbourhood(image, 100.5).tolist() == [[True, True]]  # 101 >= 100.5
+    # each pixel is judged by its neighbour only: 101 >= 100.5 clips the left pixel
+    assert kernels.clipped_neighbourhood(image, 100.5).tolist() == [[True, False]]
     assert not kernels.clipped_neighbourhood(image, 101.5).any()
     assert not kernels.clipped_neighbourhood(image, 1e9).any()  # above the dtype's range
     assert kernels.clipped_neighbourhood(image, -5).all()
     below_one = np.nextafter(np.float32(1.0), np.float32(0.0))
-    floats = np.array([[below_one]], np.float32)
-    assert not kernels.clipped_neighbourhood(floats, (float(below_one) + 1.0) / 2).any()
-    assert kernels.clipped_neighbourhood(floats, float(below_one)).all()
+    floats = np.array([[0.0, below_one]], np.float32)
+    assert not kernels.clipped_neighbourhood(floats, (float(below_one) + 1.0) / 2)[0, 0]
+    assert kernels.clipped_neighbourhood(floats, float(below_one))[0, 0]
     with pytest.raises(ValueError, match="NaN"):
         kernels.clipped_neighbourhood(image, float("nan"))
+
+
+def test_a_saturated_pixel_alone_is_not_clipped():
+    image = np.full((5, 6), 10, np.uint8)
+    image[2, 3] = 255  # a saturated hot pixel: its residual is still informative
+    image[0, 0] = 255  # a saturated corner: clamped copies of itself are not neighbours
+    clipped = kernels.clipped_neighbourhood(image, 255)
+    assert not clipped[2, 3] and not clipped[0, 0]
+    assert clipped[1:4, 2:5].sum() == 8 and clipped[0, 1] and clipped[1, 0] and clipped[1, 1]
+    assert not kernels.clipped_at(image, [2, 0], [3, 0], saturation=255).any()

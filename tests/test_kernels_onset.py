@@ -2,13 +2,13 @@
 
 import numpy as np
 import pytest
+from kernel_reference import PURE_PYTHON, onset_reference
 
 import kernels
-from kernel_reference import PURE_PYTHON, onset_reference
 
 
 def _check_against_reference(w, sigma, tau, result, index, min_segment=1):
-    k, D, c, llr, llr_by_k = onset_reference(w, sigma, tau, min_segment)
+    k, _, _, llr, llr_by_k = onset_reference(w, sigma, tau, min_segment)
     got_k = int(result.k[index])
     assert result.llr[index] == pytest.approx(llr, rel=1e-7, abs=1e-9)
     if llr == 0.0:
@@ -88,7 +88,7 @@ def test_single_series_equals_the_batch():
     single = kernels.onset_changepoint(w, sigma, tau)
     batch = kernels.onset_changepoints(w[None], sigma[None], tau)
     assert single == kernels.Onset(int(batch.k[0]), batch.D[0], batch.c[0], batch.llr[0])
-    k, D, c, llr = single
+    k, _, _, llr = single
     assert isinstance(k, int) and isinstance(llr, float)
 
 

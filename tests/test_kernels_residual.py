@@ -5,8 +5,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
-
-import kernels
 from kernel_reference import (
     LARGE_SHAPES_2D,
     LARGE_SHAPES_3D,
@@ -17,6 +15,8 @@ from kernel_reference import (
     random_image,
     residual_reference,
 )
+
+import kernels
 
 DTYPES = [np.uint8, np.uint16, np.float32]
 MAX_EXAMPLES = 10 if PURE_PYTHON else 40

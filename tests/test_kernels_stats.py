@@ -1,11 +1,11 @@
 """PixelStats: streaming per-pixel statistics against a numpy reference; merging; stability."""
 
+import itertools
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-import kernels
 from kernel_reference import (
     LARGE_SHAPES_2D,
     LARGE_SHAPES_3D,
@@ -14,6 +14,8 @@ from kernel_reference import (
     random_image,
     stats_reference,
 )
+
+import kernels
 
 STATE_DTYPES = [np.float32, np.float64]
 #: (image dtype, state dtype) pairs: every image and state dtype, without compiling all six pairs
@@ -145,7 +147,7 @@ def test_merging_accumulators_equals_accumulating_sequentially(cuts, seed, skipp
     sequential.update_from_stack(images, saturation=saturation)
     bounds = [0] + sorted(cuts) + [9]
     merged = kernels.PixelStats((5, 6, 3), exceed_k=0.5, dtype=dtype)
-    for start, stop in zip(bounds[:-1], bounds[1:]):
+    for start, stop in itertools.pairwise(bounds):
         part = kernels.PixelStats((5, 6, 3), exceed_k=0.5, dtype=dtype)
         if stop > start:
             part.update_from_stack(images[start:stop], saturation=saturation)

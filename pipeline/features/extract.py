@@ -109,30 +109,6 @@ def accumulate_batch(task: AccumulateTask) -> AccumulateResult:
     return result
 
 
-def neighbours_clipped(pixels: np.ndarray, rows, cols, channels, is_cfa: bool, saturation: float) -> np.ndarray:
-    """Whether any of the 8 median neighbours of each position (same-colour ones on a CFA) is saturated.
-
-    The centre is left out on purpose: a defect bright enough to saturate its own pixel still
-    has a valid residual (the median of 9 does not depend on the exact value of its maximum),
-    which bounds its strength from below. Saturated *neighbours* bias the median, and a
-    saturated area hides any defect: such residuals carry no information.
-    """
-    step = 2 if is_cfa else 1
-    h, w = pixels.shape[:2]
-    clipped = np.zeros(rows.size, dtype=bool)
-    for dy in (-step, 0, step):
-        for dx in (-step, 0, step):
-            if dy == 0 and dx == 0:
-                continue
-            r, c = rows + dy, cols + dx
-            # outside the frame the median filter reflects, i.e. re-uses the centre: not a neighbour
-            inside = (r >= 0) & (r < h) & (c >= 0) & (c < w)
-            r, c = np.clip(r, 0, h - 1), np.clip(c, 0, w - 1)
-            values = pixels[r, c] if pixels.ndim == 2 else pixels[r, c, channels]
-            clipped |= inside & (values >= saturation)
-    return clipped
-
-
 def sparse_batch(task: SparseTask) -> SparseResult:
     """Residual and local noise level at the task's positions, for each image of the batch."""
     n, m = len(task.paths), task.rows.size
@@ -154,7 +130,10 @@ def sparse_batch(task: SparseTask) -> SparseResult:
             channels = task.channels if pixels.ndim == 3 else None
             w = kernels.sparse_residual(pixels, task.rows, task.cols, channels)
             s = kernels.local_sigma_at(pixels, task.rows, task.cols, channels)
-        clipped = neighbours_clipped(pixels, task.rows, task.cols, task.channels, is_cfa, saturation)
+        # any of the 8 median neighbours saturated (the centre itself may be: a saturated hot
+        # pixel's residual is still a lower bound of its strength)
+        clipped = kernels.clipped_at(pixels, task.rows, task.cols, None if (is_cfa or pixels.ndim == 2) else task.channels,
+                                     saturation=saturation, cfa=is_cfa)
         out.residuals[i] = np.where(clipped, np.nan, w)
         out.sigma[i] = np.maximum(s, SIGMA_FLOOR)
     return out
