@@ -16,6 +16,7 @@ import multiprocessing
 import os
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 
 from tqdm.auto import tqdm
 
@@ -125,10 +126,17 @@ def map_batches(func: Callable, batches: Iterable, *, workers: int | None = None
             return results
         results = [None] * len(batches)
         futures = {pool.executor.submit(func, batch): i for i, batch in enumerate(batches)}
-        for future in as_completed(futures):
-            i = futures[future]
-            results[i] = future.result()
-            bar.update(weights[i])
+        try:
+            for future in as_completed(futures):
+                i = futures[future]
+                results[i] = future.result()
+                bar.update(weights[i])
+        except BrokenProcessPool as exc:
+            raise RuntimeError(
+                "a worker process died. If this was called from a script, the script's top-level code must "
+                "be under `if __name__ == \"__main__\":` (worker processes import the main module, as "
+                "Python's multiprocessing requires); otherwise the worker may have run out of memory. "
+                "workers=1 runs everything in this process.") from exc
         return results
     finally:
         bar.close()
