@@ -8,6 +8,7 @@ Pure functions on arrays (numpy and numba only, no file I/O):
 * noise levels: :func:`local_sigma` (map), :func:`local_sigma_at` (at positions, from the
   image), :func:`image_sigma` / :func:`residual_sigma` (per channel or CFA plane);
 * clipping: :func:`clipped_neighbourhood`, :func:`clipped_at`;
+* sparse per-image records: :func:`exceedances` (where ``W > k·σ``, and clipped elements);
 * streaming statistics over many images: :class:`PixelStats`;
 * defect candidates from time-ordered blocks: :func:`block_candidates`, :func:`split_scores`,
   :func:`score_threshold`;
@@ -27,6 +28,7 @@ from kernels.candidates import (
     split_scores,
 )
 from kernels.clipping import clipped_at, clipped_neighbourhood
+from kernels.exceedance import exceedances
 from kernels.noise import (
     MAD_SCALE,
     image_sigma,
@@ -55,6 +57,7 @@ __all__ = [
     "cfa_residual",
     "clipped_at",
     "clipped_neighbourhood",
+    "exceedances",
     "image_sigma",
     "llr_threshold",
     "local_sigma",

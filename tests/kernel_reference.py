@@ -164,3 +164,19 @@ def onset_reference(w, sigma, tau=None, min_segment=1):
     if llr_by_k[best] <= 0:
         return n, 0.0, 0.0, 0.0, llr_by_k
     return best, fits[best][0], fits[best][1], llr_by_k[best], llr_by_k
+
+
+def exceedances_reference(image, sigma, k, saturation=None, cfa=False):
+    """Flat indices where ``W > k·σ`` outside clipped windows, and of clipped elements."""
+    residual = cfa_residual_reference(image) if cfa else residual_reference(image)
+    sigma = np.asarray(sigma, dtype=np.float64)
+    if cfa:
+        thr = np.empty(image.shape, np.float32)
+        for py in range(2):
+            for px in range(2):
+                thr[py::2, px::2] = np.float32(k * sigma[py, px])
+    else:
+        thr = (k * sigma).astype(np.float32).reshape(-1) if sigma.ndim else np.float32(k * sigma)
+    clipped = clipped_reference(image, saturation, cfa) if saturation is not None else np.zeros(image.shape, bool)
+    exceed = (residual > thr) & ~clipped
+    return np.flatnonzero(exceed), np.flatnonzero(clipped)

@@ -1,0 +1,101 @@
+"""Per-image exceedance records against a scipy reference (residual, threshold, clipping)."""
+
+import numpy as np
+import pytest
+from kernel_reference import (
+    LARGE_SHAPES_2D,
+    LARGE_SHAPES_3D,
+    SMALL_SHAPES_2D,
+    SMALL_SHAPES_3D,
+    exceedances_reference,
+    random_image,
+)
+
+import kernels
+
+DTYPES = [np.uint8, np.uint16, np.float32]
+
+
+def _sigma_for(image, cfa):
+    rng = np.random.default_rng(image.size)
+    if cfa:
+        return rng.uniform(5, 40, (2, 2))
+    channels = image.shape[2] if image.ndim == 3 else 1
+    return rng.uniform(5, 40, channels)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SMALL_SHAPES_2D + LARGE_SHAPES_2D + SMALL_SHAPES_3D + LARGE_SHAPES_3D)
+@pytest.mark.parametrize("saturation", [None, 200])
+def test_exceedances_match_reference(shape, dtype, saturation):
+    image = random_image(np.random.default_rng(sum(shape) + 7), shape, dtype, high=255)
+    sigma = _sigma_for(image, False)
+    exceed, clipped = kernels.exceedances(image, sigma, 2.5, saturation=saturation)
+    ref_exceed, ref_clipped = exceedances_reference(image, sigma, 2.5, saturation)
+    np.testing.assert_array_equal(exceed, ref_exceed)
+    np.testing.assert_array_equal(clipped, ref_clipped)
+    assert exceed.dtype == np.int64 and clipped.dtype == np.int64
+    assert not np.intersect1d(exceed, clipped).size
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SMALL_SHAPES_2D + [(6, 7), (7, 6)] + LARGE_SHAPES_2D)
+@pytest.mark.parametrize("saturation", [None, 3000])
+def test_cfa_exceedances_match_reference(shape, dtype, saturation):
+    image = random_image(np.random.default_rng(sum(shape) + 8), shape, dtype)
+    sigma = _sigma_for(image, True) * 10
+    exceed, clipped = kernels.exceedances(image, sigma, 1.5, saturation=saturation, cfa=True)
+    ref_exceed, ref_clipped = exceedances_reference(image, sigma, 1.5, saturation, cfa=True)
+    np.testing.assert_array_equal(exceed, ref_exceed)
+    np.testing.assert_array_equal(clipped, ref_clipped)
+
+
+def test_scalar_sigma_and_threshold_is_strict():
+    image = np.zeros((5, 5), np.uint8)
+    image[2, 2] = 10  # residual exactly 10
+    exceed, _ = kernels.exceedances(image, 5.0, 2.0)
+    assert exceed.size == 0  # 10 > 10 is false
+    exceed, _ = kernels.exceedances(image, 4.9, 2.0)
+    np.testing.assert_array_equal(exceed, [12])
+
+
+def test_saturated_hot_pixel_is_not_clipped_by_itself():
+    image = np.full((5, 5), 10, np.uint8)
+    image[2, 2] = 255
+    exceed, clipped = kernels.exceedances(image, 1.0, 3.0, saturation=255)
+    np.testing.assert_array_equal(exceed, [12])
+    assert 12 not in clipped and clipped.size == 8
+
+
+def test_agrees_with_pixelstats_exceedance_counts():
+    rng = np.random.default_rng(3)
+    image = random_image(rng, (40, 60, 3), np.uint8)
+    sigma = kernels.image_sigma(image)
+    stats = kernels.PixelStats(image.shape, exceed_k=3.0)
+    stats.update_from_image(image, sigma=sigma, saturation=250)
+    exceed, clipped = kernels.exceedances(image, sigma, 3.0, saturation=250)
+    np.testing.assert_array_equal(np.flatnonzero(stats.exceed), exceed)
+    np.testing.assert_array_equal(np.flatnonzero(stats.count == 0), clipped)
+
+
+@pytest.mark.parametrize("bad, error, match", [
+    (np.zeros((4, 4), np.int32), TypeError, "uint8"),
+    (np.zeros((0, 4), np.uint8), ValueError, "empty"),
+    (np.zeros((4,), np.uint8), ValueError, "dimension|ndim|2-D|rank|shape"),
+])
+def test_bad_images(bad, error, match):
+    with pytest.raises(error, match=match):
+        kernels.exceedances(bad, 1.0, 3.0)
+
+
+def test_non_finite_and_bad_sigma():
+    image = np.ones((6, 6), np.float32)
+    image[3, 3] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        kernels.exceedances(image, 1.0, 3.0)
+    with pytest.raises(ValueError, match="per channel"):
+        kernels.exceedances(np.zeros((4, 4, 3), np.uint8), [1.0, 2.0], 3.0)
+    with pytest.raises(ValueError, match="CFA"):
+        kernels.exceedances(np.zeros((4, 4), np.uint16), [1.0, 2.0], 3.0, cfa=True)
+    with pytest.raises(ValueError, match="finite"):
+        kernels.exceedances(np.zeros((4, 4), np.uint8), np.inf, 3.0)
