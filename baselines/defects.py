@@ -49,7 +49,8 @@ from scipy.stats import rankdata
 import kernels
 from baselines.fridrich_goljan import fit_presence
 
-__all__ = ["DefectTable", "DefectIdentifier", "merge_colour_spread", "exceedance_scores", "rank_shift_z"]
+__all__ = ["DefectTable", "DefectIdentifier", "merge_colour_spread", "exceedance_scores",
+           "exceedance_scores_from_counts", "rank_shift_z"]
 
 
 def rank_shift_z(z: np.ndarray, onset: np.ndarray) -> np.ndarray:
@@ -92,11 +93,6 @@ def rank_shift_z(z: np.ndarray, onset: np.ndarray) -> np.ndarray:
 def exceedance_scores(blocks) -> tuple[np.ndarray, np.ndarray]:
     """Per-pixel score of a rise in the rate of exceedances between earlier and later blocks.
 
-    For every split ``b`` of the time-ordered blocks into ``[0, b)`` and ``[b, B)``, the
-    two-proportion z statistic of the exceedance rates (after minus before, pooled rate with a
-    half-count continuity correction so that a pixel with no exceedance at all scores 0); the
-    score is the best split's.
-
     Parameters
     ----------
     blocks : sequence of kernels.PixelStats
@@ -104,22 +100,49 @@ def exceedance_scores(blocks) -> tuple[np.ndarray, np.ndarray]:
 
     Returns
     -------
-    score : ndarray of float32
-        Best z per pixel.
-    split : ndarray of int
-        First block of the "after" part at the best split.
+    score, split : ndarray
+        See :func:`exceedance_scores_from_counts`.
     """
     if any(b.exceed is None for b in blocks):
         raise ValueError("exceedance scores need accumulators built with exceed_k")
-    x = np.stack([b.exceed for b in blocks]).astype(np.float32)
-    n = np.stack([b.count for b in blocks]).astype(np.float32)
+    return exceedance_scores_from_counts(np.stack([b.exceed for b in blocks]), np.stack([b.count for b in blocks]))
+
+
+def exceedance_scores_from_counts(exceed, count) -> tuple[np.ndarray, np.ndarray]:
+    """Per-element score of a rise in the exceedance rate, from per-block counts.
+
+    For every split ``b`` of the time-ordered blocks into ``[0, b)`` and ``[b, B)``, the
+    two-proportion z statistic of the exceedance rates (after minus before, pooled rate with a
+    half-count continuity correction so that an element with no exceedance at all scores 0);
+    the score is the best split's.
+
+    Parameters
+    ----------
+    exceed : array_like, shape (B, ...)
+        Number of images of each block in which the element's residual exceeded ``k·σ``.
+    count : array_like, shape (B, ...)
+        Number of images of each block in which the element was measured (not clipped).
+
+    Returns
+    -------
+    score : ndarray of float32, shape (...)
+        Best z per element (``-inf`` where no split has images on both sides).
+    split : ndarray of int, shape (...)
+        First block of the "after" part at the best split (-1 where none).
+    """
+    x = np.asarray(exceed, dtype=np.float32)
+    n = np.asarray(count, dtype=np.float32)
+    if x.shape != n.shape or x.ndim < 1:
+        raise ValueError(f"exceed and count must have the same (B, ...) shape, got {x.shape} and {n.shape}")
+    if np.any(x > n) or np.any(n < 0) or np.any(x < 0):
+        raise ValueError("exceedance counts must lie between 0 and the block's measured count")
     x_cum, n_cum = np.cumsum(x, axis=0), np.cumsum(n, axis=0)
     x_tot, n_tot = x_cum[-1], n_cum[-1]
     pooled = (x_tot + 0.5) / (n_tot + 1.0)
     spread = pooled * (1 - pooled)
     best = np.full(x.shape[1:], -np.inf, dtype=np.float32)
     split = np.full(x.shape[1:], -1, dtype=np.int64)
-    for b in range(1, len(blocks)):
+    for b in range(1, x.shape[0]):
         n_before, n_after = n_cum[b - 1], n_tot - n_cum[b - 1]
         ok = (n_before > 0) & (n_after > 0)
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -255,6 +278,55 @@ class DefectIdentifier:
         _, first = np.unique(np.stack([rows[order], cols[order], chans[order]]), axis=1, return_index=True)
         keep = order[np.sort(first)][: self.max_candidates]
         return rows[keep].astype(np.int64), cols[keep].astype(np.int64), chans[keep].astype(np.int64)
+
+    def screen_counts(self, exceed, count) -> tuple[np.ndarray, np.ndarray]:
+        """Screen elements by the rise of their exceedance rate over time-ordered blocks.
+
+        The same rule as the exceedance half of :meth:`candidates`, from per-block counts
+        (for example summed from per-image records of :func:`kernels.exceedances`), so that
+        it can run over a frame in strips.
+
+        Parameters
+        ----------
+        exceed, count : array_like, shape (B, n)
+            Per block and element: images in which the residual exceeded ``k·σ``, and
+            images in which the element was measured.
+
+        Returns
+        -------
+        index : ndarray of int
+            Elements (0..n-1) whose score reaches the threshold of ``candidate_false_alarm``.
+        score : ndarray of float32
+            Their scores.
+        """
+        exceed = np.asarray(exceed)
+        if exceed.ndim != 2 or exceed.shape[0] < 2:
+            raise ValueError("screening needs (B, n) counts of at least two time blocks of trusted images")
+        z, _ = exceedance_scores_from_counts(exceed, count)
+        index = np.flatnonzero(z >= kernels.score_threshold(self.candidate_false_alarm, exceed.shape[0]))
+        return index, z[index]
+
+    def strongest(self, index, score, shape) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Positions of screened elements, strongest first, at most ``max_candidates``.
+
+        Parameters
+        ----------
+        index : array_like of int
+            Flat indices into an array of ``shape`` (H×W or H×W×C).
+        score : array_like
+            Their screening scores.
+        shape : tuple
+            Frame shape.
+
+        Returns
+        -------
+        rows, cols, channels : ndarray of int64
+        """
+        index = np.asarray(index, dtype=np.int64)
+        order = np.argsort(-np.asarray(score, dtype=np.float64), kind="stable")[: self.max_candidates]
+        full = tuple(shape) if len(shape) == 3 else tuple(shape) + (1,)
+        rows, cols, chans = np.unravel_index(index[order], full)
+        return rows.astype(np.int64), cols.astype(np.int64), chans.astype(np.int64)
 
     def identify(self, residuals, sigma, exposure, rows, cols, channels, *, demosaiced: bool) -> DefectTable:
         """Locate onsets and keep the defects that appear inside the trusted period.

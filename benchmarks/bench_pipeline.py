@@ -9,12 +9,12 @@ Group ``extract-12MP`` (per batch of ``N_IMAGES`` 4000×3000 JPEGs, quality 92, 
 process, Numba's default threads):
 
 * ``decode_only`` — :func:`pipeline.data.imageio.read_image` of every file: the ceiling;
-* ``statistics_pass`` — :func:`pipeline.features.extract.accumulate_batch`: decode, full
-  residual fused into the block accumulator (the trusted images' pass);
+* ``screening_pass`` — :func:`pipeline.features.extract.screen_batch`: decode, full
+  residual reduced to the image's screening record (pass 1, once per image per experiment);
 * ``sparse_pass`` — :func:`pipeline.features.extract.sparse_batch` at 2,000 candidate
   positions: decode, residual, local σ and clipping at those positions only;
-* ``both_passes`` — what one run of ``ml_age`` costs per trusted image today (the two passes
-  each decode the image).
+* ``both_passes`` — what a whole ``ml_age`` experiment costs per image, whatever its number
+  of split runs (each pass decodes the image once).
 """
 
 import numpy as np
@@ -22,7 +22,7 @@ import pytest
 from PIL import Image
 
 from pipeline.data.imageio import read_image
-from pipeline.features.extract import AccumulateTask, SparseTask, accumulate_batch, sparse_batch
+from pipeline.features.extract import ScreenTask, SparseTask, screen_batch, sparse_batch
 
 HEIGHT, WIDTH = 3000, 4000
 N_IMAGES = 4
@@ -44,7 +44,7 @@ def jpegs(tmp_path_factory):
         Image.fromarray(noisy).save(path, quality=92, subsampling=0)
         paths.append(str(path))
     # warm the kernels' compilation and the page cache outside the timings
-    accumulate_batch(AccumulateTask(tuple(paths[:1]), 0, None))
+    screen_batch(ScreenTask(tuple(paths[:1]), None))
     return tuple(paths)
 
 
@@ -61,9 +61,9 @@ def test_decode_only(benchmark, jpegs):
 
 
 @pytest.mark.benchmark(group="extract-12MP")
-def test_statistics_pass(benchmark, jpegs):
-    result = benchmark(accumulate_batch, AccumulateTask(jpegs, 0, None))
-    assert result.n_images == N_IMAGES and not result.failures
+def test_screening_pass(benchmark, jpegs):
+    result = benchmark(screen_batch, ScreenTask(jpegs, None))
+    assert len(result.records) == N_IMAGES and not result.failures
 
 
 @pytest.mark.benchmark(group="extract-12MP")
@@ -78,7 +78,7 @@ def test_both_passes(benchmark, jpegs, positions):
     rows, cols, chans = positions
 
     def both():
-        accumulate_batch(AccumulateTask(jpegs, 0, None))
+        screen_batch(ScreenTask(jpegs, None))
         sparse_batch(SparseTask(jpegs, rows, cols, chans, None))
 
     benchmark(both)

@@ -5,6 +5,9 @@ Numba single-threaded, so ``workers`` processes use ``workers`` cores and the ke
 threads do not oversubscribe them. ``workers=1`` runs in the calling process, which keeps
 tracebacks simple and is what tests and small jobs use.
 
+:class:`DaskPool` sends the same batches to a Dask cluster instead (an existing scheduler,
+or a ``LocalCluster``): ``dask[distributed]`` is an optional extra, imported only there.
+
 Workers are started by a *forkserver*, never forked from the caller: a process that has run
 Numba's parallel (OpenMP) kernels, or imported torch, cannot safely fork. Start-up then costs
 an import per worker, so :class:`WorkerPool` keeps one pool alive for a whole experiment.
@@ -20,7 +23,7 @@ from concurrent.futures.process import BrokenProcessPool
 
 from tqdm.auto import tqdm
 
-__all__ = ["default_workers", "map_batches", "batched", "WorkerPool"]
+__all__ = ["default_workers", "map_batches", "batched", "WorkerPool", "DaskPool", "make_pool"]
 
 
 def default_workers() -> int:
@@ -73,6 +76,91 @@ class WorkerPool:
         return self._executor
 
 
+def _run_single_threaded(func: Callable, batch):
+    """Run ``func(batch)`` with Numba single-threaded (on a Dask worker, whatever started it)."""
+    _single_threaded_worker()
+    return func(batch)
+
+
+class _SingleThreadedExecutor:
+    """Wrap a Dask ``ClientExecutor`` so that every task runs Numba single-threaded."""
+
+    def __init__(self, executor):
+        self._executor = executor
+
+    def submit(self, func, batch):
+        return self._executor.submit(_run_single_threaded, func, batch)
+
+
+class DaskPool:
+    """Run batches on a Dask cluster (a context manager with :class:`WorkerPool`'s interface).
+
+    Parameters
+    ----------
+    scheduler : str, optional
+        Address of a running scheduler (``tcp://host:8786``). Every worker must have this
+        package installed and see the image files (and the cache folder) at the same paths.
+        None starts a ``LocalCluster`` of ``workers`` single-threaded worker processes.
+    workers : int, optional
+        Worker processes of the ``LocalCluster`` (default :func:`default_workers`); ignored
+        with a scheduler address.
+
+    Notes
+    -----
+    Each task runs Numba single-threaded, so a worker with ``t`` threads uses ``t`` cores.
+    Results are gathered on the client, in batch order, and merged there.
+    """
+
+    def __init__(self, scheduler: str | None = None, workers: int | None = None):
+        self.scheduler = scheduler
+        self.workers = default_workers() if workers is None else int(workers)
+        if self.workers < 1:
+            raise ValueError(f"workers must be >= 1, got {self.workers}")
+        self._client = self._cluster = self._executor = None
+
+    def __enter__(self) -> "DaskPool":
+        try:
+            from distributed import Client, LocalCluster
+        except ImportError as exc:
+            raise ImportError("the Dask executor needs dask.distributed: install the extra with "
+                              "`pip install -e \".[dask]\"` (or use --executor local)") from exc
+        if self.scheduler is None:
+            self._cluster = LocalCluster(n_workers=self.workers, threads_per_worker=1, processes=True,
+                                         dashboard_address=None)
+            self._client = Client(self._cluster)
+        else:
+            try:
+                self._client = Client(self.scheduler, timeout="30s")
+            except OSError as exc:
+                raise RuntimeError(f"could not reach the Dask scheduler at {self.scheduler!r} ({exc}); check "
+                                   "the address, or leave --scheduler out to start a local cluster") from exc
+        self._executor = _SingleThreadedExecutor(self._client.get_executor(pure=False))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._client is not None:
+            self._client.close()
+        if self._cluster is not None:
+            self._cluster.close()
+        self._client = self._cluster = self._executor = None
+
+    @property
+    def executor(self):
+        """Something with ``submit(func, batch)`` returning concurrent futures."""
+        return self._executor
+
+
+def make_pool(executor: str = "local", *, workers: int | None = None, scheduler: str | None = None):
+    """A :class:`WorkerPool` (``'local'``) or :class:`DaskPool` (``'dask'``), not yet entered."""
+    if executor == "local":
+        if scheduler is not None:
+            raise ValueError("a scheduler address needs executor='dask'")
+        return WorkerPool(workers)
+    if executor == "dask":
+        return DaskPool(scheduler, workers)
+    raise ValueError(f"executor must be 'local' or 'dask', got {executor!r}")
+
+
 def batched(items: Sequence, size: int) -> list[Sequence]:
     """Split ``items`` into consecutive batches of at most ``size``."""
     if size < 1:
@@ -94,7 +182,7 @@ def map_batches(func: Callable, batches: Iterable, *, workers: int | None = None
     workers : int, optional
         Processes of a pool started for this call only (when no ``pool`` is given); default
         :func:`default_workers`. ``1`` runs serially in-process.
-    pool : WorkerPool, optional
+    pool : WorkerPool or DaskPool, optional
         An open pool to reuse (preferred for repeated calls).
     desc : str
         Progress-bar label.
