@@ -17,6 +17,7 @@ last, and ``config.json`` says ``"status": "complete"`` only when they are all t
 from __future__ import annotations
 
 import zlib
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -142,6 +143,7 @@ class _DeviceData:
     seed: int
     frame: tuple | None = None
     kind: str | None = None
+    bit_depth: int | None = None
     failures: dict = field(default_factory=dict)  # path -> reason
 
 
@@ -199,9 +201,13 @@ def _prepare_output(out: Path, cfg: ExperimentConfig, manifest: Manifest, extra:
     return record
 
 
-def _load_or_make_splits(out: Path, dev: _DeviceData, cfg: ExperimentConfig) -> list[Split]:
-    """Write each run's split once, then always read it back from its file."""
-    labels = [dev.rows[p].label for p in dev.order]
+def _load_or_make_splits(out: Path, dev: _DeviceData, readable: list[str], cfg: ExperimentConfig) -> list[Split]:
+    """Write each run's split of the readable images once, then always read it back from its file.
+
+    Unreadable images are left out before splitting, so a bad file changes nothing but its
+    own absence (the same splits as a manifest without it).
+    """
+    labels = [dev.rows[p].label for p in readable]
     runs = None
     splits = []
     for run in range(cfg.runs):
@@ -210,8 +216,8 @@ def _load_or_make_splits(out: Path, dev: _DeviceData, cfg: ExperimentConfig) -> 
             if runs is None:
                 runs = stratified_splits(labels, n_runs=cfg.runs, test_size=cfg.test_size, seed=dev.seed)
             train, test, run_seed = runs[run]
-            write_split(path, Split(run, run_seed, tuple(dev.order[i] for i in train),
-                                    tuple(labels[i] for i in train), tuple(dev.order[i] for i in test),
+            write_split(path, Split(run, run_seed, tuple(readable[i] for i in train),
+                                    tuple(labels[i] for i in train), tuple(readable[i] for i in test),
                                     tuple(labels[i] for i in test)))
         splits.append(read_split(path))
     return splits
@@ -231,27 +237,30 @@ def _exposure(dev: _DeviceData, path: str, from_exif: dict) -> float:
     return float(value) if value else np.nan
 
 
-def _device_defect_features(dev: _DeviceData, splits: list[Split], cfg: ExperimentConfig, pool,
-                            cache: FeatureCache) -> dict:
-    """Identify each run's defects from its trusted images; measure them in every image.
-
-    Two passes over the device's images, shared by all the given runs, each decoding an image
-    once: screening records of every image (pass 1), from which each run screens candidates
-    from its own training images only; then residuals at the union of all runs' candidates
-    (pass 2), from which each run takes its own columns. Returns ``run -> features``.
-    """
-    order_index = {p: i for i, p in enumerate(dev.order)}
-    trains = {s.run: sorted(s.train_paths, key=order_index.__getitem__) for s in splits}
-    needed = sorted(set().union(*trains.values()), key=order_index.__getitem__)
-    tasks = [ScreenTask(tuple(chunk), dev.frame, cache) for chunk in batched(needed, cfg.batch_size)]
+def _screen_device(dev: _DeviceData, cfg: ExperimentConfig, pool, cache: FeatureCache) -> dict:
+    """Pass 1: the screening record of every image of the device (unreadable ones recorded)."""
+    tasks = [ScreenTask(tuple(chunk), dev.frame, cache, dev.kind, dev.bit_depth)
+             for chunk in batched(dev.order, cfg.batch_size)]
     results = map_batches(screen_batch, tasks, pool=pool, weights=[len(t.paths) for t in tasks], unit="img",
                           desc=f"{dev.device}: residual screening (pass 1 of 2)", progress=cfg.progress)
-    records, exif_exposure = {}, {}
+    records = {}
     for res in results:
         _record_failures(dev, res.failures, cfg.strict)
         records.update(res.records)
-    for path, record in records.items():
-        exif_exposure[path] = record.exposure
+    return records
+
+
+def _device_defect_features(dev: _DeviceData, splits: list[Split], records: dict, cfg: ExperimentConfig, pool,
+                            cache: FeatureCache) -> dict:
+    """Identify each run's defects from its trusted images; measure them in every image.
+
+    Each run screens candidates from the screening records (pass 1) of its own training
+    images only; then one pass over the images measures residuals at the union of all runs'
+    candidates (pass 2), from which each run takes its own columns. Returns ``run -> features``.
+    """
+    order_index = {p: i for i, p in enumerate(dev.order)}
+    trains = {s.run: sorted(s.train_paths, key=order_index.__getitem__) for s in splits}
+    exif_exposure = {path: record.exposure for path, record in records.items()}
     identifier = DefectIdentifier(candidate_false_alarm=cfg.candidate_false_alarm,
                                   onset_false_alarm=cfg.onset_false_alarm)
     shape = next(iter(records.values())).shape if records else None
@@ -261,14 +270,13 @@ def _device_defect_features(dev: _DeviceData, splits: list[Split], cfg: Experime
         empty = np.zeros(0, dtype=np.int64)
         candidates[split.run] = (screen_candidates(usable, cfg.n_blocks, shape, identifier) if shape
                                  else (empty, empty, empty))
-    del records, results
     # pass 2 at the union of the runs' candidates
     keys = sorted({(int(r), int(c), int(ch)) for rows, cols, chans in candidates.values()
                    for r, c, ch in zip(rows, cols, chans)})
     column = {k: i for i, k in enumerate(keys)}
     urows, ucols, uchans = (np.array([k[i] for k in keys], dtype=np.int64) for i in range(3))
-    every = sorted(set(needed).union(*(s.test_paths for s in splits)), key=order_index.__getitem__)
-    tasks = [SparseTask(tuple(chunk), urows, ucols, uchans, dev.frame, cache)
+    every = sorted(set().union(*trains.values(), *(s.test_paths for s in splits)), key=order_index.__getitem__)
+    tasks = [SparseTask(tuple(chunk), urows, ucols, uchans, dev.frame, cache, dev.kind, dev.bit_depth)
              for chunk in batched(every, cfg.batch_size)]
     results = map_batches(sparse_batch, tasks, pool=pool, weights=[len(t.paths) for t in tasks], unit="img",
                           desc=f"{dev.device}: residuals at {len(keys)} candidates (pass 2 of 2)",
@@ -454,14 +462,27 @@ def _run_device(out, cfg, manifest, device, classes, root, srnet_k, defect_metho
     rows = manifest.for_device(device)
     dev = _DeviceData(device, {str(r.path): r for r in rows}, [str(r.path) for r in rows],
                       device_seed(cfg.seed, device))
-    if len({r.label for r in rows}) < 2:
-        log(f"{device}: skipped — all its images are in one class ({rows[0].label}); nothing to tell apart")
-        return
-    try:
-        splits = _load_or_make_splits(out, dev, cfg)
-    except ValueError as exc:
-        log(f"{device}: skipped — {exc}")
-        return
+    if _all_parts_complete(out, dev, cfg, srnet_k, defect_methods):
+        splits, records = [read_split(_split_paths(out, device, run)) for run in range(cfg.runs)], {}
+    else:
+        if not _probe(dev, cfg):
+            log(f"{device}: skipped — none of its {len(dev.order)} images could be read (see failures.csv)")
+            failures += [{"device": device, "image": p, "reason": r} for p, r in sorted(dev.failures.items())]
+            return
+        records = _screen_device(dev, cfg, pool, cache)
+        readable = [p for p in dev.order if p not in dev.failures]
+        labels = {dev.rows[p].label for p in readable}
+        if len(labels) < 2:
+            log(f"{device}: skipped — all its readable images are in one class ({', '.join(map(str, labels))}); "
+                "nothing to tell apart")
+            failures += [{"device": device, "image": p, "reason": r} for p, r in sorted(dev.failures.items())]
+            return
+        try:
+            splits = _load_or_make_splits(out, dev, readable, cfg)
+        except ValueError as exc:
+            log(f"{device}: skipped — {exc}")
+            failures += [{"device": device, "image": p, "reason": r} for p, r in sorted(dev.failures.items())]
+            return
     parts, pending = {}, []
     for split in splits:
         part_path = _part_path(out, device, split.run)
@@ -473,11 +494,9 @@ def _run_device(out, cfg, manifest, device, classes, root, srnet_k, defect_metho
                 dev.failures.setdefault(path, reason)
         else:
             pending.append((split, wanted))
-    if pending:
-        dev.frame, dev.kind = _probe(dev, cfg)
-        need_defects = [split for split, _ in pending
-                        if any(m not in (parts[split.run] or {}).get("methods", []) for m in defect_methods)]
-        features = _device_defect_features(dev, need_defects, cfg, pool, cache) if need_defects else {}
+    need_defects = [split for split, _ in pending
+                    if any(m not in (parts[split.run] or {}).get("methods", []) for m in defect_methods)]
+    features = _device_defect_features(dev, need_defects, records, cfg, pool, cache) if need_defects else {}
     for split, wanted in pending:
         part = parts[split.run] or {"device": device, "run": split.run, "seed": split.seed, "methods": [],
                                     "predictions": [], "metrics": [], "failures": []}
@@ -515,13 +534,42 @@ def _run_device(out, cfg, manifest, device, classes, root, srnet_k, defect_metho
     failures += [{"device": device, "image": p, "reason": r} for p, r in sorted(dev.failures.items())]
 
 
-def _probe(dev: _DeviceData, cfg: ExperimentConfig):
-    for path in dev.order:
+def _probe(dev: _DeviceData, cfg: ExperimentConfig, samples: int = 7) -> bool:
+    """Set the device's frame, kind and bit depth: those most of a few images spread over time share.
+
+    A single foreign first image (rotated, resized, grayscale) must not condemn the rest of
+    the device. Returns False when no image could be read at all (each recorded as a failure).
+    """
+    picks = [dev.order[i] for i in np.unique(np.linspace(0, len(dev.order) - 1, samples).round().astype(int))]
+    chosen = set(picks)
+    seen = Counter()
+    for path in picks + [p for p in dev.order if p not in chosen]:
+        if seen and path not in chosen:
+            break  # look further only while none of the picks was readable
         try:
-            return probe_device(path)
+            seen[probe_device(path)] += 1
         except ImageReadError as exc:
             _record_failures(dev, [(path, exc.reason)], cfg.strict)
-    raise ImageReadError(dev.order[0], f"no image of device {dev.device} could be read")
+    if not seen:
+        return False
+    (frame, kind, bit_depth), _ = seen.most_common(1)[0]
+    dev.frame, dev.kind, dev.bit_depth = frame, kind, bit_depth
+    # the screening pass reads every image again and records its own reason for each
+    dev.failures.clear()
+    return True
+
+
+def _all_parts_complete(out: Path, dev: _DeviceData, cfg: ExperimentConfig, srnet_k: int, defect_methods) -> bool:
+    for run in range(cfg.runs):
+        if not _split_paths(out, dev.device, run).exists():
+            return False
+        part_path = _part_path(out, dev.device, run)
+        if not part_path.exists():
+            return False
+        wanted = set(defect_methods) | ({"srnet"} if run < srnet_k else set())
+        if not wanted <= set(read_json(part_path)["methods"]):
+            return False
+    return True
 
 
 def _metric(device, split, method, proba, labels, classes, n_defects, note):

@@ -165,6 +165,9 @@ def detect_format(path: str | os.PathLike[str]) -> str:
     """
     path = Path(path)
     head = _read_head(path)
+    for magic, name in ((_JPEG_MAGIC, "JPEG"), (_PNG_MAGIC, "PNG"), *((m, "TIFF") for m in _TIFF_MAGICS)):
+        if len(head) < len(magic) and magic.startswith(head):
+            raise ImageReadError(path, f"truncated file: only {len(head)} byte(s), the start of a {name} file")
     if head.startswith(_JPEG_MAGIC):
         return "jpeg"
     if head.startswith(_PNG_MAGIC):
@@ -331,6 +334,10 @@ def _is_tiff_structured(path: Path) -> bool:
 
 def _text_start(head: bytes) -> str | None:
     """The quoted start of `head` if it looks like text, else None."""
+    for bom, codec in ((b"\xff\xfe", "utf-16-le"), (b"\xfe\xff", "utf-16-be")):
+        if head.startswith(bom):  # e.g. an error page saved by a Windows tool
+            body = head[len(bom):]
+            return _text_start(body[:len(body) // 2 * 2].decode(codec, errors="replace").encode("utf-8"))
     if b"\x00" in head:
         return None
     text = None

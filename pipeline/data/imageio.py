@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import warnings
 from dataclasses import dataclass, replace
+from io import BytesIO
 from pathlib import Path
 
 import numpy as np
@@ -102,6 +103,8 @@ def read_image(
     expected_shape: tuple[int, int] | None = None,
     rotate_back: int | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    expected_kind: str | None = None,
+    expected_bit_depth: int | None = None,
 ) -> SensorImage:
     """Read an image file as stored pixels in the sensor frame.
 
@@ -120,6 +123,9 @@ def read_image(
       asserting the direction. A CFA mosaic is never rotated (a transposed mosaic is a
       different sensor layout) and is always rejected.
     * any other shape (resized, cropped, another camera): rejected with both shapes.
+    * `expected_kind` / `expected_bit_depth` given and different (a grayscale or 16-bit file
+      among a device's 8-bit RGB JPEGs): rejected, since its residuals are on another scale
+      and cannot be pooled with the device's other images.
 
     Parameters
     ----------
@@ -133,6 +139,10 @@ def read_image(
         `expected_shape`.
     max_pixels : int, default 250_000_000
         Images larger than this are refused from their header, before decoding.
+    expected_kind : {'rgb', 'gray', 'cfa'}, optional
+        The kind of the device's images (:attr:`SensorImage.kind`), to check this one against.
+    expected_bit_depth : int, optional
+        The device's bits per sample (:attr:`SensorImage.bit_depth`), to check against.
 
     Returns
     -------
@@ -143,9 +153,11 @@ def read_image(
     ImageReadError
         For every file that cannot be read as an image in its sensor frame: missing, empty,
         truncated, corrupt, text, unsupported format or layout (CMYK JPEG, 16-bit RGB PNG,
-        float TIFF, non-Bayer-like raw), larger than `max_pixels`, or not in the device frame.
+        float TIFF, non-Bayer-like raw), larger than `max_pixels`, or not in the device frame
+        (shape, kind or bit depth).
     ValueError
-        If `expected_shape`, `rotate_back` or `max_pixels` is invalid.
+        If `expected_shape`, `rotate_back`, `max_pixels`, `expected_kind` or
+        `expected_bit_depth` is invalid.
     RuntimeError
         If ``PIL.ImageFile.LOAD_TRUNCATED_IMAGES`` has been set to True by other code, which
         would make Pillow pad truncated files silently.
@@ -157,6 +169,7 @@ def read_image(
     ('rgb', (3000, 4000, 3), 0.008)
     """
     expected_shape = _check_arguments(expected_shape, rotate_back, max_pixels)
+    _check_layout_arguments(expected_kind, expected_bit_depth)
     path = Path(path)
     image_format = detect_format(path)
     if image_format == "jpeg":
@@ -169,7 +182,9 @@ def read_image(
         image = _read_raw(path, image_format, max_pixels)
     height, width = image.pixels.shape[:2]
     image = replace(image, metadata=replace(image.metadata, width=int(width), height=int(height)))
-    return _to_device_frame(image, expected_shape, rotate_back)
+    image = _to_device_frame(image, expected_shape, rotate_back)
+    _check_layout(image, expected_kind, expected_bit_depth)
+    return image
 
 
 # --- argument checks and the sensor frame -----------------------------------------------------
@@ -191,6 +206,31 @@ def _check_arguments(expected_shape, rotate_back, max_pixels) -> tuple[int, int]
     if height <= 0 or width <= 0:
         raise ValueError(f"expected_shape must be positive, got {expected_shape!r}")
     return height, width
+
+
+_KIND_WORDS = {"rgb": "colour (RGB)", "gray": "grayscale", "cfa": "raw CFA mosaic"}
+
+
+def _check_layout_arguments(expected_kind, expected_bit_depth) -> None:
+    if expected_kind is not None and expected_kind not in _KIND_WORDS:
+        raise ValueError(f"expected_kind must be one of {', '.join(_KIND_WORDS)}, got {expected_kind!r}")
+    if expected_bit_depth is not None and (isinstance(expected_bit_depth, bool)
+                                           or not isinstance(expected_bit_depth, (int, np.integer))
+                                           or expected_bit_depth <= 0):
+        raise ValueError(f"expected_bit_depth must be a positive integer, got {expected_bit_depth!r}")
+
+
+def _check_layout(image: SensorImage, expected_kind, expected_bit_depth) -> None:
+    if expected_kind is not None and image.kind != expected_kind:
+        raise ImageReadError(
+            image.path, f"{_KIND_WORDS[image.kind]} image in a device whose images are "
+            f"{_KIND_WORDS[expected_kind]}: its residuals cannot be pooled with theirs",
+            "Use the camera's original file or exclude it from the manifest.")
+    if expected_bit_depth is not None and image.bit_depth != expected_bit_depth:
+        raise ImageReadError(
+            image.path, f"{image.bit_depth}-bit samples in a device whose images are {expected_bit_depth}-bit: "
+            "residual levels would not be comparable",
+            "Use the camera's original file or exclude it from the manifest.")
 
 
 def _to_device_frame(image: SensorImage, expected_shape, rotate_back) -> SensorImage:
@@ -266,7 +306,8 @@ def _read_jpeg(path: Path, max_pixels: int) -> SensorImage:
     try:
         height, width, colourspace, _subsampling = simplejpeg.decode_jpeg_header(data)
     except ValueError as exc:
-        raise ImageReadError(path, f"corrupt or truncated JPEG header ({exc})") from None
+        raise ImageReadError(path, f"corrupt or truncated JPEG header ({exc}; the file has "
+                                   f"{len(data):,} bytes)") from None
     _check_size(path, height, width, max_pixels)
     if colourspace in ("CMYK", "YCCK"):
         raise ImageReadError(
@@ -306,8 +347,14 @@ def _read_png(path: Path, max_pixels: int) -> SensorImage:
             "it to 8 bits, losing the low-order bits defect analysis needs",
             "Convert it losslessly to a 16-bit TIFF, or exclude it.")
     _check_pillow_is_strict()
+    data = path.read_bytes()
+    if not _png_is_complete(data):
+        # Pillow stops reading at the last pixel row, so a file cut within its final bytes
+        # (the end of the compressed stream, the IEND chunk) would load without complaint.
+        raise ImageReadError(path, f"truncated PNG data: the file ends ({len(data):,} bytes) before its "
+                                   "IEND chunk")
     try:
-        with Image.open(path) as image:
+        with Image.open(BytesIO(data)) as image:
             image.load()
             pixels, kind, depth = _pillow_pixels(path, image)
     except ImageReadError:
@@ -315,11 +362,29 @@ def _read_png(path: Path, max_pixels: int) -> SensorImage:
     except Image.DecompressionBombError as exc:
         raise _pillow_bomb_error(path, exc) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
-        cause = "truncated PNG data" if "truncated" in str(exc).lower() else "corrupt PNG data"
+        message = str(exc).lower()
+        if "too large" in message:
+            raise ImageReadError(
+                path, f"a compressed chunk expands beyond Pillow's safety limit, as in a decompression bomb "
+                f"(Pillow: {_describe(exc)})", "Exclude the file, or re-save it without the oversized "
+                "text or colour-profile chunk.") from None
+        cause = "truncated PNG data" if "truncated" in message else "corrupt PNG data"
         raise ImageReadError(path, f"{cause} (Pillow: {_describe(exc)})") from None
     return SensorImage(pixels=pixels, kind=kind, cfa_pattern=None, black_level=0.0,
                        white_level=float(2 ** depth - 1), bit_depth=depth,
                        metadata=_metadata(path, "png"), path=str(path), format="png")
+
+
+def _png_is_complete(data: bytes) -> bool:
+    """Whether the PNG's chunk sequence reaches an IEND chunk inside `data` (CRCs are Pillow's job)."""
+    position = 8
+    while position + 8 <= len(data):
+        length = int.from_bytes(data[position:position + 4], "big")
+        chunk_type = data[position + 4:position + 8]
+        position += 12 + length
+        if chunk_type == b"IEND":
+            return position <= len(data)
+    return False
 
 
 def _pillow_pixels(path: Path, image: Image.Image) -> tuple[np.ndarray, str, int]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import math
+import os
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -157,11 +158,47 @@ def _resolve(base: Path, raw: str, problems: list, line: int) -> Path | None:
     try:
         resolved.relative_to(base.resolve())
     except ValueError:
+        folder, lexical = Path(os.path.abspath(base)), Path(os.path.abspath(base / candidate))
+        inside = folder in lexical.parents
+        how = (f"through a symbolic link it leads to {resolved}, outside" if inside
+               else "it points outside")
         problems.append(ManifestProblem(
-            line, f"relative path {raw!r} escapes the manifest's folder {base}: "
-                  "write it relative to that folder or as an absolute path", raw))
+            line, f"relative path {raw!r} escapes the manifest's folder {base} ({how}): relative paths "
+                  "must stay inside that folder; write the file's absolute path instead, or move the "
+                  "manifest to a folder that holds the images", raw))
         return None
     return resolved
+
+
+def _same_file_key(path: Path) -> str:
+    """Key under which two spellings of one file (``..``, symbolic links) compare equal."""
+    return os.path.realpath(path)
+
+
+def _check_file(image_path: Path, problems: list, line: int, raw: str) -> None:
+    if image_path.is_file():
+        return
+    if image_path.is_dir():
+        problems.append(ManifestProblem(line, f"{image_path} is a folder, not an image file: give the "
+                                              "image's path or remove the row", raw))
+    elif image_path.is_symlink():
+        problems.append(ManifestProblem(line, f"{image_path} is a broken symbolic link (to "
+                                              f"{os.readlink(image_path)}): fix the link or remove the row", raw))
+    else:
+        problems.append(ManifestProblem(line, f"file not found: {image_path} (relative paths are taken "
+                                              "from the manifest's folder): correct the path or remove the "
+                                              "row", raw))
+
+
+def _read_records(fh):
+    """Yield (line, fields) for every non-blank CSV record; ``line`` is the physical line on
+    which the record starts (header = 1), counting blank lines and line breaks inside quotes."""
+    reader = csv.reader(fh)
+    previous_end = 0
+    for fields in reader:
+        start, previous_end = previous_end + 1, reader.line_num
+        if fields:
+            yield start, fields
 
 
 def load_manifest(path: str | Path, *, class_spec: ClassSpec | str | Path | None = None,
@@ -186,11 +223,20 @@ def load_manifest(path: str | Path, *, class_spec: ClassSpec | str | Path | None
     Raises
     ------
     ManifestError
-        Listing every problem found, each with its line number: missing required column,
-        missing file, unparseable date, neither ``captured_at`` nor ``timeslot``, unknown
-        device in the class specification, duplicate path, bad numbers, no label at all.
+        Listing every problem found, each with its line number: missing or repeated column,
+        missing file (or a folder or broken link in its place), unparseable date, neither
+        ``captured_at`` nor ``timeslot``, unknown device in the class specification, duplicate
+        path (the same file however spelled: ``./``, ``..``, absolute, symbolic link), a
+        relative path that leads out of the manifest's folder (also through a symbolic link),
+        a row with too many fields or too few for its required columns, bad numbers, no label
+        at all; or the manifest itself missing, a folder, unreadable or not UTF-8 CSV. Line
+        numbers are physical lines of the file (blank lines and line breaks inside quoted
+        fields count), the header being line 1.
     """
     source = Path(path)
+    if source.is_dir():
+        raise ManifestError([ManifestProblem(None, f"{source} is a folder, not a manifest: give the CSV file",
+                                             str(source))], source)
     if not source.is_file():
         raise ManifestError([ManifestProblem(None, f"manifest {source} does not exist", str(source))], source)
     if isinstance(class_spec, (str, Path)):
@@ -199,13 +245,12 @@ def load_manifest(path: str | Path, *, class_spec: ClassSpec | str | Path | None
     problems: list[ManifestProblem] = []
     rows: list[ManifestRow] = []
     excluded: list[Exclusion] = []
-    seen: dict[Path, int] = {}
+    seen: dict[str, int] = {}
 
     try:
         with open(source, newline="", encoding="utf-8-sig") as fh:
-            reader = csv.DictReader(fh)
-            columns = [c.strip() for c in (reader.fieldnames or [])]
-            reader.fieldnames = columns
+            records = _read_records(fh)
+            columns = [c.strip() for c in next(records, (1, []))[1]]
             missing = [c for c in REQUIRED_COLUMNS if c not in columns]
             if not columns:
                 raise ManifestError([ManifestProblem(1, "the manifest is empty: it needs a header "
@@ -213,6 +258,11 @@ def load_manifest(path: str | Path, *, class_spec: ClassSpec | str | Path | None
             if missing:
                 raise ManifestError([ManifestProblem(
                     1, f"missing required column(s) {', '.join(missing)}; the header is {columns}", str(source))], source)
+            repeated = sorted({c for c in columns if columns.count(c) > 1})
+            if repeated:
+                raise ManifestError([ManifestProblem(
+                    1, f"column(s) {', '.join(repeated)} appear more than once in the header: keep one "
+                       "of each", str(source))], source)
             if "captured_at" not in columns and "timeslot" not in columns:
                 raise ManifestError([ManifestProblem(
                     1, "the manifest needs a captured_at or a timeslot column to order images in time",
@@ -221,27 +271,44 @@ def load_manifest(path: str | Path, *, class_spec: ClassSpec | str | Path | None
                 raise ManifestError([ManifestProblem(
                     1, "no label column and no class specification: add a label column or pass a "
                        "class specification (e.g. --classes ntif)", str(source))], source)
-            for line_no, record in enumerate(reader, start=2):
-                if None in record:
-                    problems.append(ManifestProblem(line_no, f"{len(record[None])} more field(s) than "
-                                                             "the header has columns"))
+            times = [c for c in ("captured_at", "timeslot") if c in columns]
+            for line_no, fields in records:
+                if len(fields) > len(columns):
+                    problems.append(ManifestProblem(line_no, f"{len(fields) - len(columns)} more field(s) than "
+                                                             f"the header has columns ({len(columns)}): quote "
+                                                             "values that contain commas"))
                     continue
-                values = {k: (v or "").strip() for k, v in record.items()}
+                values = {k: (v or "").strip() for k, v in zip(columns, fields)}
+                values.update({k: "" for k in columns[len(fields):]})
                 raw_path, device = values.get("path", ""), values.get("device", "")
+                # a short row may leave out trailing optional columns, not those it cannot do without
+                cut_off = columns[len(fields):]
+                lacking = [c for c in ("path", "device") if c in cut_off]
+                if all(c in cut_off for c in times):
+                    lacking += times
+                if "label" in cut_off and class_spec is None:
+                    lacking.append("label")
+                if lacking:
+                    problems.append(ManifestProblem(
+                        line_no, f"the row has {len(fields)} field(s) but the header has {len(columns)}: "
+                                 f"{', '.join(lacking)} missing; complete the row or remove it", raw_path or None))
+                    continue
                 if not raw_path:
-                    problems.append(ManifestProblem(line_no, "empty path"))
+                    problems.append(ManifestProblem(line_no, "empty path: give the image file or remove the row"))
                     continue
                 if not device:
-                    problems.append(ManifestProblem(line_no, "empty device", raw_path))
+                    problems.append(ManifestProblem(line_no, "empty device: give the camera body's id", raw_path))
                 image_path = _resolve(base, raw_path, problems, line_no)
                 if image_path is not None:
-                    if image_path in seen:
+                    key = _same_file_key(image_path)
+                    if key in seen:
                         problems.append(ManifestProblem(
-                            line_no, f"duplicate path: the same file as line {seen[image_path]}", raw_path))
+                            line_no, f"duplicate path: the same file as line {seen[key]}; remove one of "
+                                     "the two rows", raw_path))
                     else:
-                        seen[image_path] = line_no
-                    if check_files and not image_path.is_file():
-                        problems.append(ManifestProblem(line_no, f"file not found: {image_path}", raw_path))
+                        seen[key] = line_no
+                    if check_files:
+                        _check_file(image_path, problems, line_no, raw_path)
                 captured_at = None
                 if values.get("captured_at"):
                     try:
@@ -281,6 +348,9 @@ def load_manifest(path: str | Path, *, class_spec: ClassSpec | str | Path | None
                                                    "manifest as UTF-8 CSV", str(source))], source) from None
     except csv.Error as exc:
         raise ManifestError([ManifestProblem(None, f"malformed CSV: {exc}", str(source))], source) from None
+    except OSError as exc:
+        raise ManifestError([ManifestProblem(None, f"cannot read the manifest ({exc.strerror or exc}): check "
+                                                   "its permissions", str(source))], source) from None
 
     if not rows and not problems and not excluded:
         problems.append(ManifestProblem(None, "the manifest has a header but no rows", str(source)))

@@ -46,11 +46,13 @@ SIGMA_FLOOR = 1.0
 
 @dataclass(frozen=True)
 class ScreenTask:
-    """Images whose screening records are wanted."""
+    """Images whose screening records are wanted, and what every one of them must be."""
 
     paths: tuple[str, ...]
     expected_shape: tuple[int, int] | None
     cache: FeatureCache = field(default_factory=lambda: FeatureCache(None))
+    expected_kind: str | None = None
+    expected_bit_depth: int | None = None
 
 
 @dataclass
@@ -93,6 +95,8 @@ class SparseTask:
     channels: np.ndarray
     expected_shape: tuple[int, int] | None
     cache: FeatureCache = field(default_factory=lambda: FeatureCache(None))
+    expected_kind: str | None = None
+    expected_bit_depth: int | None = None
 
 
 @dataclass
@@ -118,10 +122,10 @@ def analysis_view(image: SensorImage) -> tuple[np.ndarray, bool, float]:
     return image.pixels, False, float(image.white_level)
 
 
-def probe_device(path: str) -> tuple[tuple[int, int], str]:
-    """Frame (height, width) and kind of a device's images, from one readable image."""
+def probe_device(path: str) -> tuple[tuple[int, int], str, int]:
+    """Frame (height, width), kind and bit depth of one image (a device's images must share them)."""
     image = read_image(path)
-    return tuple(image.pixels.shape[:2]), image.kind
+    return tuple(image.pixels.shape[:2]), image.kind, int(image.bit_depth)
 
 
 def _content_key(path: str) -> str | None:
@@ -131,9 +135,20 @@ def _content_key(path: str) -> str | None:
         return None  # read_image then says what is wrong with the file
 
 
-def _screen_params(expected_shape) -> str:
+def _expectations(task) -> dict:
+    return {"expected_shape": task.expected_shape, "expected_kind": task.expected_kind,
+            "expected_bit_depth": task.expected_bit_depth}
+
+
+def _read(path, task) -> tuple[SensorImage, np.ndarray, bool, float]:
+    image = read_image(path, **_expectations(task))
+    return (image, *analysis_view(image))
+
+
+def _screen_params(task) -> str:
     return fingerprint(version=FEATURE_VERSION, exceed_k=EXCEED_K, sigma_floor=SIGMA_FLOOR,
-                       expected_shape=None if expected_shape is None else list(expected_shape))
+                       **{k: None if v is None else (list(v) if isinstance(v, tuple) else v)
+                          for k, v in _expectations(task).items()})
 
 
 def _exposure_or_none(value) -> float | None:
@@ -144,7 +159,7 @@ def _exposure_or_none(value) -> float | None:
 def screen_batch(task: ScreenTask) -> ScreenResult:
     """The screening record of every image of the batch (from the cache when present)."""
     result = ScreenResult()
-    params = _screen_params(task.expected_shape)
+    params = _screen_params(task)
     for path in task.paths:
         content = _content_key(path) if task.cache.root is not None else None
         cached = task.cache.load("screen", content, params) if content else None
@@ -154,8 +169,7 @@ def screen_batch(task: ScreenTask) -> ScreenResult:
             result.cache_hits += 1
             continue
         try:
-            image = read_image(path, expected_shape=task.expected_shape)
-            pixels, is_cfa, saturation = analysis_view(image)
+            image, pixels, is_cfa, saturation = _read(path, task)
         except ImageReadError as exc:
             result.failures.append((path, exc.reason))
             continue
@@ -175,7 +189,8 @@ def screen_batch(task: ScreenTask) -> ScreenResult:
 def _sparse_params(task: SparseTask) -> str:
     return fingerprint(version=FEATURE_VERSION, sigma_floor=SIGMA_FLOOR, rows=np.asarray(task.rows, np.int64),
                        cols=np.asarray(task.cols, np.int64), channels=np.asarray(task.channels, np.int64),
-                       expected_shape=None if task.expected_shape is None else list(task.expected_shape))
+                       **{k: None if v is None else (list(v) if isinstance(v, tuple) else v)
+                          for k, v in _expectations(task).items()})
 
 
 def sparse_batch(task: SparseTask) -> SparseResult:
@@ -192,8 +207,7 @@ def sparse_batch(task: SparseTask) -> SparseResult:
             out.cache_hits += 1
             continue
         try:
-            image = read_image(path, expected_shape=task.expected_shape)
-            pixels, is_cfa, saturation = analysis_view(image)
+            image, pixels, is_cfa, saturation = _read(path, task)
         except ImageReadError as exc:
             out.failures.append((path, exc.reason))
             continue
