@@ -43,7 +43,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="root seed of the splits (default 0)")
     p.add_argument("--out", type=Path, default=Path("agetrace-out/ml_age"), help="output folder")
     p.add_argument("--strict", action="store_true", help="stop at the first unreadable image")
-    p.add_argument("--workers", type=int, default=None, help="worker processes (default: all cores)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="worker processes, local or of the Dask LocalCluster (default: all cores)")
+    p.add_argument("--executor", choices=["local", "dask"], default="local",
+                   help="where per-image work runs: local processes, or Dask (needs the dask extra)")
+    p.add_argument("--scheduler", default=None,
+                   help="Dask scheduler address (tcp://host:8786); default with --executor dask: a LocalCluster")
+    p.add_argument("--cache", type=Path, default=None,
+                   help="per-image feature cache folder (default OUT/cache; safe to share between runs)")
     p.add_argument("--pooled", action="store_true", help="also report accuracy pooled over all devices")
     p.add_argument("--srnet-preset", default="cpu", choices=["cpu", "paper"], help="SRNet training preset")
     p.add_argument("--srnet-runs", type=int, default=None,
@@ -77,17 +84,20 @@ def main(argv: list[str] | None = None) -> int:
         manifest = load_manifest(manifest_path, class_spec=args.classes)
         cfg = ExperimentConfig(methods=args.methods, runs=args.runs, test_size=args.test_size, seed=args.seed,
                                strict=args.strict, workers=args.workers, progress=not args.no_progress,
-                               pooled=args.pooled, srnet_preset=args.srnet_preset, srnet_runs=args.srnet_runs)
+                               pooled=args.pooled, srnet_preset=args.srnet_preset, srnet_runs=args.srnet_runs,
+                               executor=args.executor, scheduler=args.scheduler,
+                               cache_dir=None if args.cache is None else str(args.cache))
         log(f"Manifest {manifest.source} ({len(manifest.rows)} images, {len(manifest.devices)} devices, "
             f"sha256 {manifest.sha256[:12]}…); methods {','.join(cfg.methods)}; {cfg.runs} runs; out {args.out}")
         result = run_experiment(manifest, args.out, cfg, extra_record=extra, log=log)
-    except (ManifestError, ConfigMismatchError, ImageReadError, ValueError, FileNotFoundError) as exc:
+    except (ManifestError, ConfigMismatchError, ImageReadError, ValueError, OSError, ImportError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print()
     print(result["summary_text"])
     print(f"\nWrote {result['out']}/: config.json, splits/, predictions.csv, metrics.csv, summary.csv, "
-          "summary.md, accuracy_boxplot.png, defects/, failures.csv, excluded.csv")
+          "summary.md, accuracy_boxplot.png, defects/, failures.csv, excluded.csv"
+          + ("" if args.cache else ", cache/ (per-image features, reused by a rerun)"))
     return 0
 
 

@@ -144,6 +144,7 @@ class _DeviceData:
     frame: tuple | None = None
     kind: str | None = None
     bit_depth: int | None = None
+    cache_stats: Counter = field(default_factory=Counter)  # images taken from / added to the cache
     failures: dict = field(default_factory=dict)  # path -> reason
 
 
@@ -247,6 +248,8 @@ def _screen_device(dev: _DeviceData, cfg: ExperimentConfig, pool, cache: Feature
     for res in results:
         _record_failures(dev, res.failures, cfg.strict)
         records.update(res.records)
+        dev.cache_stats["screening_cached"] += res.cache_hits
+        dev.cache_stats["screening_computed"] += len(res.records) - res.cache_hits
     return records
 
 
@@ -287,6 +290,8 @@ def _device_defect_features(dev: _DeviceData, splits: list[Split], records: dict
         _record_failures(dev, res.failures, cfg.strict)
         for path, value in res.exposures.items():
             exif_exposure.setdefault(path, value)
+        dev.cache_stats["residuals_cached"] += res.cache_hits
+        dev.cache_stats["residuals_computed"] += len(res.exposures) - res.cache_hits
     row_of = {p: i for i, p in enumerate(every)}
     out = {}
     for split in splits:
@@ -447,17 +452,18 @@ def run_experiment(manifest: Manifest, out_dir: str | Path, cfg: ExperimentConfi
     root = manifest.source.parent.resolve()
     srnet_k = _srnet_runs(cfg)
     defect_methods = [m for m in cfg.methods if m in DEFECT_METHODS]
-    all_predictions, all_metrics, failures = [], [], []
+    all_predictions, all_metrics, failures, cache_totals = [], [], [], Counter()
     cache = FeatureCache(Path(cfg.cache_dir) if cfg.cache_dir else out / "cache")
     with make_pool(cfg.executor, workers=cfg.workers, scheduler=cfg.scheduler) as pool:
         for device in manifest.devices:
             _run_device(out, cfg, manifest, device, classes, root, srnet_k, defect_methods, pool, cache,
-                        all_predictions, all_metrics, failures, log)
+                        all_predictions, all_metrics, failures, cache_totals, log)
+    record["feature_cache"] = {"folder": str(cache.root), **{k: cache_totals[k] for k in sorted(cache_totals)}}
     return _finish(out, cfg, record, manifest, classes, all_predictions, all_metrics, failures, srnet_k, log)
 
 
 def _run_device(out, cfg, manifest, device, classes, root, srnet_k, defect_methods, pool, cache,
-                all_predictions, all_metrics, failures, log):
+                all_predictions, all_metrics, failures, cache_totals, log):
     """Every run of one device: split files, defect methods, SRNet; one part file per run."""
     rows = manifest.for_device(device)
     dev = _DeviceData(device, {str(r.path): r for r in rows}, [str(r.path) for r in rows],
@@ -532,6 +538,7 @@ def _run_device(out, cfg, manifest, device, classes, root, srnet_k, defect_metho
         all_predictions += [p for p in part["predictions"] if p["method"] in cfg.methods]
         all_metrics += [m for m in part["metrics"] if m["method"] in cfg.methods]
     failures += [{"device": device, "image": p, "reason": r} for p, r in sorted(dev.failures.items())]
+    cache_totals.update(dev.cache_stats)
 
 
 def _probe(dev: _DeviceData, cfg: ExperimentConfig, samples: int = 7) -> bool:

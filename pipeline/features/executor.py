@@ -132,7 +132,7 @@ class DaskPool:
             try:
                 self._client = Client(self.scheduler, timeout="30s")
             except OSError as exc:
-                raise RuntimeError(f"could not reach the Dask scheduler at {self.scheduler!r} ({exc}); check "
+                raise ConnectionError(f"could not reach the Dask scheduler at {self.scheduler!r} ({exc}); check "
                                    "the address, or leave --scheduler out to start a local cluster") from exc
         self._executor = _SingleThreadedExecutor(self._client.get_executor(pure=False))
         return self
