@@ -6,10 +6,12 @@ older image from a newer one. The identification therefore
 
 1. screens pixels with per-pixel residual statistics accumulated over contiguous,
    time-ordered blocks of trusted images: a candidate's residual is high in a later part and
-   not in an earlier one. Two complementary scores are used and their candidates united: the
-   rise of the block *means* (:func:`kernels.block_candidates`, a Welch statistic), and the
-   rise of the *rate of exceedances* ``W > 3σ`` (:func:`exceedance_scores`). The second is
-   robust to what defeats the first: the JPEG residual of a defect swings widely with the
+   not in an earlier one. The pipeline uses the rise of the *rate of exceedances*
+   ``W > k·σ`` (:meth:`DefectIdentifier.screen_counts`, from per-image sparse records of
+   :func:`kernels.exceedances`, so that every split run screens its own training images
+   without decoding them again). This is robust to what defeats a test of the block *means*
+   (:func:`kernels.block_candidates`, a Welch statistic, also available through
+   :meth:`DefectIdentifier.candidates`): the JPEG residual of a defect swings widely with the
    background's brightness (gamma), which inflates the variance the Welch statistic divides by;
 2. locates each candidate's onset in the time-ordered series of its residuals with the
    Fridrich–Goljan generalised likelihood-ratio test (:func:`kernels.onset_changepoints`), and
