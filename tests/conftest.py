@@ -78,3 +78,16 @@ def write_dng(tmp_path: Path):
                                       filename=str(tmp_path / name)))
 
     return write
+
+
+#: A small synthetic dataset (4 devices of 256×192 images, 16 per class) shared by the
+#: whole-run tests; its images are read-only (tests that damage files copy them first).
+SMALL_DATASET = {f"models.{m}.{k}": v for m in ("alpha", "beta", "gamma") for k, v in (("width", 256), ("height", 192))}
+SMALL_DATASET["capture.images_per_class"] = 16
+
+
+@pytest.fixture(scope="session")
+def small_dataset(tmp_path_factory):
+    from pipeline.data.simulator import default_dataset
+
+    return default_dataset(tmp_path_factory.mktemp("small-sim"), progress=False, workers=1, **SMALL_DATASET)

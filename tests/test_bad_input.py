@@ -54,7 +54,6 @@ from pipeline.data.errors import ImageReadError, ManifestError
 from pipeline.data.exif import ExifWarning
 from pipeline.data.imageio import read_image
 from pipeline.data.manifest import load_manifest
-from pipeline.data.simulator import default_dataset
 from pipeline.ml_age import main as ml_age_main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -641,8 +640,6 @@ def test_every_problem_in_one_pass(folder):
 
 # === level 3: the whole run =====================================================================
 
-SMALL = {f"models.{m}.{k}": v for m in ("alpha", "beta", "gamma") for k, v in (("width", 256), ("height", 192))}
-SMALL["capture.images_per_class"] = 16
 DEVICES = ("SIM-alpha01", "SIM-beta01")  # alpha gets the bad files; beta must not notice
 RUN_CFG = {"methods": ("fg", "nb"), "runs": 2, "workers": 1, "progress": False}
 
@@ -665,9 +662,9 @@ def write_rows(path: Path, rows: list[dict]) -> Path:
 
 
 @pytest.fixture(scope="module")
-def clean_root(tmp_path_factory) -> Path:
+def clean_root(small_dataset, tmp_path_factory) -> Path:
     """The small synthetic dataset with a two-device manifest ``two.csv`` (a private copy)."""
-    dataset = default_dataset(tmp_path_factory.mktemp("sim"), progress=False, workers=1, **SMALL)
+    dataset = small_dataset
     root = tmp_path_factory.mktemp("clean") / "data"
     shutil.copytree(dataset.root, root)
     rows = [r for r in read_csv(root / "manifest.csv") if r["device"] in DEVICES]

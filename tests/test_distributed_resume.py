@@ -21,17 +21,9 @@ import pytest
 
 from pipeline.analysis.experiment import ExperimentConfig, run_experiment
 from pipeline.data.manifest import load_manifest
-from pipeline.data.simulator import default_dataset
 from pipeline.ml_age import main
 
-SMALL = {f"models.{m}.{k}": v for m in ("alpha", "beta", "gamma") for k, v in (("width", 256), ("height", 192))}
-SMALL["capture.images_per_class"] = 16
 ARGS = ["--runs", "2", "--methods", "fg,nb", "--no-progress"]
-
-
-@pytest.fixture(scope="module")
-def small_dataset(tmp_path_factory):
-    return default_dataset(tmp_path_factory.mktemp("sim"), progress=False, workers=1, **SMALL)
 
 
 @pytest.fixture(scope="module")

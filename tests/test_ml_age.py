@@ -9,17 +9,7 @@ import pytest
 
 from pipeline.analysis.experiment import ConfigMismatchError, ExperimentConfig, run_experiment
 from pipeline.data.manifest import load_manifest
-from pipeline.data.simulator import default_dataset
 from pipeline.ml_age import main
-
-SMALL = {f"models.{m}.{k}": v for m in ("alpha", "beta", "gamma") for k, v in (("width", 256), ("height", 192))}
-SMALL["capture.images_per_class"] = 16
-
-
-@pytest.fixture(scope="module")
-def small_dataset(tmp_path_factory):
-    return default_dataset(tmp_path_factory.mktemp("sim"), progress=False, workers=1, **SMALL)
-
 
 @pytest.fixture
 def dataset_copy(small_dataset, tmp_path):
