@@ -633,9 +633,10 @@ def _finish(out, cfg, record, manifest, classes, predictions, metrics, failures,
                         f"(SRNet was trained on those only, preset {cfg.srnet_preset!r}):\n\n"
                         + summary_markdown(summary, methods, chance))
         classical = [m for m in metrics if m["method"] != "srnet"]
-        full = summarise(classical)
-        sections.append(f"Defect-based methods on all {cfg.runs} splits:\n\n"
-                        + summary_markdown(full, [m for m in methods if m != "srnet"], chance))
+        full = summarise(classical) if classical else []
+        if classical:
+            sections.append(f"Defect-based methods on all {cfg.runs} splits:\n\n"
+                            + summary_markdown(full, [m for m in methods if m != "srnet"], chance))
         summary_rows = [{**s, "splits": f"first {srnet_k}"} for s in summary] + \
                        [{**s, "splits": f"all {cfg.runs}"} for s in full]
     else:
