@@ -15,7 +15,7 @@ feature cache is off, so every image is computed.
 
 import numpy as np
 import pytest
-from PIL import Image
+from photo_jpegs import write_photo_jpegs
 
 from pipeline.data.imageio import read_image
 from pipeline.features.executor import DaskPool, WorkerPool, batched, map_batches
@@ -33,17 +33,7 @@ def decode_batch(paths):
 
 @pytest.fixture(scope="module")
 def jpegs(tmp_path_factory):
-    from skimage import data, transform
-
-    folder = tmp_path_factory.mktemp("jpeg12mp")
-    rng = np.random.default_rng(0)
-    base = transform.resize(data.astronaut(), (HEIGHT, WIDTH), order=1, preserve_range=True)
-    paths = []
-    for i in range(N_IMAGES):
-        noisy = np.clip(np.roll(base, 37 * i, axis=1) + rng.normal(0, 2.0, base.shape), 0, 255).astype(np.uint8)
-        path = folder / f"img_{i}.jpg"
-        Image.fromarray(noisy).save(path, quality=92, subsampling=0)
-        paths.append(str(path))
+    paths = write_photo_jpegs(tmp_path_factory.mktemp("jpeg12mp"), N_IMAGES, HEIGHT, WIDTH)
     return tuple(paths)
 
 

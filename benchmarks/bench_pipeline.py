@@ -19,7 +19,7 @@ process, Numba's default threads):
 
 import numpy as np
 import pytest
-from PIL import Image
+from photo_jpegs import write_photo_jpegs
 
 from pipeline.data.imageio import read_image
 from pipeline.features.extract import ScreenTask, SparseTask, screen_batch, sparse_batch
@@ -32,17 +32,7 @@ N_POSITIONS = 2000
 @pytest.fixture(scope="module")
 def jpegs(tmp_path_factory):
     """Photo-like 12 MP JPEGs: a smooth scene with texture and sensor-like noise."""
-    from skimage import data, transform
-
-    folder = tmp_path_factory.mktemp("jpeg12mp")
-    rng = np.random.default_rng(0)
-    base = transform.resize(data.astronaut(), (HEIGHT, WIDTH), order=1, preserve_range=True)
-    paths = []
-    for i in range(N_IMAGES):
-        noisy = np.clip(np.roll(base, 37 * i, axis=1) + rng.normal(0, 2.0, base.shape), 0, 255).astype(np.uint8)
-        path = folder / f"img_{i}.jpg"
-        Image.fromarray(noisy).save(path, quality=92, subsampling=0)
-        paths.append(str(path))
+    paths = write_photo_jpegs(tmp_path_factory.mktemp("jpeg12mp"), N_IMAGES, HEIGHT, WIDTH)
     # warm the kernels' compilation and the page cache outside the timings
     screen_batch(ScreenTask(tuple(paths[:1]), None))
     return tuple(paths)

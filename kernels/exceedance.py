@@ -82,9 +82,24 @@ def _flag_rows(src2d, row_step, col_step, thresholds, level, use_level, flags2d,
     return n_bad
 
 
+@njit(cache=True, nogil=True)
+def _emit_span(row, j0, j1, base, exceed_out, clipped_out, e, c):
+    """Append the flagged elements ``j0..j1-1`` of a row; returns the next free slots."""
+    for j in range(j0, j1):
+        f = row[j]
+        if f == 1:
+            exceed_out[e] = base + j
+            e += 1
+        elif f == 2:
+            clipped_out[c] = base + j
+            c += 1
+    return e, c
+
+
 @njit(parallel=True, cache=True, nogil=True)
 def _gather_rows(flags2d, exceed_start, clipped_start, exceed_out, clipped_out, n_chunks):
     height, length = flags2d.shape
+    n_words = length // 8
     for k in prange(n_chunks):
         y0, y1 = chunk_bounds(height, n_chunks, k)
         for y in range(y0, y1):
@@ -92,27 +107,12 @@ def _gather_rows(flags2d, exceed_start, clipped_start, exceed_out, clipped_out, 
             c = clipped_start[y]
             base = y * length
             row = flags2d[y]
-            n_words = length // 8
+            # flags are mostly 0: skip them eight at a time
             words = row[:n_words * 8].view(np.uint64)
             for w in range(n_words):
-                if words[w] == 0:
-                    continue
-                for j in range(8 * w, 8 * w + 8):
-                    f = row[j]
-                    if f == 1:
-                        exceed_out[e] = base + j
-                        e += 1
-                    elif f == 2:
-                        clipped_out[c] = base + j
-                        c += 1
-            for j in range(n_words * 8, length):
-                f = row[j]
-                if f == 1:
-                    exceed_out[e] = base + j
-                    e += 1
-                elif f == 2:
-                    clipped_out[c] = base + j
-                    c += 1
+                if words[w] != 0:
+                    e, c = _emit_span(row, 8 * w, 8 * w + 8, base, exceed_out, clipped_out, e, c)
+            _emit_span(row, n_words * 8, length, base, exceed_out, clipped_out, e, c)
 
 
 def _threshold_table(shape, sigma, k, cfa):
