@@ -1,0 +1,281 @@
+"""The learned model the CNN checks train: one SRNet on one kind of crop, and a small model store.
+
+Every CNN check trains the project's SRNet (:mod:`pipeline.srnet`) through
+:func:`pipeline.srnet.train.train_crop_model` with a configuration derived from a preset
+(``cpu`` by default: small patch, few epochs) and predicts with
+:func:`pipeline.srnet.train.predict_crop_proba`. torch is imported only inside the functions
+that train or predict, never when this module is imported.
+
+:class:`ModelStore` trains a model the first time a check asks for it by name and hands the
+same model to every later check (the Balanced model serves the camera, position and colour
+checks), so an audit never trains one model twice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+__all__ = ["CnnSettings", "ModelStore", "TrainedModel", "colour_jitter", "predict_proba", "train_model"]
+
+
+@dataclass(frozen=True)
+class CnnSettings:
+    """Settings of the CNN checks (all recorded in ``audit.json``).
+
+    Parameters
+    ----------
+    preset : str
+        SRNet preset the configuration starts from (``cpu`` or ``paper``).
+    patch : int
+        Side of the fixed crops (the five-crop layout).
+    random_patch : int
+        Side of the random crops of the patch-size check (the paper's 32 x 32).
+    n_random_train, n_random_test : int
+        Random crops per training image, and per test image (their softmax outputs averaged).
+    epochs, batch_size : int
+        Training length and minibatch; the learning rate drops after 75 % of the epochs.
+    test_size : float
+        Fraction of every (device, class) cell held out for the balanced test set.
+    main_crop : str
+        Fixed crop the main models train on (in the left half, so that the position check can
+        test them on the right half).
+    max_train : int or None
+        Cap on the training images of one model (a stratified subsample), to bound runtime.
+    camera_extras : bool
+        Also train the Partial protocol and the device-identification model of the camera
+        check (context figures only; two networks fewer when False).
+    threads : int or None
+        torch CPU threads (None: every core, as the presets). On a machine shared with other
+        jobs one thread can be several times faster than two (OpenMP threads wait on each
+        other when a core is taken away).
+    overrides : dict
+        Further :class:`pipeline.srnet.presets.SRNetConfig` fields (e.g. ``{"device": "cuda"}``).
+    """
+
+    preset: str = "cpu"
+    patch: int = 64
+    random_patch: int = 32
+    n_random_train: int = 4
+    n_random_test: int = 8
+    epochs: int = 8
+    batch_size: int = 8
+    test_size: float = 0.3
+    main_crop: str = "tl"
+    max_train: int | None = 1000
+    camera_extras: bool = True
+    threads: int | None = None
+    overrides: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        for name in ("patch", "random_patch", "n_random_train", "n_random_test", "epochs", "batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"CNN setting {name} must be a positive integer, got {value!r}")
+        if self.patch < 8 or self.random_patch < 8:
+            raise ValueError(f"patch and random_patch must be at least 8 pixels (SRNet pools four times), got "
+                             f"{self.patch} and {self.random_patch}")
+        if not 0 < self.test_size < 1:
+            raise ValueError(f"CNN test_size must lie in (0, 1), got {self.test_size!r}")
+        if self.main_crop not in ("tl", "bl"):
+            raise ValueError(f"main_crop must be a crop of the left half ('tl' or 'bl'), got {self.main_crop!r}")
+        if self.max_train is not None and (int(self.max_train) != self.max_train or self.max_train < 4):
+            raise ValueError(f"max_train must be None or an integer >= 4, got {self.max_train!r}")
+        if self.threads is not None and (int(self.threads) != self.threads or self.threads < 1):
+            raise ValueError(f"threads must be None or a positive integer, got {self.threads!r}")
+
+    def srnet_config(self, *, patch: int | None = None, channels: str = "rgb", seed: int = 0):
+        """The :class:`~pipeline.srnet.presets.SRNetConfig` of one model (no torch import)."""
+        from pipeline.srnet.presets import preset_config
+
+        values = {"epochs": self.epochs, "batch_size": self.batch_size,
+                  "lr_drop_epoch": max(1, round(0.75 * self.epochs)), "patch": patch or self.patch,
+                  "channels": channels, "seed": int(seed) % (2 ** 31), "num_threads": self.threads}
+        values.update(self.overrides)
+        return preset_config(self.preset, **values)
+
+    def to_dict(self) -> dict:
+        """JSON-ready dict."""
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class TrainedModel:
+    """A trained crop network with what the report needs about it.
+
+    Attributes
+    ----------
+    name : str
+        Store key (``"balanced"``, ``"disjoint"``, ...).
+    model : torch.nn.Module
+        The network, eval mode.
+    classes : ndarray
+        Label of each output column.
+    train_index : ndarray
+        Bank indices of the training images.
+    train_accuracy : float
+        Accuracy on its own training inputs, eval mode.
+    history : list of dict
+        Per-epoch records of :func:`pipeline.srnet.train.train_crop_model`.
+    config : dict
+        The SRNet configuration.
+    seconds : float
+        Training wall time.
+    """
+
+    name: str
+    model: Any
+    classes: np.ndarray
+    train_index: np.ndarray
+    train_accuracy: float
+    history: list
+    config: dict
+    seconds: float
+    num_threads: int | None = None
+    device: str = "cpu"
+
+    def summary(self) -> dict:
+        """JSON-ready description (no weights)."""
+        return {"name": self.name, "classes": self.classes.tolist(), "n_train": int(self.train_index.size),
+                "train_accuracy": self.train_accuracy, "seconds": round(self.seconds, 2),
+                "final_epoch": self.history[-1] if self.history else None, "config": self.config}
+
+
+def _encode(labels, classes=None) -> tuple[np.ndarray, np.ndarray]:
+    labels = np.asarray(labels)
+    classes = np.unique(labels) if classes is None else np.asarray(classes)
+    lookup = {value: i for i, value in enumerate(classes.tolist())}
+    try:
+        encoded = np.array([lookup[value] for value in labels.tolist()], dtype=np.int64)
+    except KeyError as exc:
+        raise ValueError(f"label {exc.args[0]!r} is not among the classes {classes.tolist()}") from None
+    return classes, encoded
+
+
+def train_model(name: str, inputs: np.ndarray, labels, config, *, train_index=None, classes=None,
+                progress: bool = False) -> TrainedModel:
+    """Train one SRNet on ``inputs`` (N, C, P, P) float32 and report its training accuracy.
+
+    Parameters
+    ----------
+    name : str
+        What the model is (progress bar and report).
+    inputs : ndarray
+        Network inputs, e.g. from :meth:`ImageBank.crop_input`.
+    labels : array-like
+        One label per input (any sortable values).
+    config : SRNetConfig
+        From :meth:`CnnSettings.srnet_config`.
+    train_index : array-like, optional
+        Bank indices of the images behind the inputs (recorded).
+    classes : array-like, optional
+        Label set and output order (default: the sorted distinct labels).
+    progress : bool
+        Show a progress bar over epochs.
+
+    Returns
+    -------
+    TrainedModel
+    """
+    from pipeline.srnet.train import train_crop_model
+
+    classes, encoded = _encode(labels, classes)
+    if len(np.unique(encoded)) < 2:
+        raise ValueError(f"model {name!r}: its training set holds a single class; it needs at least two")
+    started = time.perf_counter()
+    trained = train_crop_model(np.ascontiguousarray(inputs, dtype=np.float32), encoded, config,
+                               n_classes=len(classes), seed=config.seed, progress=progress,
+                               description=f"audit: {name}")
+    seconds = time.perf_counter() - started
+    result = TrainedModel(name, trained.model, classes,
+                          np.asarray(train_index if train_index is not None else np.arange(len(encoded))),
+                          float("nan"), trained.history, config.to_dict(), seconds, config.num_threads, config.device)
+    proba = predict_proba(result, inputs)
+    result.train_accuracy = float(np.mean(proba.argmax(axis=1) == encoded))
+    return result
+
+
+def predict_proba(trained: TrainedModel, inputs: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    """Softmax outputs (N, K) of a trained model on inputs (N, C, P, P), eval mode."""
+    from pipeline.srnet.runtime import resolve_device, torch_runtime
+    from pipeline.srnet.train import predict_crop_proba
+
+    inputs = np.ascontiguousarray(inputs, dtype=np.float32)
+    if len(inputs) == 0:
+        return np.zeros((0, len(trained.classes)))
+    device = resolve_device(trained.device)
+    with torch_runtime(trained.num_threads, device, True):
+        return predict_crop_proba(trained.model, inputs, batch_size)
+
+
+class ModelStore:
+    """Trains each named model once and hands it to every check that asks.
+
+    Parameters
+    ----------
+    progress : bool
+        Show training progress bars.
+    log : callable
+        Receives one line per trained model.
+    """
+
+    def __init__(self, progress: bool = False, log: Callable[[str], None] = print):
+        self.progress = progress
+        self.log = log
+        self.models: dict[str, TrainedModel] = {}
+
+    def get(self, name: str, build: Callable[[], tuple]) -> TrainedModel:
+        """The model called ``name``, trained with ``build() -> (inputs, labels, config, train_index, classes)``."""
+        if name not in self.models:
+            inputs, labels, config, train_index, classes = build()
+            model = train_model(name, inputs, labels, config, train_index=train_index, classes=classes,
+                                progress=self.progress)
+            self.log(f"  trained {name}: {len(labels)} training inputs, training accuracy "
+                     f"{model.train_accuracy:.3f}, {model.seconds:.1f} s")
+            self.models[name] = model
+        return self.models[name]
+
+    def trained(self, name: str) -> TrainedModel | None:
+        """The model called ``name`` if it has been trained, else None."""
+        return self.models.get(name)
+
+
+_YIQ = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+_YIQ_INV = np.linalg.inv(_YIQ)
+
+
+def colour_jitter(inputs: np.ndarray, rng: np.random.Generator, *, brightness: float = 0.4, contrast: float = 0.4,
+                  saturation: float = 0.7, hue: float = 0.5) -> np.ndarray:
+    """Random brightness, contrast, saturation and hue per input (N, 3, P, P) float32 in [0, 1].
+
+    Each input gets its own factors: brightness ``b``, contrast ``c`` and saturation ``s``
+    uniform in ``[1 - x, 1 + x]``, and a hue rotation uniform in ``[-hue, hue]`` turns (0.5:
+    the whole colour circle). Hue and saturation act on the chroma plane of YIQ, contrast on
+    its luma about the crop's mean; the result is clipped to [0, 1]. The transform is linear
+    per crop, so local structure (a hot pixel, a texture) survives while the crop's global
+    colour statistics are randomised, as in the paper's Table IV.
+    """
+    inputs = np.asarray(inputs, dtype=np.float32)
+    if inputs.ndim != 4 or inputs.shape[1] != 3:
+        raise ValueError(f"colour jitter needs RGB inputs (N, 3, P, P), got shape {inputs.shape}")
+    n = inputs.shape[0]
+    b = rng.uniform(1 - brightness, 1 + brightness, n)
+    c = rng.uniform(1 - contrast, 1 + contrast, n)
+    s = rng.uniform(max(0.0, 1 - saturation), 1 + saturation, n)
+    theta = rng.uniform(-hue, hue, n) * 2 * np.pi
+    out = np.empty_like(inputs)
+    for i in range(n):
+        rot = np.array([[1, 0, 0],
+                        [0, s[i] * np.cos(theta[i]), -s[i] * np.sin(theta[i])],
+                        [0, s[i] * np.sin(theta[i]), s[i] * np.cos(theta[i])]])
+        yiq = np.tensordot(rot @ _YIQ, inputs[i], axes=([1], [0]))
+        mean = yiq[0].mean()
+        yiq[0] = mean + c[i] * (yiq[0] - mean)
+        rgb = np.tensordot(_YIQ_INV, yiq, axes=([1], [0])) * b[i]
+        out[i] = np.clip(rgb, 0.0, 1.0)
+    return out
