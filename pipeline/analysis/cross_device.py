@@ -1,0 +1,770 @@
+"""Cross-device evaluation: every method trained on one device, tested on every device.
+
+The device-independence paper trains SRNet on one camera and tests it on the others to see
+whether what it learned is an age trace of *that* sensor or something the devices share. This
+module does the same for every method of the age experiment, on the experiment's own repeated
+splits: the model of device A in split run r (trained on A's training split of run r) predicts
+the test split of run r of every device B.
+
+What each method does on another device:
+
+* **fg, nb, svm** (defect based) are tied to A's sensor. Their features are the residuals at
+  the positions of *A's* identified defects, so on B they read B's residuals at A's defect
+  positions. B's pixels there are healthy (a defect map belongs to one sensor; defects arrive
+  uniformly over the sensor, so two sensors rarely share one), the image looks like one taken
+  before A's first onset, and the method answers accordingly: chance, or the share of the
+  class it then predicts. That is the expected, correct result, and the report shows it. A
+  position outside B's frame (or a colour channel B does not have) is "not measured" (NaN):
+  Fridrich–Goljan takes no evidence from it, Naive Bayes and SVM impute the healthy mean 0.
+* **srnet** applies A's five crop networks to B's test images unchanged. It transfers exactly as
+  far as what it learned is shared between the devices: scene content whose correlation with
+  the age class holds for every device (in the simulator ``scenes.scene_bias`` and
+  ``scenes.group_for_class`` are shared by all devices), or processing common to a model.
+  SRNet is only evaluated for the split runs the experiment trained it on (the ``cpu`` preset
+  trains the first run only); every cell says how many runs are behind it.
+
+The own-device cells (A = B) repeat the experiment exactly (same split, same model, same
+features) and are checked against its recorded accuracies; the result of that check is
+written to ``config.json`` and the report.
+
+Layout of an output folder::
+
+    config.json             configuration, seeds, versions, manifest SHA-256, own-device check, status
+    experiment/             the age experiment it builds on (or the folder given as experiment_dir)
+    cross_metrics.csv       one row per method, training device, test device and run
+    cross_summary.csv       one row per method and (training, test) device pair: mean, std, runs,
+                            chance, binomial tail above chance, and a note saying what was done
+    matrix_<method>.csv     the accuracy matrix: a row per training device and statistic
+                            (mean, std, runs, chance), a column per test device
+    heatmap_<method>.png    the matrix as a heat map, each cell labelled with its runs
+    boxplot_<method>.png    per training device, per-run accuracy on every test device, own first
+    predictions.csv         every cross prediction with its probabilities
+    cross_device.md         the report
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from baselines.residual_classifiers import ResidualNaiveBayes, ResidualSVM
+from pipeline.analysis.experiment import (ALL_METHODS, DEFECT_METHODS, ExperimentConfig, device_seed, fg_from_params,
+                                          run_experiment)
+from pipeline.analysis.provenance import package_versions, read_json, utc_now, write_json
+from pipeline.analysis.report import METHOD_NAMES, write_csv
+from pipeline.data.atomic import atomic_write, atomic_write_text
+from pipeline.data.errors import ImageReadError
+from pipeline.data.manifest import Manifest
+from pipeline.data.splits import Split, read_split
+from pipeline.features.executor import WorkerPool, batched, map_batches
+from pipeline.features.extract import SparseTask, sparse_batch
+
+__all__ = ["DEFECT_TRANSFER_NOTE", "SRNET_TRANSFER_NOTE", "ExperimentIncompleteError", "experiment_config_from",
+           "run_cross_device"]
+
+#: What a defect-based method does on another device (CSV notes and the report).
+DEFECT_TRANSFER_NOTE = ("defect map of the training device applied to another sensor: the test device's residuals "
+                        "are measured at the training device's defect positions, where its pixels are healthy; "
+                        "expect chance")
+#: What SRNet does on another device.
+SRNET_TRANSFER_NOTE = ("training device's crop networks applied unchanged: transfers only as far as what they "
+                       "learned (content, processing) is shared between the devices")
+
+_METRIC_COLUMNS = ["method", "train_device", "test_device", "run", "accuracy", "n_test", "chance", "note"]
+_SUMMARY_COLUMNS = ["method", "train_device", "test_device", "own_device", "runs", "mean_accuracy", "std_accuracy",
+                    "min_accuracy", "max_accuracy", "chance", "n_test_total", "p_above_chance", "note"]
+
+
+class ExperimentIncompleteError(RuntimeError):
+    """The experiment folder lacks something the cross evaluation needs (a part, a checkpoint)."""
+
+
+@dataclass
+class _Device:
+    name: str
+    rows: dict                  # absolute path -> ManifestRow
+    order: dict                 # absolute path -> index in time order
+    splits: dict = field(default_factory=dict)    # run -> Split
+    parts: dict = field(default_factory=dict)     # run -> part dict
+    failures: dict = field(default_factory=dict)  # path -> reason
+    frame: tuple | None = None
+    kind: str | None = None
+
+
+def experiment_config_from(folder: str | Path | None, **explicit) -> ExperimentConfig:
+    """An :class:`ExperimentConfig` that resumes the experiment in ``folder``.
+
+    The result-changing settings recorded in ``folder/config.json`` (runs, seed, test size,
+    thresholds, SRNet preset and overrides) are taken from there, so that reusing a finished
+    ``python -m pipeline.ml_age`` output needs no repeated options; ``explicit`` keyword
+    arguments (those the user gave) override them, and a real conflict is then reported by
+    :func:`run_experiment`. Without a recorded configuration the defaults apply.
+
+    Parameters
+    ----------
+    folder : str, Path or None
+        An experiment output folder (may not exist yet).
+    **explicit
+        :class:`ExperimentConfig` fields; ``None`` values are ignored.
+
+    Returns
+    -------
+    ExperimentConfig
+    """
+    names = {f.name for f in dataclasses.fields(ExperimentConfig)}
+    values = {}
+    if folder is not None and (Path(folder) / "config.json").is_file():
+        recorded = read_json(Path(folder) / "config.json").get("result_config", {})
+        values.update({k: v for k, v in recorded.items() if k in names})
+    values.update({k: v for k, v in explicit.items() if v is not None})
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ValueError(f"unknown experiment setting(s) {unknown}; known: {sorted(names)}")
+    return ExperimentConfig(**values)
+
+
+def run_cross_device(manifest: Manifest, out_dir: str | Path, cfg: ExperimentConfig, *,
+                     experiment_dir: str | Path | None = None, extra_record: dict | None = None, log=print) -> dict:
+    """Train every method of ``cfg`` on each device and test it on every device; write the results.
+
+    First runs (or resumes, or reuses when complete) the age experiment
+    (:func:`pipeline.analysis.experiment.run_experiment`) in ``experiment_dir`` (default
+    ``out_dir/experiment``), then evaluates each trained model on the other devices' test splits
+    of the same run.
+
+    Parameters
+    ----------
+    manifest : Manifest
+        The dated images of every device.
+    out_dir : str or Path
+        Output folder (see the module docstring for its files).
+    cfg : ExperimentConfig
+        Methods, runs, seeds and thresholds of the experiment.
+    experiment_dir : str or Path, optional
+        An experiment output folder to build on (a ``python -m pipeline.ml_age`` output is fine:
+        finished parts are reused, missing ones computed). Its settings must match ``cfg``.
+    extra_record : dict, optional
+        Recorded in both ``config.json`` files (e.g. the synthetic dataset's location).
+    log : callable
+        Receives progress lines.
+
+    Returns
+    -------
+    dict
+        ``out`` (Path), ``summary`` (rows of ``cross_summary.csv``), ``metrics`` (rows of
+        ``cross_metrics.csv``), ``own_device_check`` (dict), ``report`` (the markdown text) and
+        ``files`` (names written).
+
+    Raises
+    ------
+    pipeline.analysis.experiment.ConfigMismatchError
+        ``experiment_dir`` holds a run with other settings or another manifest.
+    ExperimentIncompleteError
+        A file the experiment should have written is missing.
+    ValueError
+        ``out_dir`` holds the output of another program.
+    """
+    out = Path(out_dir)
+    exp_dir = Path(experiment_dir) if experiment_dir is not None else out / "experiment"
+    methods = [m for m in ALL_METHODS if m in cfg.methods]
+    record = {
+        "tool": "pipeline.cross_device", "status": "running", "started": utc_now(), "config": asdict(cfg),
+        "experiment_dir": str(exp_dir.resolve()),
+        "manifest": {"path": str(manifest.source), "sha256": manifest.sha256, "rows": len(manifest.rows),
+                     "excluded": len(manifest.excluded)},
+        "device_seeds": {d: device_seed(cfg.seed, d) for d in manifest.devices},
+        "versions": package_versions(), **(extra_record or {}),
+    }
+    _prepare_output(out)
+
+    log(f"Age experiment (own-device training and testing) in {exp_dir}")
+    run_cfg = _experiment_run_config(cfg, exp_dir)
+    record["experiment_config"] = asdict(run_cfg)
+    write_json(out / "config.json", record)
+    run_experiment(manifest, exp_dir, run_cfg, extra_record=extra_record, log=log)
+    classes = sorted({r.label for r in manifest.rows})
+    devices = _load_devices(manifest, exp_dir, cfg, log)
+    names = [d.name for d in devices]
+    if not devices:
+        raise ExperimentIncompleteError(f"no device of {manifest.source} could be evaluated (each needs two classes "
+                                        "with at least two images each); nothing to cross")
+
+    metrics, predictions = [], []
+    defect_methods = [m for m in methods if m in DEFECT_METHODS]
+    if defect_methods:
+        with WorkerPool(cfg.workers) as pool:
+            for train_dev in devices:
+                _defect_cells(train_dev, devices, defect_methods, cfg, classes, pool, metrics, predictions, log)
+    if "srnet" in methods:
+        crop_cache = {}
+        for train_dev in devices:
+            _srnet_cells(train_dev, devices, exp_dir, classes, cfg, crop_cache, metrics, predictions, log)
+
+    check = _own_device_check(devices, metrics)
+    summary = _summarise(metrics, names)
+    root = manifest.source.parent.resolve()
+    for p in predictions:
+        try:
+            p["image"] = str(Path(p["image"]).relative_to(root))
+        except ValueError:
+            pass
+    files = ["config.json", "cross_metrics.csv", "cross_summary.csv", "predictions.csv", "cross_device.md"]
+    write_csv(out / "cross_metrics.csv", metrics, _METRIC_COLUMNS)
+    write_csv(out / "cross_summary.csv", summary, _SUMMARY_COLUMNS)
+    write_csv(out / "predictions.csv", predictions,
+              ["method", "train_device", "run", "test_device", "image", "true", "predicted"]
+              + [f"p_{c}" for c in classes])
+    evaluated = [m for m in methods if any(s["method"] == m for s in summary)]
+    labels = _method_labels(devices)
+    for method in evaluated:
+        rows = [s for s in summary if s["method"] == method]
+        _write_matrix(out / f"matrix_{method}.csv", rows, names)
+        _plot_heatmap(out / f"heatmap_{method}.png", rows, names, labels[method])
+        _plot_boxes(out / f"boxplot_{method}.png", [m for m in metrics if m["method"] == method], rows, names,
+                    labels[method])
+        files += [f"matrix_{method}.csv", f"heatmap_{method}.png", f"boxplot_{method}.png"]
+    report = _report(summary, evaluated, names, cfg, check, exp_dir, manifest, _oldest_share(predictions, classes),
+                     labels)
+    atomic_write_text(out / "cross_device.md", report + "\n")
+    record.update(status="complete", finished=utc_now(), own_device_check=check, devices=names,
+                  methods_evaluated=evaluated,
+                  runs_per_cell={m: {s["train_device"]: s["runs"] for s in summary
+                                     if s["method"] == m and s["own_device"]} for m in evaluated},
+                  failures={d.name: sorted(d.failures.items()) for d in devices if d.failures})
+    write_json(out / "config.json", record)
+    return {"out": out, "summary": summary, "metrics": metrics, "own_device_check": check, "report": report,
+            "files": files}
+
+
+_OUTPUT_FILES = ("cross_metrics.csv", "cross_summary.csv", "predictions.csv", "cross_device.md") + tuple(
+    f"{kind}_{m}.{ext}" for m in ALL_METHODS for kind, ext in (("matrix", "csv"), ("heatmap", "png"), ("boxplot", "png")))
+
+
+def _prepare_output(out: Path) -> None:
+    """Create ``out``; remove the results of an earlier cross-device run there (never anything else)."""
+    config_path = out / "config.json"
+    if config_path.is_file():
+        tool = read_json(config_path).get("tool")
+        if tool != "pipeline.cross_device":
+            raise ValueError(f"{out} holds the output of {tool or 'another program'} (its config.json); the "
+                             "cross-device results need a folder of their own: choose another --out")
+        for name in _OUTPUT_FILES:
+            (out / name).unlink(missing_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def _experiment_run_config(cfg: ExperimentConfig, exp_dir: Path) -> ExperimentConfig:
+    """``cfg`` for (re)running the experiment in ``exp_dir`` without narrowing what it already holds.
+
+    Resuming rewrites the experiment's aggregate files (summary, metrics, box plot) from the
+    methods it is asked for, so a folder that already holds more methods, more SRNet runs or
+    pooled rows keeps them: the recorded methods are added to the requested ones, and the
+    recorded ``srnet_runs`` and ``pooled`` are kept unless ``cfg`` asks for more.
+    """
+    config_path = exp_dir / "config.json"
+    if not config_path.is_file():
+        return cfg
+    recorded = read_json(config_path).get("config", {})
+    methods = tuple(m for m in ALL_METHODS if m in cfg.methods or m in recorded.get("methods", ()))
+    srnet_runs = cfg.srnet_runs
+    if recorded.get("srnet_runs") is not None:
+        srnet_runs = max(srnet_runs or 0, recorded["srnet_runs"])
+    return dataclasses.replace(cfg, methods=methods, srnet_runs=srnet_runs,
+                               pooled=cfg.pooled or bool(recorded.get("pooled", False)))
+
+
+# ---------------------------------------------------------------- reading the experiment's files
+
+def _load_devices(manifest: Manifest, exp_dir: Path, cfg: ExperimentConfig, log) -> list[_Device]:
+    devices = []
+    for name in manifest.devices:
+        rows = manifest.for_device(name)
+        dev = _Device(name, {str(r.path): r for r in rows}, {str(r.path): i for i, r in enumerate(rows)})
+        for run in range(cfg.runs):
+            split_path = exp_dir / "splits" / name / f"run_{run:02d}.csv"
+            part_path = exp_dir / "parts" / name / f"run_{run:02d}.json"
+            if not split_path.exists():
+                continue
+            dev.splits[run] = read_split(split_path)
+            if not part_path.exists():
+                raise ExperimentIncompleteError(f"{part_path} is missing although its split exists; rerun the "
+                                                f"experiment in {exp_dir} (it resumes) and try again")
+            part = read_json(part_path)
+            dev.parts[run] = part
+            for path, reason in part.get("failures", []):
+                dev.failures.setdefault(path, reason)
+            if part.get("frame") and dev.frame is None:
+                dev.frame, dev.kind = tuple(part["frame"]), part.get("kind")
+        if dev.splits:
+            devices.append(dev)
+        else:
+            log(f"{name}: no split in the experiment (skipped there: see its log); left out of the matrix")
+    return devices
+
+
+def _test_set(dev: _Device, run: int) -> tuple[list[str], list[int]]:
+    split: Split = dev.splits[run]
+    kept = [(p, y) for p, y in zip(split.test_paths, split.test_labels) if p not in dev.failures]
+    return [p for p, _ in kept], [int(y) for _, y in kept]
+
+
+def _exposure(dev: _Device, path: str, from_exif: dict) -> float:
+    value = dev.rows[path].exposure_s if path in dev.rows else None
+    if value is None:
+        value = from_exif.get(path)
+    return float(value) if value else np.nan
+
+
+# ---------------------------------------------------------------- defect-based methods
+
+def _measure(dev: _Device, paths: list[str], rows, cols, chans, cfg: ExperimentConfig, pool: WorkerPool,
+             desc: str) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray]:
+    """Residual, local sigma and exposure of ``paths`` of ``dev`` at the given positions.
+
+    Positions outside the device's frame, or in a colour channel its images lack, stay NaN.
+    """
+    n, m = len(paths), rows.size
+    W = np.full((n, m), np.nan, dtype=np.float32)
+    S = np.full((n, m), np.nan, dtype=np.float32)
+    valid = np.ones(m, dtype=bool)
+    if dev.frame is not None:
+        valid &= (rows >= 0) & (cols >= 0) & (rows < dev.frame[0]) & (cols < dev.frame[1])
+    if dev.kind == "rgb":
+        valid &= (chans >= 0) & (chans < 3)
+    index = np.flatnonzero(valid)
+    chunks = batched(paths, cfg.batch_size)
+    tasks = [SparseTask(tuple(chunk), rows[index], cols[index], np.maximum(chans[index], 0), dev.frame)
+             for chunk in chunks]
+    results = map_batches(sparse_batch, tasks, pool=pool, weights=[len(t.paths) for t in tasks], unit="img",
+                          desc=desc, progress=cfg.progress)
+    exif = {}
+    start = 0
+    for res in results:
+        k = res.residuals.shape[0]
+        W[start:start + k, index] = res.residuals
+        S[start:start + k, index] = res.sigma
+        start += k
+        exif.update(res.exposures)
+        for path, reason in res.failures:
+            if cfg.strict:
+                raise ImageReadError(path, reason, "Fix or remove it, or run without --strict to skip it.")
+            dev.failures.setdefault(path, reason)
+    tau = np.array([_exposure(dev, p, exif) for p in paths])
+    return {p: i for i, p in enumerate(paths)}, W, S, tau
+
+
+def _defect_cells(train_dev: _Device, devices: list[_Device], methods: list[str], cfg: ExperimentConfig,
+                  classes: list, pool: WorkerPool, metrics: list, predictions: list, log) -> None:
+    """Every run's defect-based models of ``train_dev`` on every device's test split of that run."""
+    runs = [r for r in sorted(train_dev.parts) if "defects" in train_dev.parts[r]
+            and any(m in train_dev.parts[r].get("methods", []) for m in methods)]
+    if not runs:
+        log(f"{train_dev.name}: no defect-based result in the experiment; nothing to cross")
+        return
+    # every defect position of any run of this device, measured once per image
+    position = {}
+    for r in runs:
+        d = train_dev.parts[r]["defects"]
+        for key in zip(d["rows"], d["cols"], d["channels"]):
+            position.setdefault(tuple(int(v) for v in key), len(position))
+    keys = np.array(list(position) or np.zeros((0, 3)), dtype=np.int64).reshape(-1, 3)
+    rows, cols, chans = keys[:, 0], keys[:, 1], keys[:, 2]
+    measured = {}
+    for dev in devices:
+        needed = set()
+        for r in runs:
+            if r not in dev.splits:
+                continue
+            needed.update(dev.splits[r].test_paths)
+            if dev is train_dev:
+                needed.update(dev.splits[r].train_paths)
+        paths = sorted(needed, key=lambda p: dev.order.get(p, -1))
+        measured[dev.name] = _measure(dev, paths, rows, cols, chans, cfg, pool,
+                                      f"{train_dev.name} defects in {dev.name}")
+    log(f"{train_dev.name}: {', '.join(methods)} trained on {len(runs)} run(s), tested on {len(devices)} devices "
+        f"({len(position)} distinct defect positions)")
+    for r in runs:
+        part = train_dev.parts[r]
+        split = train_dev.splits[r]
+        d = part["defects"]
+        columns = np.array([position[(int(a), int(b), int(c))] for a, b, c in zip(d["rows"], d["cols"], d["channels"])],
+                           dtype=np.int64)
+        label = dict(zip(split.train_paths, split.train_labels))
+        train = [p for p in sorted(split.train_paths, key=train_dev.order.__getitem__) if p not in train_dev.failures]
+        y_tr = np.array([label[p] for p in train])
+        idx_tr, W_tr, _, _ = measured[train_dev.name]
+        X_tr = W_tr[[idx_tr[p] for p in train]][:, columns]
+        models = _fit_models(methods, part, split, X_tr, y_tr, cfg)
+        for test_dev in devices:
+            if r not in test_dev.splits:
+                continue
+            test, y_te = _test_set(test_dev, r)
+            if not test:
+                continue
+            idx, W, S, tau = measured[test_dev.name]
+            rows_te = [idx[p] for p in test]
+            X, Sg, tt = W[rows_te][:, columns], S[rows_te][:, columns], tau[rows_te]
+            outside = int(np.sum(~np.isfinite(W[:, columns]).any(axis=0))) if W.shape[0] else 0
+            for method in methods:
+                if method not in part.get("methods", []):
+                    continue
+                proba, note = _predict(models[method], method, X, Sg, tt, classes, y_tr)
+                own = test_dev is train_dev
+                if not own:
+                    note = "; ".join(filter(None, [DEFECT_TRANSFER_NOTE, note,
+                                                   f"{outside} of {columns.size} positions never measurable in "
+                                                   f"{test_dev.name}" if outside else ""]))
+                _record(metrics, predictions, method, train_dev.name, test_dev.name, r, test, y_te, proba, classes,
+                        note)
+
+
+def _fit_models(methods, part, split, X_tr, y_tr, cfg: ExperimentConfig) -> dict:
+    """The run's models, refitted exactly as the experiment fitted them (None: no evidence)."""
+    models = {}
+    n_defects = X_tr.shape[1]
+    trivial = n_defects == 0 or len(np.unique(y_tr)) < 2
+    for method in methods:
+        if method not in part.get("methods", []):
+            continue
+        if trivial:
+            models[method] = None
+        elif method == "fg":
+            models[method] = fg_from_params(part["fg_model"]) if "fg_model" in part else None
+        elif method == "nb":
+            models[method] = ResidualNaiveBayes().fit(X_tr, y_tr)
+        else:
+            models[method] = ResidualSVM(inner_folds=cfg.svm_inner_folds,
+                                         random_state=split.seed % (2 ** 31)).fit(X_tr, y_tr)
+    return models
+
+
+def _predict(model, method, X, S, tau, classes, y_tr) -> tuple[np.ndarray, str]:
+    if model is None:
+        freq = np.array([np.mean(np.asarray(y_tr) == c) for c in classes])
+        return np.tile(freq, (X.shape[0], 1)), "no defects identified: predicts the training class frequencies"
+    if method == "fg":
+        exposure = tau if model.uses_exposure_ else None
+        proba = model.predict_proba(X, sigma=S, exposure=exposure)
+    else:
+        proba = model.predict_proba(X)
+    full = np.zeros((X.shape[0], len(classes)))
+    for j, c in enumerate(model.classes_):
+        full[:, classes.index(c)] = proba[:, j]
+    return full, ""
+
+
+def _record(metrics, predictions, method, train, test_name, run, paths, labels, proba, classes, note) -> None:
+    pred = np.asarray(classes)[np.argmax(proba, axis=1)]
+    acc = float(np.mean(pred == np.asarray(labels)))
+    chance = max(float(np.mean(np.asarray(labels) == c)) for c in classes)
+    metrics.append({"method": method, "train_device": train, "test_device": test_name, "run": run, "accuracy": acc,
+                    "n_test": len(labels), "chance": chance, "note": note})
+    for p, y, yhat, pr in zip(paths, labels, pred, proba):
+        row = {"method": method, "train_device": train, "run": run, "test_device": test_name, "image": p,
+               "true": int(y), "predicted": int(yhat)}
+        row.update({f"p_{c}": float(v) for c, v in zip(classes, pr)})
+        predictions.append(row)
+
+
+# ---------------------------------------------------------------- SRNet
+
+def _srnet_cells(train_dev: _Device, devices: list[_Device], exp_dir: Path, classes: list, cfg: ExperimentConfig,
+                 crop_cache: dict, metrics: list, predictions: list, log) -> None:
+    """The crop networks of each run SRNet was trained on, on every device's test split of that run."""
+    runs = [r for r in sorted(train_dev.parts) if "srnet" in train_dev.parts[r].get("methods", [])]
+    if not runs:
+        return
+    from pipeline.data.imageio import read_image
+    from pipeline.srnet.fusion import fuse_probabilities, stack_crops
+    from pipeline.srnet.presets import SRNetConfig
+    from pipeline.srnet.runtime import resolve_device, torch_runtime
+    from pipeline.srnet.train import load_crop_model, predict_crop_proba
+
+    log(f"{train_dev.name}: srnet trained on {len(runs)} run(s), tested on {len(devices)} devices")
+    for r in runs:
+        part = train_dev.parts[r]
+        if "srnet_config" not in part:
+            raise ExperimentIncompleteError(f"{exp_dir}/parts/{train_dev.name}/run_{r:02d}.json says SRNet ran but "
+                                            "records no srnet_config; rerun the experiment into a new folder")
+        config = SRNetConfig.from_dict(part["srnet_config"])
+        workdir = exp_dir / "srnet" / train_dev.name / f"run_{r:02d}"
+        models = {}
+        for crop in config.crops:
+            path = workdir / f"srnet_{crop}.pt"
+            if not path.is_file():
+                raise ExperimentIncompleteError(
+                    f"{path} is missing: the SRNet checkpoint of crop {crop} of {train_dev.name} run {r}. Delete "
+                    f"{exp_dir}/parts/{train_dev.name}/run_{r:02d}.json and rerun (it retrains that run only)")
+            models[crop] = load_crop_model(path, config.device)
+        device = resolve_device(config.device)
+        for test_dev in devices:
+            if r not in test_dev.splits:
+                continue
+            test, y_te = _test_set(test_dev, r)
+            if not test:
+                continue
+            key = (test_dev.name, r, config.patch, config.channels, config.crops)
+            if key not in crop_cache:
+                crop_cache[key] = stack_crops((read_image(p).pixels for p in test), config,
+                                              describe=lambda i, t=test: str(t[i]), progress=cfg.progress)
+            crops = crop_cache[key]
+            with torch_runtime(config.num_threads, device, config.deterministic):
+                crop_proba = {name: predict_crop_proba(model, crops[name], config.eval_batch_size)
+                              for name, model in models.items()}
+            proba = fuse_probabilities(crop_proba, config.fusion)
+            if proba.shape[1] != len(classes):
+                raise ExperimentIncompleteError(f"{workdir}: the networks have {proba.shape[1]} outputs but the "
+                                                f"manifest has {len(classes)} classes; rerun the experiment")
+            note = "" if test_dev is train_dev else SRNET_TRANSFER_NOTE
+            _record(metrics, predictions, "srnet", train_dev.name, test_dev.name, r, test, y_te, proba, classes, note)
+
+
+# ---------------------------------------------------------------- aggregation
+
+def _own_device_check(devices: list[_Device], metrics: list) -> dict:
+    """Compare the own-device cells with the accuracies the experiment recorded."""
+    recorded = {}
+    for dev in devices:
+        for r, part in dev.parts.items():
+            for m in part.get("metrics", []):
+                recorded[(m["method"], dev.name, r)] = float(m["accuracy"])
+    compared, mismatches = 0, []
+    for m in metrics:
+        if m["train_device"] != m["test_device"]:
+            continue
+        key = (m["method"], m["train_device"], m["run"])
+        if key not in recorded:
+            continue
+        compared += 1
+        if abs(recorded[key] - m["accuracy"]) > 1e-12:
+            mismatches.append({"method": key[0], "device": key[1], "run": key[2], "experiment": recorded[key],
+                               "cross_device": m["accuracy"]})
+    return {"compared": compared, "mismatches": mismatches, "reproduced": compared > 0 and not mismatches}
+
+
+def _summarise(metrics: list, names: list[str]) -> list[dict]:
+    from scipy.stats import binom
+
+    cells = {}
+    for m in metrics:
+        cells.setdefault((m["method"], m["train_device"], m["test_device"]), []).append(m)
+    order = {n: i for i, n in enumerate(names)}
+    rows = []
+    for (method, train, test), group in sorted(cells.items(), key=lambda kv: (ALL_METHODS.index(kv[0][0]),
+                                                                             order[kv[0][1]], order[kv[0][2]])):
+        acc = np.array([g["accuracy"] for g in group])
+        n_total = int(sum(g["n_test"] for g in group))
+        correct = int(round(sum(g["accuracy"] * g["n_test"] for g in group)))
+        chance = float(np.mean([g["chance"] for g in group]))
+        # P(at least this many right | each image right with probability `chance`)
+        p_above = float(binom.sf(correct - 1, n_total, chance)) if n_total else float("nan")
+        rows.append({"method": method, "train_device": train, "test_device": test, "own_device": train == test,
+                     "runs": acc.size, "mean_accuracy": float(acc.mean()),
+                     "std_accuracy": float(acc.std(ddof=1)) if acc.size > 1 else float("nan"),
+                     "min_accuracy": float(acc.min()), "max_accuracy": float(acc.max()), "chance": chance,
+                     "n_test_total": n_total, "p_above_chance": p_above, "note": group[0]["note"]})
+    return rows
+
+
+def _write_matrix(path: Path, rows: list[dict], names: list[str]) -> None:
+    cell = {(s["train_device"], s["test_device"]): s for s in rows}
+    out = []
+    for train in names:
+        if not any((train, t) in cell for t in names):
+            continue
+        for stat, key in (("mean", "mean_accuracy"), ("std", "std_accuracy"), ("runs", "runs"), ("chance", "chance")):
+            row = {"train_device": train, "statistic": stat}
+            for test in names:
+                s = cell.get((train, test))
+                row[test] = "" if s is None or (isinstance(s[key], float) and np.isnan(s[key])) else s[key]
+            out.append(row)
+    write_csv(path, out, ["train_device", "statistic"] + names)
+
+
+def _fmt_cell(s: dict | None) -> str:
+    if s is None:
+        return "—"
+    spread = "" if s["runs"] < 2 else f" ± {100 * s['std_accuracy']:.1f}"
+    return f"{100 * s['mean_accuracy']:.1f}{spread} (n={s['runs']})"
+
+
+def _method_labels(devices: list[_Device]) -> dict:
+    """Display names of the methods; SRNet's says which crops it fused when not the usual five."""
+    labels = {m: METHOD_NAMES.get(m, m) for m in ALL_METHODS}
+    crops = {tuple(part["srnet_config"]["crops"]) for dev in devices for part in dev.parts.values()
+             if "srnet_config" in part}
+    if len(crops) == 1:
+        (used,) = crops
+        if len(used) != 5:
+            labels["srnet"] = f"SRNet ({len(used)} crop{'s' if len(used) > 1 else ''}: {', '.join(used)})"
+    return labels
+
+
+def _oldest_share(predictions: list, classes: list) -> dict:
+    """Per method: (share of off-device predictions that are the oldest class, their number)."""
+    counts = {}
+    for p in predictions:
+        if p["train_device"] != p["test_device"]:
+            n_old, n = counts.get(p["method"], (0, 0))
+            counts[p["method"]] = (n_old + (p["predicted"] == classes[0]), n + 1)
+    return {m: (n_old / n, n) for m, (n_old, n) in counts.items() if n}
+
+
+def _report(summary, methods, names, cfg: ExperimentConfig, check: dict, exp_dir: Path, manifest: Manifest,
+            oldest: dict, labels: dict) -> str:
+    lines = ["# Cross-device evaluation", "",
+             f"Manifest `{manifest.source}` (SHA-256 `{manifest.sha256[:16]}…`), {len(names)} devices; the models "
+             f"of the age experiment in `{exp_dir}` ({cfg.runs} repeated {100 * (1 - cfg.test_size):.0f}/"
+             f"{100 * cfg.test_size:.0f} stratified splits, seed {cfg.seed}). The model of device A in split run r "
+             "(trained on A's training images of run r) predicts the test images of run r of every device. "
+             "Accuracy in percent, mean ± std over runs, with the number of runs n behind each cell; rows: "
+             "training device, columns: test device; chance is the largest class share of the test images.", ""]
+    if check["compared"]:
+        if check["reproduced"]:
+            lines += [f"Own-device check: the {check['compared']} own-device cells (device, run, method) reproduce "
+                      "the experiment's recorded accuracies exactly.", ""]
+        else:
+            lines += [f"**Own-device check failed**: {len(check['mismatches'])} of {check['compared']} own-device "
+                      "cells differ from the experiment's recorded accuracies (listed in config.json). The models "
+                      "were not rebuilt faithfully; do not trust the off-diagonal cells.", ""]
+    if any(m in DEFECT_METHODS for m in methods):
+        lines += ["## What a defect-based method does on another device", "",
+                  "Fridrich–Goljan, Naive Bayes and SVM read the residuals at the positions of the defects "
+                  "identified on the *training* device. A defect map belongs to one sensor: defects appear "
+                  "uniformly at random over each sensor, so another device's pixels at those positions are "
+                  "healthy (a position outside its frame is not measured). The test image therefore looks like "
+                  "one taken before the training device's first defect onset, and the method predicts from "
+                  "that: Fridrich–Goljan finds no defect present and dates every image to the oldest class, "
+                  "Naive Bayes and SVM answer much as for an early image of the training device. **Chance "
+                  "off the own device is the expected result**, not a failure: defect-based dating needs "
+                  "trusted images of the very device that took the questioned image. An off-diagonal cell "
+                  "clearly above chance (see `p_above_chance` in cross_summary.csv) would mean the devices "
+                  "share defect positions or the features caught something other than defects.", ""]
+    if "srnet" in methods:
+        lines += ["## What SRNet does on another device", "",
+                  "SRNet's crop networks are applied unchanged to the other devices' test images. A network "
+                  "that learned age traces of its own sensor (its defects) falls to chance on another device; "
+                  "one that learned something shared by the devices — scene content correlated with the age "
+                  "class, weather, season, or a processing style common to a camera model — transfers as far "
+                  "as that is shared. In the synthetic camera the scene bias (`scenes.scene_bias`, "
+                  "`scenes.group_for_class`) is the same for every device, so SRNet's off-diagonal accuracy "
+                  "measures how much it reads content. SRNet is evaluated on the split runs it was trained on "
+                  f"only (preset {cfg.srnet_preset!r}): see n in each cell.", ""]
+    for method in methods:
+        rows = [s for s in summary if s["method"] == method]
+        cell = {(s["train_device"], s["test_device"]): s for s in rows}
+        lines += [f"## {labels[method]}", "",
+                  "| trained on \\ tested on | " + " | ".join(names) + " |",
+                  "|---|" + "---|" * len(names)]
+        for train in names:
+            if any((train, t) in cell for t in names):
+                lines.append(f"| **{train}** | " + " | ".join(
+                    (f"**{_fmt_cell(cell.get((train, t)))}**" if t == train else _fmt_cell(cell.get((train, t))))
+                    for t in names) + " |")
+        own = [s["mean_accuracy"] for s in rows if s["own_device"]]
+        other = [s["mean_accuracy"] for s in rows if not s["own_device"]]
+        chance = [s["chance"] for s in rows if not s["own_device"]]
+        if own and other:
+            above = sum(s["p_above_chance"] < 0.01 / len(other) for s in rows if not s["own_device"])
+            lines += ["", f"Mean over cells: own device {100 * np.mean(own):.1f}, other devices "
+                          f"{100 * np.mean(other):.1f} (chance {100 * np.mean(chance):.1f}); {above} of the "
+                          f"{len(other)} off-diagonal cells are above chance at the 1 % level (one-sided binomial "
+                          f"test of the pooled runs, Bonferroni-corrected over the {len(other)} cells)."]
+        if method in oldest:
+            share, n = oldest[method]
+            lines += ["", f"Off the own device, {100 * share:.1f} % of its {n} predictions are the oldest class"
+                          + (" (what an image without the training device's defects looks like)."
+                             if method in DEFECT_METHODS else ".")]
+        lines += ["", f"Files: `matrix_{method}.csv`, `heatmap_{method}.png`, `boxplot_{method}.png`.", ""]
+    lines += ["Per-run accuracies: `cross_metrics.csv`; per cell with notes and binomial tail above chance: "
+              "`cross_summary.csv`; every prediction: `predictions.csv`; configuration, seeds, versions and the "
+              "manifest's SHA-256: `config.json`."]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- figures
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> None:
+    plt = _pyplot()
+    with atomic_write(path, "wb") as fh:
+        fig.savefig(fh, format="png", dpi=110)
+    plt.close(fig)
+
+
+def _plot_heatmap(path: Path, rows: list[dict], names: list[str], label: str) -> None:
+    """The matrix of mean accuracies, each cell labelled with mean, std and its number of runs."""
+    plt = _pyplot()
+    train_names = [n for n in names if any(s["train_device"] == n for s in rows)]
+    cell = {(s["train_device"], s["test_device"]): s for s in rows}
+    grid = np.full((len(train_names), len(names)), np.nan)
+    for i, a in enumerate(train_names):
+        for j, b in enumerate(names):
+            if (a, b) in cell:
+                grid[i, j] = cell[(a, b)]["mean_accuracy"]
+    size = 1.3 + 1.05 * len(names)
+    fig, ax = plt.subplots(figsize=(size + 1.2, 1.0 + 1.0 * len(train_names)))
+    image = ax.imshow(grid, vmin=0.0, vmax=1.0, cmap="viridis", aspect="auto")
+    for i, a in enumerate(train_names):
+        for j, b in enumerate(names):
+            s = cell.get((a, b))
+            if s is None:
+                continue
+            spread = "" if s["runs"] < 2 else f"\n±{100 * s['std_accuracy']:.1f}"
+            ax.text(j, i, f"{100 * s['mean_accuracy']:.1f}{spread}\nn={s['runs']}", ha="center", va="center",
+                    fontsize=7, color="white" if s["mean_accuracy"] < 0.6 else "black",
+                    fontweight="bold" if a == b else "normal")
+    ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
+    ax.set_yticks(range(len(train_names)), train_names, fontsize=8)
+    ax.set_xlabel("tested on")
+    ax.set_ylabel("trained on")
+    chance = np.mean([s["chance"] for s in rows])
+    ax.set_title(f"{label}: accuracy % (chance ≈ {100 * chance:.0f})", fontsize=9)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="mean accuracy")
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def _plot_boxes(path: Path, metrics: list[dict], rows: list[dict], names: list[str], label: str) -> None:
+    """One panel per training device; a box per test device (own device first), as in the paper's figures."""
+    plt = _pyplot()
+    train_names = [n for n in names if any(m["train_device"] == n for m in metrics)]
+    ncols = min(4, max(1, len(train_names)))
+    nrows = int(np.ceil(len(train_names) / ncols))
+    panel = max(3.0, 0.6 * len(names) + 0.8)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(panel * ncols + 0.6, 3.6 * nrows), squeeze=False, sharey=True)
+    chance = {(s["train_device"], s["test_device"]): s["chance"] for s in rows}
+    for k, (ax, train) in enumerate(zip(axes.flat, train_names)):
+        order = [train] + [n for n in names if n != train]
+        data = [[m["accuracy"] for m in metrics if m["train_device"] == train and m["test_device"] == t]
+                for t in order]
+        present = [i for i, d in enumerate(data) if d]
+        ax.boxplot([data[i] for i in present], positions=[i + 1 for i in present],
+                   tick_labels=[order[i] for i in present], widths=0.6)
+        ax.axvline(1.5, color="tab:blue", lw=1.0)
+        ax.plot([i + 1 for i in present], [chance.get((train, order[i]), np.nan) for i in present], ls="none",
+                marker="_", markersize=14, color="0.55", label="chance")
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(axis="y", alpha=0.3)
+        ax.tick_params(axis="x", labelrotation=60, labelsize=7)
+        n_runs = max(len(d) for d in data)
+        ax.set_title(f"({chr(ord('a') + k)}) trained on {train}\n{n_runs} run{'s' if n_runs != 1 else ''}", fontsize=9)
+    for ax in list(axes.flat)[len(train_names):]:
+        ax.axis("off")
+    axes[0, 0].set_ylabel("accuracy")
+    axes[0, 0].legend(loc="lower right", fontsize=7, frameon=False)
+    fig.suptitle(f"{label}: per-run accuracy on each test device "
+                 "(own device left of the blue line)", fontsize=10)
+    fig.tight_layout()
+    _save(fig, path)
