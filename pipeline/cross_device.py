@@ -17,17 +17,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from pipeline.analysis.experiment import ALL_METHODS, ConfigMismatchError
+from pipeline.analysis.experiment import ALL_METHODS, ConfigMismatchError, parse_methods
 
 DEFAULT_METHODS = "fg,nb,svm"
-
-
-def _methods(text: str) -> tuple[str, ...]:
-    methods = tuple(m.strip().lower() for m in text.split(",") if m.strip())
-    bad = [m for m in methods if m not in ALL_METHODS]
-    if bad or not methods:
-        raise argparse.ArgumentTypeError(f"unknown method(s) {bad}; choose from {','.join(ALL_METHODS)}")
-    return methods
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                  "with --experiment, else the synthetic dataset)")
     p.add_argument("--classes", help="class specification (shipped name such as ntif/plus, or a TOML path) "
                                      "deriving labels for rows without one")
-    p.add_argument("--methods", type=_methods, default=_methods(DEFAULT_METHODS),
+    p.add_argument("--methods", type=parse_methods, default=parse_methods(DEFAULT_METHODS),
                    help=f"comma-separated, from {','.join(ALL_METHODS)} (default {DEFAULT_METHODS})")
     p.add_argument("--runs", type=int, default=None, help="repeated stratified splits (default 10, or the "
                                                           "--experiment folder's)")

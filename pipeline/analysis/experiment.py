@@ -42,6 +42,17 @@ __all__ = ["ExperimentConfig", "run_experiment", "ConfigMismatchError", "DEFECT_
 DEFECT_METHODS = ("fg", "nb", "svm")
 ALL_METHODS = DEFECT_METHODS + ("srnet",)
 
+
+def parse_methods(text: str) -> tuple[str, ...]:
+    """Methods from a comma-separated list (the command lines' ``--methods``)."""
+    import argparse
+
+    methods = tuple(m.strip().lower() for m in text.split(",") if m.strip())
+    bad = [m for m in methods if m not in ALL_METHODS]
+    if bad or not methods:
+        raise argparse.ArgumentTypeError(f"unknown method(s) {bad}; choose from {','.join(ALL_METHODS)}")
+    return methods
+
 # configuration keys that do not change any result (so a resumed run may differ in them)
 _NON_RESULT_KEYS = {"methods", "workers", "progress", "strict", "batch_size", "srnet_runs", "pooled",
                     "executor", "scheduler", "cache_dir"}
