@@ -55,7 +55,8 @@ class TrainedCrop(NamedTuple):
     """Result of :func:`train_crop_model`: the network (eval mode) and one record per epoch.
 
     Each history record has ``epoch`` (1-based), ``loss`` (mean training cross-entropy),
-    ``accuracy`` (training accuracy during the epoch), ``lr`` and ``seconds``.
+    ``accuracy`` (training accuracy during the epoch), ``lr``, ``images`` (training inputs seen,
+    after oversampling) and ``seconds`` (the epoch's wall time, checkpoint excluded).
     """
 
     model: SRNet
@@ -267,6 +268,7 @@ def _train_one_epoch(
         "loss": total_loss / seen,
         "accuracy": correct / seen,
         "lr": lr,
+        "images": seen,
         "seconds": time.perf_counter() - started,
     }
 
