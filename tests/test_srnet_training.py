@@ -112,6 +112,49 @@ def test_interrupted_training_resumes_to_the_uninterrupted_weights(tmp_path):
     assert [record["lr"] for record in resumed.history] == [1e-3, 1e-3, 1e-4]
 
 
+@pytest.mark.parametrize("every_s, written", [(0.0, [1, 2, 3]), (1e9, [3])])
+def test_checkpoints_are_written_at_the_interval_and_after_the_last_epoch(tmp_path, monkeypatch, every_s, written):
+    import pipeline.srnet.train as train_module
+
+    epochs = []
+
+    def recording_save(path, state):
+        epochs.append(state["epoch"])
+        return save_checkpoint(path, state)
+
+    monkeypatch.setattr(train_module, "save_checkpoint", recording_save)
+    crops, labels = _noise_level_data(8, 32, seed=4)
+    train_crop_model(crops, labels, _tiny_config(checkpoint_every_s=every_s), checkpoint_path=tmp_path / "e.pt",
+                     progress=False)
+    assert epochs == written
+    assert load_checkpoint(tmp_path / "e.pt")["optimizer"] is None  # finished: the model only
+
+
+def test_an_interruption_inside_an_epoch_keeps_the_last_checkpoint_and_resumes_exactly(tmp_path, monkeypatch):
+    import pipeline.srnet.train as train_module
+
+    crops, labels = _noise_level_data(10, 32, seed=6)
+    config = _tiny_config(checkpoint_every_s=0.0)
+    uninterrupted = train_crop_model(crops, labels, config, checkpoint_path=tmp_path / "a.pt", progress=False)
+    one_epoch = train_module._train_one_epoch
+
+    def interrupted_in_epoch_3(model, optimizer, crops, labels, config, seed, epoch, device):
+        if epoch == 2:
+            one_epoch(model, optimizer, crops, labels, config, seed, epoch, device)  # weights move ...
+            raise KeyboardInterrupt  # ... and the epoch never completes
+        return one_epoch(model, optimizer, crops, labels, config, seed, epoch, device)
+
+    monkeypatch.setattr(train_module, "_train_one_epoch", interrupted_in_epoch_3)
+    with pytest.raises(KeyboardInterrupt):
+        train_crop_model(crops, labels, config, checkpoint_path=tmp_path / "b.pt", progress=False)
+    assert load_checkpoint(tmp_path / "b.pt")["epoch"] == 2  # the half-updated third epoch is not saved
+    monkeypatch.setattr(train_module, "_train_one_epoch", one_epoch)
+    resumed = train_crop_model(crops, labels, config, checkpoint_path=tmp_path / "b.pt", progress=False)
+    expected, actual = _state_arrays(uninterrupted.model), _state_arrays(resumed.model)
+    for name in expected:
+        np.testing.assert_array_equal(actual[name], expected[name], err_msg=name)
+
+
 def test_a_finished_checkpoint_is_loaded_without_training(tmp_path):
     crops, labels = _noise_level_data(8, 32, seed=2)
     config = _tiny_config(epochs=1)

@@ -74,6 +74,12 @@ class SRNetConfig:
         Train SRNet on the first ``max_runs`` split runs only (None: all runs).
     num_threads : int or None
         CPU threads for torch (None: all cores available to this process).
+    checkpoint_every_s : float
+        With a checkpoint path, write the checkpoint after an epoch only when this many seconds
+        have passed since the last one (0: after every epoch); the last epoch, and the last
+        completed epoch when training is interrupted between epochs, are always written. A
+        checkpoint is 57 MB during training, so writing one per epoch costs more than a short
+        epoch on a GPU. Does not change the trained weights.
     eval_batch_size : int
         Minibatch size for prediction.
     deterministic : bool
@@ -97,6 +103,7 @@ class SRNetConfig:
     seed: int = 0
     max_runs: int | None = None
     num_threads: int | None = None
+    checkpoint_every_s: float = 60.0
     eval_batch_size: int = 32
     deterministic: bool = True
 
@@ -125,6 +132,8 @@ class SRNetConfig:
             _check_positive_int("max_runs", self.max_runs)
         if self.num_threads is not None:
             _check_positive_int("num_threads", self.num_threads)
+        if isinstance(self.checkpoint_every_s, bool) or not float(self.checkpoint_every_s) >= 0:
+            raise ValueError(f"checkpoint_every_s must be a number >= 0, got {self.checkpoint_every_s!r}")
 
     @property
     def in_channels(self) -> int:

@@ -48,7 +48,8 @@ logger = logging.getLogger(__name__)
 
 # Fields that change neither the trained weights nor their meaning; a checkpoint stays valid
 # when only these differ.
-_NON_TRAINING_FIELDS = ("preset", "fusion", "crops", "max_runs", "device", "num_threads", "eval_batch_size", "seed")
+_NON_TRAINING_FIELDS = ("preset", "fusion", "crops", "max_runs", "device", "num_threads", "checkpoint_every_s",
+                        "eval_batch_size", "seed")
 
 
 class TrainedCrop(NamedTuple):
@@ -132,7 +133,10 @@ def train_crop_model(
     seed : int, optional
         Seed of initialisation and sample order (default ``config.seed``).
     checkpoint_path : path, optional
-        Checkpoint written atomically after every epoch.  With ``resume`` and an existing
+        Checkpoint written atomically after an epoch once ``config.checkpoint_every_s`` seconds
+        have passed since the last one, after the last epoch, and after the last completed
+        epoch when training stops between epochs (an exception from ``on_epoch_end``, Ctrl-C
+        outside an epoch).  With ``resume`` and an existing
         checkpoint of the same configuration and data, training continues after its last
         epoch (a finished one is just loaded); an unreadable checkpoint or one of something
         else is replaced, with a warning.
@@ -143,7 +147,7 @@ def train_crop_model(
     description : str
         Label of the progress bar.
     on_epoch_end : callable, optional
-        Called with each new epoch's history record after its checkpoint is written.
+        Called with each new epoch's history record (after its checkpoint, if one is due).
 
     Returns
     -------
@@ -179,34 +183,49 @@ def train_crop_model(
                     checkpoint_path,
                 )
 
+        def write_checkpoint() -> None:
+            epochs_done = len(history)
+            save_checkpoint(
+                checkpoint_path,
+                {
+                    "fingerprint": fingerprint,
+                    "epoch": epochs_done,
+                    "model": model.state_dict(),
+                    # A finished training never resumes: drop the Adamax state, two thirds of the file.
+                    "optimizer": optimizer.state_dict() if epochs_done < config.epochs else None,
+                    "torch_rng_state": torch.get_rng_state(),
+                    "history": history,
+                    "config": config.to_dict(),
+                    "seed": seed,
+                    "n_classes": n_classes,
+                    "in_channels": int(crops.shape[1]),
+                    "conv_bias": config.conv_bias,
+                },
+            )
+
         bar = tqdm(total=config.epochs, initial=start_epoch, desc=description, unit="epoch", disable=not progress, leave=False)
+        saved_epochs, last_saved = start_epoch, time.monotonic()
+        between_epochs = True  # model, optimizer and RNG are at an epoch boundary
         try:
             for epoch in range(start_epoch, config.epochs):
+                between_epochs = False
                 record = _train_one_epoch(model, optimizer, crops, labels, config, seed, epoch, device)
                 history.append(record)
-                if checkpoint_path is not None:
-                    save_checkpoint(
-                        checkpoint_path,
-                        {
-                            "fingerprint": fingerprint,
-                            "epoch": epoch + 1,
-                            "model": model.state_dict(),
-                            # A finished training never resumes: drop the Adamax state, two
-                            # thirds of the file.
-                            "optimizer": optimizer.state_dict() if epoch + 1 < config.epochs else None,
-                            "torch_rng_state": torch.get_rng_state(),
-                            "history": history,
-                            "config": config.to_dict(),
-                            "seed": seed,
-                            "n_classes": n_classes,
-                            "in_channels": int(crops.shape[1]),
-                            "conv_bias": config.conv_bias,
-                        },
-                    )
+                between_epochs = True
+                due = epoch + 1 == config.epochs or time.monotonic() - last_saved >= config.checkpoint_every_s
+                if checkpoint_path is not None and due:
+                    write_checkpoint()
+                    saved_epochs, last_saved = len(history), time.monotonic()
                 bar.update(1)
                 bar.set_postfix(loss=f"{record['loss']:.4f}", acc=f"{record['accuracy']:.3f}")
                 if on_epoch_end is not None:
                     on_epoch_end(record)
+        except BaseException:
+            # Stopped between epochs: keep the completed ones. Inside an epoch the state is
+            # half-updated, and the last checkpoint stays as it is.
+            if checkpoint_path is not None and between_epochs and len(history) > saved_epochs:
+                write_checkpoint()
+            raise
         finally:
             bar.close()
     model.eval()
