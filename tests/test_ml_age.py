@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from pipeline.analysis.experiment import ConfigMismatchError, ExperimentConfig, run_experiment
+from pipeline.analysis.report import method_labels, summary_markdown
 from pipeline.data.manifest import load_manifest
 from pipeline.ml_age import main
 
@@ -128,3 +129,13 @@ def test_srnet_trains_on_the_same_split_files(small_dataset, tmp_path):
     assert srnet == fg_first  # the cpu preset trains on the first split only, the same test images
     assert "same first 1 of 2 splits" in result["summary_text"]
     assert {m["method"] for m in result["metrics"] if m["run"] == 0} == {"fg", "srnet"}
+    assert "| SRNet (5-crop) |" in result["summary_text"]
+
+
+def test_the_srnet_column_says_which_crops_were_fused():
+    assert method_labels()["srnet"] == method_labels(("tl", "tr", "bl", "br", "ce"))["srnet"] == "SRNet (5-crop)"
+    assert method_labels(("ce",))["srnet"] == "SRNet (1 crop: ce)"
+    summary = [{"device": "d", "method": "srnet", "runs": 1, "mean_accuracy": 0.75, "std_accuracy": 0.0}]
+    table = summary_markdown(summary, ["srnet"], {"d": 0.5}, method_labels(("ce", "tl")))
+    assert table.splitlines()[0] == "| device | SRNet (2 crops: ce, tl) | chance |"
+    assert table.splitlines()[2] == "| d | 75.0 ± 0.0 (n=1) | 50.0 |"

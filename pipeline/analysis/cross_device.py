@@ -54,7 +54,7 @@ from baselines.residual_classifiers import ResidualNaiveBayes, ResidualSVM
 from pipeline.analysis.experiment import (ALL_METHODS, DEFECT_METHODS, ExperimentConfig, device_seed, fg_from_params,
                                           run_experiment)
 from pipeline.analysis.provenance import package_versions, read_json, utc_now, write_json
-from pipeline.analysis.report import METHOD_NAMES, write_csv
+from pipeline.analysis.report import method_labels, write_csv
 from pipeline.data.atomic import atomic_write, atomic_write_text
 from pipeline.data.errors import ImageReadError
 from pipeline.data.manifest import Manifest
@@ -593,14 +593,10 @@ def _fmt_cell(s: dict | None) -> str:
 
 def _method_labels(devices: list[_Device]) -> dict:
     """Display names of the methods; SRNet's says which crops it fused when not the usual five."""
-    labels = {m: METHOD_NAMES.get(m, m) for m in ALL_METHODS}
     crops = {tuple(part["srnet_config"]["crops"]) for dev in devices for part in dev.parts.values()
              if "srnet_config" in part}
-    if len(crops) == 1:
-        (used,) = crops
-        if len(used) != 5:
-            labels["srnet"] = f"SRNet ({len(used)} crop{'s' if len(used) > 1 else ''}: {', '.join(used)})"
-    return labels
+    labels = method_labels(next(iter(crops)) if len(crops) == 1 else None)
+    return {m: labels.get(m, m) for m in ALL_METHODS}
 
 
 def _oldest_share(predictions: list, classes: list) -> dict:

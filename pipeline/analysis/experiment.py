@@ -27,7 +27,7 @@ from baselines.defects import DefectIdentifier, DefectTable
 from baselines.fridrich_goljan import FridrichGoljanClassifier
 from baselines.residual_classifiers import ResidualNaiveBayes, ResidualSVM
 from pipeline.analysis.provenance import package_versions, read_json, utc_now, write_json
-from pipeline.analysis.report import plot_accuracy_boxes, summarise, summary_markdown, write_csv
+from pipeline.analysis.report import method_labels, plot_accuracy_boxes, summarise, summary_markdown, write_csv
 from pipeline.data.atomic import atomic_write_text
 from pipeline.data.errors import ImageReadError
 from pipeline.data.manifest import Manifest
@@ -436,6 +436,14 @@ def _prediction_rows(device, run, method, paths, labels, proba, classes, root: P
     return rows
 
 
+def _srnet_crops(cfg: ExperimentConfig) -> tuple[str, ...] | None:
+    if "srnet" not in cfg.methods:
+        return None
+    from pipeline.srnet.presets import preset_config
+
+    return preset_config(cfg.srnet_preset, **cfg.srnet_overrides).crops
+
+
 def _srnet_runs(cfg: ExperimentConfig) -> int:
     if "srnet" not in cfg.methods:
         return 0
@@ -636,25 +644,26 @@ def _finish(out, cfg, record, manifest, classes, predictions, metrics, failures,
         truths = [p["true"] for p in predictions if p["device"] == device and p["method"] == methods[0]]
         if truths:
             chance[device] = max(np.mean(np.asarray(truths) == c) for c in classes)
+    labels = method_labels(_srnet_crops(cfg))
     sections = []
     if srnet_k and srnet_k < cfg.runs:
         common = [m for m in metrics if m["run"] < srnet_k]
         summary = summarise(common)
         sections.append(f"All methods side by side on the same first {srnet_k} of {cfg.runs} splits "
                         f"(SRNet was trained on those only, preset {cfg.srnet_preset!r}):\n\n"
-                        + summary_markdown(summary, methods, chance))
+                        + summary_markdown(summary, methods, chance, labels))
         classical = [m for m in metrics if m["method"] != "srnet"]
         full = summarise(classical) if classical else []
         if classical:
             sections.append(f"Defect-based methods on all {cfg.runs} splits:\n\n"
-                            + summary_markdown(full, [m for m in methods if m != "srnet"], chance))
+                            + summary_markdown(full, [m for m in methods if m != "srnet"], chance, labels))
         summary_rows = [{**s, "splits": f"first {srnet_k}"} for s in summary] + \
                        [{**s, "splits": f"all {cfg.runs}"} for s in full]
     else:
         summary = summarise(metrics)
         sections.append(f"Accuracy (mean ± std over {cfg.runs} repeated {100 * (1 - cfg.test_size):.0f}/"
                         f"{100 * cfg.test_size:.0f} stratified splits, percent):\n\n"
-                        + summary_markdown(summary, methods, chance))
+                        + summary_markdown(summary, methods, chance, labels))
         summary_rows = [{**s, "splits": f"all {cfg.runs}"} for s in summary]
     if failures:
         sections.append(f"{len(failures)} image(s) could not be read and were left out: see failures.csv.")

@@ -11,9 +11,18 @@ import numpy as np
 
 from pipeline.data.atomic import atomic_write, atomic_write_text
 
-__all__ = ["summarise", "summary_markdown", "write_csv", "plot_accuracy_boxes"]
+__all__ = ["summarise", "summary_markdown", "write_csv", "plot_accuracy_boxes", "method_labels"]
 
 METHOD_NAMES = {"fg": "Fridrich–Goljan", "nb": "Naive Bayes", "svm": "SVM", "srnet": "SRNet (5-crop)"}
+
+
+def method_labels(srnet_crops=None) -> dict:
+    """Display names of the methods; SRNet's says which crops it fused when not the usual five."""
+    labels = dict(METHOD_NAMES)
+    if srnet_crops is not None and len(srnet_crops) != 5:
+        used = list(srnet_crops)
+        labels["srnet"] = f"SRNet ({len(used)} crop{'s' if len(used) > 1 else ''}: {', '.join(used)})"
+    return labels
 
 
 def write_csv(path, rows: list[dict], columns: list[str]) -> None:
@@ -40,11 +49,16 @@ def summarise(metrics: list[dict]) -> list[dict]:
     return out
 
 
-def summary_markdown(summary: list[dict], methods: list[str], chance: dict | None = None) -> str:
-    """A devices × methods table of ``mean ± std`` accuracy (percent), with the number of runs."""
+def summary_markdown(summary: list[dict], methods: list[str], chance: dict | None = None,
+                     labels: dict | None = None) -> str:
+    """A devices × methods table of ``mean ± std`` accuracy (percent), with the number of runs.
+
+    ``labels`` maps methods to column titles (default :data:`METHOD_NAMES`).
+    """
     devices = list(dict.fromkeys(s["device"] for s in summary))
     cell = {(s["device"], s["method"]): s for s in summary}
-    header = "| device | " + " | ".join(METHOD_NAMES.get(m, m) for m in methods) + " | chance |"
+    labels = METHOD_NAMES if labels is None else labels
+    header = "| device | " + " | ".join(labels.get(m, m) for m in methods) + " | chance |"
     lines = [header, "|" + "---|" * (len(methods) + 2)]
     for device in devices:
         cells = []
