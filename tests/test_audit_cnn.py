@@ -71,3 +71,33 @@ def test_every_check_runs_end_to_end_with_the_cnn(tmp_path):
     models = {row.split(",")[1] for row in (tmp_path / "out" / "predictions.csv").read_text().splitlines()[1:]}
     assert {"cnn-balanced", "cnn-disjoint", "cnn-partial", "cnn-device_id", "random_crops", "jitter",
             "grayscale", "balanced@tr"} <= models
+
+
+def test_an_audit_run_again_loads_its_finished_models_and_gives_the_same_figures(tmp_path):
+    """Resume: trained networks are kept in OUT/models and loaded by a rerun; an interruption
+    that lost one model (here: its checkpoint deleted) retrains only that one."""
+    data = dataset(tmp_path / "sim", 64, 48, 8, **{"scenes.scene_bias": 1.0})
+    cnn = CnnSettings(patch=32, random_patch=16, n_random_train=2, n_random_test=3, epochs=2, threads=1)
+    config = AuditConfig(cnn=cnn, runs=2, progress=False)
+    manifest = load_manifest(data.manifest_path)
+
+    def audit(lines):
+        result = run_audit(manifest, tmp_path / "out", config, log=lines.append)
+        figures = {(r.name, f.key): (f.value, f.ci, f.verdict) for r in result["results"] for f in r.figures}
+        predictions = (tmp_path / "out" / "predictions.csv").read_text()
+        return figures, predictions
+
+    first_log, second_log, third_log = [], [], []
+    first = audit(first_log)
+    trained = sorted(line.split(":")[0].split()[-1] for line in first_log if line.startswith("  trained "))
+    assert len(trained) == 7
+    assert sorted(p.stem for p in (tmp_path / "out" / "models").glob("*.pt")) == trained
+    assert "models/" in __import__("json").loads((tmp_path / "out" / "audit.json").read_text())["files"]
+
+    assert audit(second_log) == first
+    assert not [line for line in second_log if line.startswith("  trained ")]
+    assert sum(line.startswith("  loaded ") for line in second_log) == 7
+
+    (tmp_path / "out" / "models" / "jitter.pt").unlink()
+    assert audit(third_log) == first
+    assert [line.split(":")[0] for line in third_log if line.startswith("  trained ")] == ["  trained jitter"]

@@ -8,7 +8,10 @@ that train or predict, never when this module is imported.
 
 :class:`ModelStore` trains a model the first time a check asks for it by name and hands the
 same model to every later check (the Balanced model serves the camera, position and colour
-checks), so an audit never trains one model twice.
+checks), so an audit never trains one model twice. Given a folder, it keeps each model's
+training checkpoint there (``models/<name>.pt`` of the audit's output), so that an audit run
+again after an interruption loads the models it finished, resumes the one it was training,
+and recomputes only the cheap evaluations: the figures equal those of an uninterrupted run.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -125,7 +129,9 @@ class TrainedModel:
     config : dict
         The SRNet configuration.
     seconds : float
-        Training wall time.
+        Training wall time (summed over the epochs when the model was loaded from its checkpoint).
+    epochs_trained_now : int
+        Epochs trained in this process (0: loaded whole from a checkpoint of an earlier run).
     """
 
     name: str
@@ -138,6 +144,7 @@ class TrainedModel:
     seconds: float
     num_threads: int | None = None
     device: str = "cpu"
+    epochs_trained_now: int = 0
 
     def summary(self) -> dict:
         """JSON-ready description (no weights)."""
@@ -158,7 +165,7 @@ def _encode(labels, classes=None) -> tuple[np.ndarray, np.ndarray]:
 
 
 def train_model(name: str, inputs: np.ndarray, labels, config, *, train_index=None, classes=None,
-                progress: bool = False) -> TrainedModel:
+                progress: bool = False, checkpoint_path=None) -> TrainedModel:
     """Train one SRNet on ``inputs`` (N, C, P, P) float32 and report its training accuracy.
 
     Parameters
@@ -177,6 +184,10 @@ def train_model(name: str, inputs: np.ndarray, labels, config, *, train_index=No
         Label set and output order (default: the sorted distinct labels).
     progress : bool
         Show a progress bar over epochs.
+    checkpoint_path : path, optional
+        Training checkpoint: a finished one of the same data and configuration is loaded instead
+        of training, an unfinished one is resumed (see
+        :func:`pipeline.srnet.train.train_crop_model`).
 
     Returns
     -------
@@ -187,14 +198,18 @@ def train_model(name: str, inputs: np.ndarray, labels, config, *, train_index=No
     classes, encoded = _encode(labels, classes)
     if len(np.unique(encoded)) < 2:
         raise ValueError(f"model {name!r}: its training set holds a single class; it needs at least two")
+    epochs_now = []
     started = time.perf_counter()
     trained = train_crop_model(np.ascontiguousarray(inputs, dtype=np.float32), encoded, config,
-                               n_classes=len(classes), seed=config.seed, progress=progress,
-                               description=f"audit: {name}")
+                               n_classes=len(classes), seed=config.seed, checkpoint_path=checkpoint_path,
+                               progress=progress, description=f"audit: {name}", on_epoch_end=epochs_now.append)
     seconds = time.perf_counter() - started
+    if not epochs_now:  # loaded whole: report the time its training took
+        seconds = float(sum(record["seconds"] for record in trained.history))
     result = TrainedModel(name, trained.model, classes,
                           np.asarray(train_index if train_index is not None else np.arange(len(encoded))),
-                          float("nan"), trained.history, config.to_dict(), seconds, config.num_threads, config.device)
+                          float("nan"), trained.history, config.to_dict(), seconds, config.num_threads, config.device,
+                          len(epochs_now))
     proba = predict_proba(result, inputs)
     result.train_accuracy = float(np.mean(proba.argmax(axis=1) == encoded))
     return result
@@ -222,21 +237,28 @@ class ModelStore:
         Show training progress bars.
     log : callable
         Receives one line per trained model.
+    folder : path, optional
+        Where each model's training checkpoint ``<name>.pt`` is kept (None: nowhere, no resume).
     """
 
-    def __init__(self, progress: bool = False, log: Callable[[str], None] = print):
+    def __init__(self, progress: bool = False, log: Callable[[str], None] = print, folder=None):
         self.progress = progress
         self.log = log
+        self.folder = None if folder is None else Path(folder)
         self.models: dict[str, TrainedModel] = {}
 
     def get(self, name: str, build: Callable[[], tuple]) -> TrainedModel:
         """The model called ``name``, trained with ``build() -> (inputs, labels, config, train_index, classes)``."""
         if name not in self.models:
             inputs, labels, config, train_index, classes = build()
+            checkpoint = None if self.folder is None else self.folder / f"{name}.pt"
             model = train_model(name, inputs, labels, config, train_index=train_index, classes=classes,
-                                progress=self.progress)
-            self.log(f"  trained {name}: {len(labels)} training inputs, training accuracy "
-                     f"{model.train_accuracy:.3f}, {model.seconds:.1f} s")
+                                progress=self.progress, checkpoint_path=checkpoint)
+            done, epochs = model.epochs_trained_now, len(model.history)
+            how = (f"trained {name}" if done == epochs else f"loaded {name} from {checkpoint} (trained earlier)"
+                   if done == 0 else f"resumed {name} from {checkpoint} ({done} of {epochs} epochs trained now)")
+            self.log(f"  {how}: {len(labels)} training inputs, training accuracy {model.train_accuracy:.3f}, "
+                     f"{model.seconds:.1f} s")
             self.models[name] = model
         return self.models[name]
 

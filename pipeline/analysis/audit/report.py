@@ -11,6 +11,8 @@ Output folder::
     failures.csv        images left out, with the reason
     splits/<device>/run_XX.csv   the experiment's splits (content check)
     splits_cnn/<device>.csv      the balanced CNN split
+    models/<name>.pt    each CNN's training checkpoint (loaded, or resumed, when the audit runs
+                        again in the same folder with the same data and settings)
 
 Every file is written atomically; ``audit.json`` says ``"status": "complete"`` only once all
 the others are written.
@@ -272,6 +274,8 @@ def write_report(out: Path | None, record: dict, results, bank, levels, plan: di
             files.append("splits/")
         if (out / "splits_cnn").is_dir():
             files.append("splits_cnn/")
+        if (out / "models").is_dir():
+            files.append("models/")
         record.update(status="complete", finished=utc_now(), files=files)
         write_json(out / "audit.json", record)
     else:

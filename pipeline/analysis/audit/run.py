@@ -155,7 +155,8 @@ def run_audit(manifest, out_dir: str | Path | None, config: AuditConfig, *, extr
         plan.update({c: 0 for c in ("camera", "position", "patch") if c in plan})
     levels = AuditLevels(max(1, sum(plan.values())), config.alpha_suspect, config.alpha_found)
     ctx = AuditContext(bank, levels, config.seed, out, splits, split, cnn if split is not None else None,
-                       ModelStore(config.progress, log), config.progress, log)
+                       ModelStore(config.progress, log, None if out is None else out / "models"),
+                       config.progress, log)
     results = []
     for name in config.checks:
         if name != "content" and split is None:
