@@ -13,15 +13,14 @@ process wrote (``write_bytes`` of ``/proc/self/io``, Linux only).
 
 from __future__ import annotations
 
-import csv
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 from pipeline.analysis.experiment import ExperimentConfig, run_experiment
+from bench_srnet_paper import one_device_manifest  # a sibling script: benchmarks/ is on sys.path
 from pipeline.data.manifest import load_manifest
-from pipeline.data.simulator import default_dataset
 
 
 def _written_bytes() -> int:
@@ -31,16 +30,9 @@ def _written_bytes() -> int:
 
 def main(argv: list[str]) -> int:
     every_s = float(argv[0]) if argv else 60.0
-    dataset = default_dataset(progress=False)
-    with open(dataset.manifest_path, newline="") as fh:
-        rows = [r for r in csv.DictReader(fh) if r["device"] == "SIM-alpha01"]
     Path("agetrace-out").mkdir(exist_ok=True)
     folder = Path(tempfile.mkdtemp(prefix="bench_ckpt_", dir="agetrace-out"))
-    manifest = folder / "manifest.csv"
-    with open(manifest, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows({**r, "path": str(Path(dataset.root) / r["path"])} for r in rows)
+    manifest = one_device_manifest("SIM-alpha01", folder / "manifest.csv")
     cfg = ExperimentConfig(methods=("srnet",), runs=1, workers=1, progress=False,
                            srnet_overrides={"checkpoint_every_s": every_s})
     before, started = _written_bytes(), time.perf_counter()
