@@ -1,23 +1,50 @@
 """Fridrich–Goljan maximum-likelihood age estimation from residuals at known defects.
 
-Model (Fridrich & Goljan, SPIE 7880, 2011): the median-filter residual ``w`` of a healthy pixel
-is ``N(0, σ²)``; after the onset of a defect it is ``N(μ, σ²)`` with ``μ = τ·D + c`` (exposure
-time ``τ``, dark-current rate ``D``, offset ``c``). Defects sorted by onset cut time into
-intervals; an image taken in interval ``m`` shows exactly the defects with onset before it. For an
-untrusted image each defect contributes the log-likelihood ratio
+Model (after Fridrich & Goljan, SPIE 7880, 2011, made faithful to a real camera). The
+median-filter residual ``w`` of a healthy pixel is noise of scale ``a·σ`` (``σ`` the local noise
+level the caller measures, ``a`` a per-defect correction learned before the onset). After the
+onset of a defect its residual has the mean
 
-    λ_i = log N(w_i; μ_i, σ_i²) − log N(w_i; 0, σ_i²) = (w_i μ_i − μ_i² / 2) / σ_i²
+    μ = g^κ · (τ^κ · D + c)
 
-and the log-likelihood of interval ``m`` is the prefix sum ``L(m) = Σ_{onset_i ≤ m} λ_i``; the
-estimate is ``argmax_m L(m)``. Here the intervals are the experiment's age classes: classes are
-ordered in time by their label (class 0 is the oldest period), and each defect's onset is the
-first class in which it is present — learned in :meth:`FridrichGoljanClassifier.fit` from the
-trusted images by the same generalised likelihood-ratio test that locates onsets in time
-(:func:`kernels.onset_changepoints`), restricted to class boundaries. Defects whose best onset
-does not beat "never present" carry no information and get weight zero.
+with exposure time ``τ``, analogue gain ``g = ISO / base ISO`` (dark current and offset are added
+before the gain), dark-current rate ``D`` and offset ``c``. ``κ = 1`` is the linear RAW model;
+after demosaicing, the tone curve and JPEG the jump in an 8-bit residual is concave in the raw
+amplitude, and ``κ < 1`` (chosen per device from a grid by profile likelihood on the trusted
+images) is a monotone concave stand-in for that curve. Around its mean a present defect spreads
+with its *own* spread ``s`` (estimated per defect from the trusted images after its onset, on top
+of the local noise), not with the healthy noise level.
+
+Both states are robust, so that no single defect casts an unbounded vote:
+
+* present: ``(1 − ε)·N(μ, s² + a²σ²) + ε·absent`` — with probability ``ε`` (per defect, fitted by
+  EM on the trusted images after the onset, shrunk towards 0.1) the defect is masked by
+  saturation, clipping, texture or compression and looks healthy. A defect that is missing
+  therefore costs at most ``−log ε``;
+* absent: ``(1 − η)·N(0, a²σ²) + η·N(0, a²σ² + μ̄²)`` — a healthy pixel that texture makes bright
+  (probability ``η``) is not taken for proof of a defect.
+
+Onsets are located in time at the resolution of the trusted images (the Fridrich–Goljan GLR
+change point, :func:`kernels.onset_changepoints`, on the time-ordered trusted images with
+residuals clipped at ``clip_z`` noise levels); the onset time is the midpoint between the last
+image without and the first image with the defect. Sorted onsets cut time into intervals; an
+image taken in interval ``m`` shows exactly the defects with onset before it, and
+
+    L(m) = Σ_{onset_i before interval m} λ_i,   λ_i = log p_present(w_i) − log p_absent(w_i).
+
+An age class is a period of time, so its likelihood marginalises the capture time over the
+class: ``P(w | k) = Σ_m q_{k,m} exp(L(m))`` with ``q_{k,m}`` the share of class ``k``'s trusted
+images in interval ``m`` (smoothed over the class's span). A defect whose onset falls inside a
+class therefore counts for that class's images after it and not before.
+
+Exposure time and ISO: an image whose exposure or ISO is unknown (NaN) has its likelihood
+marginalised over the trusted images' (τ, g) — a documented empirical prior, not a guess of 1 s.
+A model fitted with exposure (or ISO) refuses to predict when the argument is omitted.
 """
 
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 from scipy.special import logsumexp
@@ -25,10 +52,16 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+import kernels
+
 __all__ = ["FridrichGoljanClassifier", "fit_presence"]
 
+_LOG_2PI = np.log(2 * np.pi)
+#: tone exponents κ tried by the profile likelihood (1 = linear RAW)
+TONE_EXPONENTS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 
-def _check_side(name, value, n, m, *, per_defect: bool):
+
+def _check_side(name, value, n, m, *, per_defect: bool, unit: str = "seconds"):
     """Validate an optional per-sample (n,) or per-sample-and-defect (n, m) array."""
     if value is None:
         return None
@@ -44,12 +77,12 @@ def _check_side(name, value, n, m, *, per_defect: bool):
         if arr.shape != (n,):
             raise ValueError(f"{name} must have shape ({n},), one value per image, got {arr.shape}")
         if np.any(arr[np.isfinite(arr)] <= 0):
-            raise ValueError(f"{name} must be positive seconds; mark unknown exposure times with NaN")
+            raise ValueError(f"{name} must be positive {unit}; mark unknown values with NaN")
     return arr
 
 
-def fit_presence(w, s2, tau, present):
-    """Weighted least squares of ``w`` on ``(τ, 1)`` over ``present`` images, with D, c ≥ 0.
+def fit_presence(w, s2, tau, present, *, gain=None):
+    """Weighted least squares of ``w`` on ``(g·τ, g)`` over ``present`` images, with D, c ≥ 0.
 
     Parameters
     ----------
@@ -61,19 +94,23 @@ def fit_presence(w, s2, tau, present):
         Exposure times (ones for a constant mean).
     present : ndarray of bool, shape (n_images, n_defects)
         Images in which each defect is taken to be present.
+    gain : ndarray, shape (n_images,), optional
+        Analogue gain ``g`` (ISO over base ISO); the mean is ``g·(τD + c)``. Default 1.
 
     Returns
     -------
     D, c, llr : ndarray, shape (n_defects,)
-        The constrained estimates and the log-likelihood ratio of "present with mean τD + c on
-        those images" against "never present". The constrained optimum is the best feasible of
-        the unconstrained fit and the two one-parameter fits (the objective is convex).
+        The constrained estimates and the log-likelihood ratio of "present with mean g(τD + c)
+        on those images" against "never present". The constrained optimum is the best feasible
+        of the unconstrained fit and the two one-parameter fits (the objective is convex).
     """
     weight = np.where(present & np.isfinite(w), 1.0 / s2, 0.0)
     w0 = np.where(weight > 0, w, 0.0)
-    t = tau[:, None]
-    s_1, s_t, s_tt = weight.sum(0), (weight * t).sum(0), (weight * t * t).sum(0)
-    s_w, s_tw = (weight * w0).sum(0), (weight * t * w0).sum(0)
+    g = np.ones(len(tau)) if gain is None else np.asarray(gain, dtype=np.float64)
+    t = (g * tau)[:, None]
+    one = g[:, None]
+    s_1, s_t, s_tt = (weight * one * one).sum(0), (weight * t * one).sum(0), (weight * t * t).sum(0)
+    s_w, s_tw = (weight * one * w0).sum(0), (weight * t * w0).sum(0)
     candidates = []
     det = s_tt * s_1 - s_t * s_t
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -94,6 +131,18 @@ def fit_presence(w, s2, tau, present):
     return best_d, best_c, best_llr
 
 
+def _norm_logpdf(w, var):
+    return -0.5 * (_LOG_2PI + np.log(var) + w * w / var)
+
+
+def _robust_scale(values, axis=0):
+    """1.4826 × median absolute deviation from 0-centred median, NaN-aware."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        med = np.nanmedian(values, axis=axis, keepdims=True)
+        return 1.4826 * np.nanmedian(np.abs(values - med), axis=axis)
+
+
 class FridrichGoljanClassifier(ClassifierMixin, BaseEstimator):
     """Maximum-likelihood image age from the residuals at in-field defect locations.
 
@@ -101,65 +150,107 @@ class FridrichGoljanClassifier(ClassifierMixin, BaseEstimator):
     ----------
     false_alarm : float, default 1e-3
         Probability that a defect column with no change at all (pure noise) is nevertheless
-        used. A defect is used only if its best onset's log-likelihood ratio against "never
-        present" on the training images exceeds ``log((n_classes - 1) / false_alarm)``: under
-        "never present" twice the ratio of one onset is at most χ²₂-distributed (two
-        non-negative parameters), whose half has the tail ``exp(-η)``, and the
-        ``n_classes - 1`` possible onsets are accounted for by a union bound. Other defects
-        carry no information (weight 0).
-    tau_grid : int, default 25
-        Number of exposure times (geometric grid over the training range) over which the
-        likelihood is maximised for an image whose exposure time is unknown (NaN), as
-        Fridrich & Goljan suggest for images without EXIF.
+        used: its onset's GLR against "never present" on the trusted images must exceed
+        :func:`kernels.llr_threshold` (a Bonferroni bound over the possible onsets). Other
+        columns carry no information (weight 0).
+    base_iso : float, optional
+        ISO of unit analogue gain. Default: the lowest ISO among the trusted images.
+    masked_prior : float, default 0.1
+        Prior mean of ``ε``, the probability that a present defect is masked; ``ε`` is fitted
+        per defect by EM and shrunk towards this value with the weight of 10 images.
+    outlier_weight : float, default 0.01
+        ``η``, the weight of the broad component of the absent state.
+    min_segment : int, default 3
+        Trusted images required on each side of an onset.
+    clip_z : float, default 4.0
+        Largest standardised residual one image contributes to the onset test.
+    max_marginal : int, default 32
+        Number of (exposure, gain) pairs of the trusted images over which the likelihood of an
+        image with unknown exposure or ISO is averaged.
 
     Attributes
     ----------
     classes_ : ndarray
         Class labels in time order (sorted; the first is the oldest period).
+    onset_time_ : ndarray, shape (n_defects,)
+        Onset time of each defect on the ``time`` axis of :meth:`fit` (``inf`` when the defect
+        carries no information).
     onset_ : ndarray of int, shape (n_defects,)
-        Index into ``classes_`` of the first class in which each defect is present
-        (``len(classes_)`` for a defect never found present).
-    dark_current_ : ndarray, shape (n_defects,)
-        Estimated ``D`` (residual units per second of exposure).
-    offset_ : ndarray, shape (n_defects,)
-        Estimated ``c`` (residual units).
-    onset_llr_ : ndarray, shape (n_defects,)
-        Training log-likelihood ratio of the chosen onset against "never present".
-    llr_threshold_ : float
-        The threshold ``onset_llr_`` had to exceed (from ``false_alarm``).
-    sigma_ : ndarray, shape (n_defects,)
-        Healthy-residual noise level per defect, used when ``sigma`` is not passed: a robust
-        (MAD) estimate over the training images before each defect's onset.
+        Index into ``classes_`` of the first class with a trusted image after the onset
+        (``len(classes_)`` for an uninformative defect); for reports.
+    dark_current_, offset_ : ndarray, shape (n_defects,)
+        ``D`` and ``c`` on the scale of ``g^κ(τ^κ D + c)``.
+    tone_exponent_ : float
+        ``κ``.
+    spread_ : ndarray
+        Each defect's own spread ``s`` around its mean.
+    masked_ : ndarray
+        ``ε`` per defect.
+    noise_scale_ : ndarray
+        ``a`` per defect: healthy residual scale relative to ``sigma``.
+    sigma_ : ndarray
+        Healthy noise level per defect used where ``sigma`` is not given (median of the trusted
+        images' before the onset, or a robust scale of the residuals).
+    onset_llr_ : ndarray
+        GLR of the onset against "never present"; ``llr_threshold_`` the bar it had to pass.
+    base_iso_ : float or None
+    uses_exposure_, uses_iso_ : bool
+        Whether the model was fitted with exposure times / ISO (and so needs them to predict).
+    condition_samples_ : ndarray, shape (n_samples, 2)
+        Trusted (τ, g) pairs used to marginalise unknown conditions.
+    interval_log_weight_ : ndarray, shape (n_classes, n_intervals)
+        ``log q_{k,m}``.
+    defect_interval_ : ndarray of int
+        First interval in which each defect is present (``n_intervals`` if never).
     n_features_in_ : int
 
     Notes
     -----
-    ``X`` holds the residual ``W`` at each defect (columns) for each image (rows). Optional
-    keyword arguments of :meth:`fit` and :meth:`predict_proba`: ``sigma`` (the local noise level
-    at each residual, same shape as X) and ``exposure`` (exposure time per image in seconds;
-    NaN where unknown). Without ``exposure``, every image is taken to have τ = 1 so that
-    ``μ = D + c`` is a constant per defect. A NaN residual (a defect whose neighbourhood is
-    clipped or saturated in that image) contributes nothing to any interval.
+    ``X`` holds the residual ``W`` at each defect (columns) for each image (rows); a NaN residual
+    (a clipped or saturated neighbourhood) contributes nothing. Keyword arguments of
+    :meth:`fit` and :meth:`predict_proba`: ``sigma`` (local noise level of each residual, X's
+    shape), ``exposure`` (seconds) and ``iso`` per image (NaN where unknown), and for
+    :meth:`fit` ``time`` (capture time of each trusted image as a number, e.g. days; without
+    it the class index stands for time and onsets can only be located between classes).
     """
 
-    def __init__(self, false_alarm: float = 1e-3, tau_grid: int = 25):
+    def __init__(self, false_alarm: float = 1e-3, base_iso: float | None = None, masked_prior: float = 0.1,
+                 outlier_weight: float = 0.01, min_segment: int = 3, clip_z: float = 4.0, max_marginal: int = 32):
         self.false_alarm = false_alarm
-        self.tau_grid = tau_grid
+        self.base_iso = base_iso
+        self.masked_prior = masked_prior
+        self.outlier_weight = outlier_weight
+        self.min_segment = min_segment
+        self.clip_z = clip_z
+        self.max_marginal = max_marginal
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.allow_nan = True
         # Expected failure of check_classifiers_train's accuracy bar, by design: the model only
-        # knows "residual shifted upwards from class k on", so generic blobs (whose classes
-        # differ in any direction) are not learnable by it.
+        # knows "residual shifted upwards from some time on", so generic blobs are not learnable.
         tags.classifier_tags.poor_score = True
         return tags
 
-    def _validate_X(self, X, reset):
-        return validate_data(self, X, reset=reset, dtype=np.float64, ensure_all_finite="allow-nan")
+    # ------------------------------------------------------------------ fitting
+    def _check_params(self):
+        if not isinstance(self.false_alarm, (int, float)) or not 0 < self.false_alarm < 1:
+            raise ValueError(f"false_alarm must be a probability in (0, 1), got {self.false_alarm!r}")
+        if self.base_iso is not None and not (np.isfinite(self.base_iso) and self.base_iso > 0):
+            raise ValueError(f"base_iso must be a positive ISO or None, got {self.base_iso!r}")
+        if not 0 < self.masked_prior < 1:
+            raise ValueError(f"masked_prior must be in (0, 1), got {self.masked_prior!r}")
+        if not 0 < self.outlier_weight < 1:
+            raise ValueError(f"outlier_weight must be in (0, 1), got {self.outlier_weight!r}")
+        if not isinstance(self.min_segment, (int, np.integer)) or self.min_segment < 1:
+            raise ValueError(f"min_segment must be a positive integer, got {self.min_segment!r}")
+        if not self.clip_z > 0:
+            raise ValueError(f"clip_z must be positive, got {self.clip_z!r}")
+        if not isinstance(self.max_marginal, (int, np.integer)) or self.max_marginal < 1:
+            raise ValueError(f"max_marginal must be a positive integer, got {self.max_marginal!r}")
 
-    def fit(self, X, y, *, sigma=None, exposure=None):
-        """Learn each defect's onset class and its (D, c) from trusted images.
+    def fit(self, X, y, *, sigma=None, exposure=None, iso=None, time=None):
+        """Locate each defect's onset in time and learn its present-state model from trusted images.
 
         Parameters
         ----------
@@ -170,8 +261,11 @@ class FridrichGoljanClassifier(ClassifierMixin, BaseEstimator):
         sigma : array-like of shape (n_images, n_defects) or (n_defects,), optional
             Local noise level of each residual.
         exposure : array-like of shape (n_images,), optional
-            Exposure time in seconds (NaN where unknown: such images are left out of the
-            parameter fit).
+            Exposure time in seconds (NaN where unknown).
+        iso : array-like of shape (n_images,), optional
+            ISO speed (NaN where unknown); gain = ISO / ``base_iso``.
+        time : array-like of shape (n_images,), optional
+            Capture time as a number (any monotone scale: days, slots). Default: the class index.
 
         Returns
         -------
@@ -179,105 +273,305 @@ class FridrichGoljanClassifier(ClassifierMixin, BaseEstimator):
         """
         X, y = validate_data(self, X, y, dtype=np.float64, ensure_all_finite="allow-nan")
         check_classification_targets(y)
-        if not isinstance(self.false_alarm, (int, float)) or not 0 < self.false_alarm < 1:
-            raise ValueError(f"false_alarm must be a probability in (0, 1), got {self.false_alarm!r}")
-        if not isinstance(self.tau_grid, (int, np.integer)) or self.tau_grid < 1:
-            raise ValueError(f"tau_grid must be a positive integer, got {self.tau_grid!r}")
+        self._check_params()
         self.classes_, y_idx = np.unique(y, return_inverse=True)
         n, m = X.shape
         n_classes = len(self.classes_)
         sigma = _check_side("sigma", sigma, n, m, per_defect=True)
         exposure = _check_side("exposure", exposure, n, m, per_defect=False)
-        self.uses_exposure_ = exposure is not None
-        tau = np.ones(n) if exposure is None else exposure
-        known_tau = np.isfinite(tau)
-        tau_fit = np.where(known_tau, tau, 1.0)
-        if self.uses_exposure_ and known_tau.any():
-            lo, hi = np.nanmin(tau), np.nanmax(tau)
-            self.tau_range_ = (float(lo), float(hi))
+        iso = _check_side("iso", iso, n, m, per_defect=False, unit="ISO values")
+        if time is None:
+            t = y_idx.astype(np.float64)
         else:
-            self.tau_range_ = (1.0, 1.0)
+            t = np.asarray(time, dtype=np.float64)
+            if t.shape != (n,) or not np.isfinite(t).all():
+                raise ValueError(f"time must be ({n},) finite numbers, one per image, got shape {t.shape}")
+        self.uses_exposure_ = exposure is not None and bool(np.isfinite(exposure).any())
+        self.uses_iso_ = iso is not None and bool(np.isfinite(iso).any())
+        tau = exposure if self.uses_exposure_ else np.ones(n)
+        if self.uses_iso_:
+            self.base_iso_ = float(self.base_iso) if self.base_iso is not None else float(np.nanmin(iso))
+            gain = iso / self.base_iso_
+        else:
+            self.base_iso_ = None
+            gain = np.ones(n)
+        known = np.isfinite(tau) & np.isfinite(gain)
+        pairs = np.column_stack([tau[known], gain[known]]) if known.any() else np.ones((1, 2))
+        order = np.argsort(pairs[:, 0] * pairs[:, 1], kind="stable")
+        pick = np.unique(np.linspace(0, len(order) - 1, min(self.max_marginal, len(order))).round().astype(int))
+        self.condition_samples_ = pairs[order[pick]]
 
-        # noise level per defect from images of the first class (before any onset here),
-        # robust to the defect itself being present in some of them
-        first = y_idx == 0
-        with np.errstate(invalid="ignore"):
-            mad = np.nanmedian(np.abs(X[first] - np.nanmedian(X[first], axis=0)), axis=0) * 1.4826
-        fallback = np.nanstd(X, axis=0)
-        sig = np.where(np.isfinite(mad) & (mad > 0), mad, fallback)
-        sig = np.where(np.isfinite(sig) & (sig > 0), sig, 1.0)
-        self.sigma_ = sig
-        s2 = (np.broadcast_to(self.sigma_, (n, m)) if sigma is None else np.where(np.isfinite(sigma), sigma, self.sigma_)) ** 2
+        # healthy noise level per defect: median local σ, else a robust scale of the residuals
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            fallback = _robust_scale(np.where(y_idx[:, None] == 0, X, np.nan))
+            fallback = np.where(np.isfinite(fallback) & (fallback > 0), fallback, np.nanstd(X, axis=0))
+            fallback = np.where(np.isfinite(fallback) & (fallback > 0), fallback, 1.0)
+            sig_default = fallback if sigma is None else np.nanmedian(np.where(np.isfinite(sigma), sigma, np.nan), 0)
+        self.sigma_ = np.where(np.isfinite(sig_default) & (sig_default > 0), sig_default, fallback)
+        s = np.broadcast_to(self.sigma_, (n, m)) if sigma is None else np.where(np.isfinite(sigma), sigma, self.sigma_)
 
-        best_llr = np.zeros(m)
-        best_onset = np.full(m, n_classes)
-        best_d, best_c = np.zeros(m), np.zeros(m)
-        usable = known_tau[:, None] & np.isfinite(X)
-        for onset in range(1, n_classes):
-            present = (y_idx >= onset)[:, None] & usable
-            d, c, llr = fit_presence(X, s2, tau_fit, present)
-            better = llr > best_llr
-            best_llr = np.where(better, llr, best_llr)
-            best_onset = np.where(better, onset, best_onset)
-            best_d, best_c = np.where(better, d, best_d), np.where(better, c, best_c)
-        self.llr_threshold_ = float(np.log(max(n_classes - 1, 1) / self.false_alarm))
-        informative = best_llr > self.llr_threshold_
-        self.onset_ = np.where(informative, best_onset, n_classes).astype(np.intp)
-        self.dark_current_ = np.where(informative, best_d, 0.0) if self.uses_exposure_ else np.zeros(m)
-        self.offset_ = np.where(informative, best_c + (0.0 if self.uses_exposure_ else best_d), 0.0)
-        self.onset_llr_ = best_llr
+        # onsets in time: the GLR change point over the time-ordered trusted images
+        time_order = np.argsort(t, kind="stable")
+        ts = t[time_order]
+        x = tau * gain
+        x_fill = np.where(known, x, np.nanmedian(x[known]) if known.any() else 1.0)
+        missing = ~np.isfinite(X)
+        w0 = np.where(missing, 0.0, X)
+        s_on = np.where(missing, 1e6, s)
+        robust = np.clip(w0, -self.clip_z * s_on, self.clip_z * s_on)
+        varying = self.uses_exposure_ or self.uses_iso_
+        min_seg = int(min(self.min_segment, n))
+        self.llr_threshold_ = float(kernels.llr_threshold(self.false_alarm, max(n, 1), with_tau=varying))
+        if m:
+            k, _, _, llr = kernels.onset_changepoints(
+                np.ascontiguousarray(robust[time_order].T), np.ascontiguousarray(s_on[time_order].T),
+                x_fill[time_order] if varying else None, min_segment=min_seg)
+        else:
+            k, llr = np.zeros(0, dtype=np.int64), np.zeros(0)
+        # an onset between two images taken at the same time (e.g. time = class index) is moved to
+        # the nearer edge of their group: time cannot separate them
+        k = np.asarray(k, dtype=np.int64)
+        group_lo = np.searchsorted(ts, ts[np.clip(k, 0, n - 1)], side="left") if n else k
+        group_hi = np.searchsorted(ts, ts[np.clip(k, 0, n - 1)], side="right") if n else k
+        tied = (k > 0) & (k < n) & (ts[np.clip(k - 1, 0, n - 1)] == ts[np.clip(k, 0, n - 1)]) if n else k > 0
+        k = np.where(tied, np.where(k - group_lo <= group_hi - k, group_lo, group_hi), k)
+        informative = (llr > self.llr_threshold_) & (k >= min(self.min_segment, n - 1)) & (k >= 1) & (k < n)
+        k_safe = np.clip(k, 1, max(n - 1, 1))
+        onset_time = np.where(informative, 0.5 * (ts[np.minimum(k_safe - 1, n - 1)] + ts[np.minimum(k_safe, n - 1)]),
+                              np.inf)
+        self.onset_time_ = onset_time
+        self.onset_llr_ = np.asarray(llr, dtype=np.float64)
+        after = t[:, None] >= onset_time[None, :]
+        # class of the first trusted image after the onset (for reports)
+        first_class = np.full(m, n_classes, dtype=np.intp)
+        for j in np.flatnonzero(informative):
+            later = y_idx[t >= onset_time[j]]
+            first_class[j] = later.min() if later.size else n_classes
+        self.onset_ = first_class
+
+        # present state: mean g^κ(τ^κ D + c), own spread, masking probability
+        present = after & known[:, None] & ~missing & informative[None, :]
+        s2 = s * s
+        tau_k, gain_k = np.where(known, tau, 1.0), np.where(known, gain, 1.0)
+        best = None
+        exponents = TONE_EXPONENTS if varying else (1.0,)
+        for kappa in exponents:
+            d, c, _ = fit_presence(X, s2, tau_k ** kappa, present, gain=gain_k ** kappa)
+            mu = (gain_k ** kappa)[:, None] * ((tau_k ** kappa)[:, None] * d + c)
+            r2 = np.where(present, (X - mu) ** 2 / s2, np.nan)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                n_j = present.sum(0)
+                score = -0.5 * np.nansum(np.where(n_j > 0, n_j * np.log(np.nanmean(r2, 0) + 1e-12), 0.0))
+            if best is None or score > best[0] + 1e-9:
+                best = (score, kappa, d, c, mu)
+        _, self.tone_exponent_, d, c, mu = best
+        self.dark_current_ = np.where(informative, d, 0.0)
+        self.offset_ = np.where(informative, c, 0.0)
+
+        # healthy scale correction a (before the onset) and the defect's own spread (after it)
+        before = ~after & ~missing
+        z_before = np.where(before, X / s, np.nan)
+        n_before = before.sum(0)
+        a_raw = _robust_scale(z_before)
+        a_raw = np.where(np.isfinite(a_raw) & (a_raw > 0), a_raw, 1.0)
+        self.noise_scale_ = np.clip(np.sqrt((n_before * a_raw ** 2 + 5.0) / (n_before + 5.0)), 0.5, 5.0)
+        a2s2 = self.noise_scale_ ** 2 * s2
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            total = _robust_scale(np.where(present, X - mu, np.nan)) ** 2
+            noise = np.nanmedian(np.where(present, a2s2, np.nan), axis=0)
+            mean_mu = np.nanmean(np.where(present, mu, np.nan), axis=0)
+        total = np.where(np.isfinite(total), total, 0.0)
+        noise = np.where(np.isfinite(noise), noise, np.median(self.sigma_) ** 2)
+        mean_mu = np.where(np.isfinite(mean_mu), mean_mu, 0.0)
+        self.spread_ = np.sqrt(np.maximum(total - noise, (0.1 * mean_mu) ** 2))
+        self._fit_masking(X, mu, a2s2, present)
+        self.typical_mean_ = mean_mu
+
+        # intervals between sorted onsets and each class's share of them
+        self._set_intervals(t, y_idx, informative)
         return self
 
-    def interval_log_likelihood(self, X, *, sigma=None, exposure=None):
-        """Log-likelihood ``L(m)`` of each age interval (class), per image.
+    def _fit_masking(self, X, mu, a2s2, present):
+        """EM for ε, the weight of 'looks healthy' among present images, with a Beta prior."""
+        m = X.shape[1]
+        eps = np.full(m, self.masked_prior)
+        prior_n = 10.0
+        var1 = self.spread_ ** 2 + a2s2
+        lp1 = np.where(present, _norm_logpdf(np.nan_to_num(X - mu), var1), 0.0)
+        lp0 = np.where(present, _norm_logpdf(np.nan_to_num(X), a2s2), 0.0)
+        n_j = present.sum(0)
+        for _ in range(30):
+            num = np.log(eps) + lp0
+            den = np.logaddexp(num, np.log1p(-eps) + lp1)
+            resp = np.where(present, np.exp(num - den), 0.0)
+            eps = (resp.sum(0) + prior_n * self.masked_prior) / (n_j + prior_n)
+        self.masked_ = np.clip(eps, 1e-3, 0.9)
+
+    def _set_intervals(self, t, y_idx, informative):
+        n_classes = len(self.classes_)
+        edges = np.unique(self.onset_time_[informative])
+        self.interval_edges_ = edges
+        n_int = edges.size + 1
+        self.defect_interval_ = np.where(informative, np.searchsorted(edges, self.onset_time_, side="left") + 1,
+                                         n_int).astype(np.intp)
+        img_int = np.searchsorted(edges, t, side="right")
+        logq = np.full((n_classes, n_int), -np.inf)
+        for k in range(n_classes):
+            ints = img_int[y_idx == k]
+            if ints.size == 0:
+                continue
+            lo, hi = ints.min(), ints.max()
+            counts = np.bincount(ints, minlength=n_int)[lo:hi + 1] + 0.5
+            logq[k, lo:hi + 1] = np.log(counts / counts.sum())
+        self.interval_log_weight_ = logq
+
+    # ------------------------------------------------------------------ likelihoods
+    def _conditions(self, n, exposure, iso):
+        """Per-image exposure and gain, NaN where unknown; errors when an argument is missing."""
+        if self.uses_exposure_:
+            if exposure is None:
+                raise ValueError("this model was fitted with exposure times: pass exposure= for every image "
+                                 "(NaN where unknown, to average over the trusted images' exposures)")
+            tau = _check_side("exposure", exposure, n, 0, per_defect=False)
+        else:
+            tau = np.ones(n)
+        if self.uses_iso_:
+            if iso is None:
+                raise ValueError("this model was fitted with ISO: pass iso= for every image "
+                                 "(NaN where unknown, to average over the trusted images' ISO)")
+            gain = _check_side("iso", iso, n, 0, per_defect=False, unit="ISO values") / self.base_iso_
+        else:
+            gain = np.ones(n)
+        return tau, gain
+
+    def _sigma(self, X, sigma):
+        n, m = X.shape
+        sigma = _check_side("sigma", sigma, n, m, per_defect=True)
+        return np.broadcast_to(self.sigma_, (n, m)) if sigma is None else np.where(np.isfinite(sigma), sigma,
+                                                                                  self.sigma_)
+
+    def expected_residual(self, exposure, gain):
+        """Mean residual ``g^κ(τ^κ D + c)`` of each present defect, shape (n_images, n_defects)."""
+        kappa = self.tone_exponent_
+        tau, gain = np.asarray(exposure, dtype=np.float64), np.asarray(gain, dtype=np.float64)
+        return (gain ** kappa)[:, None] * ((tau ** kappa)[:, None] * self.dark_current_ + self.offset_)
+
+    def _lambda(self, X, s, tau, gain):
+        """Per-defect log-likelihood ratio present vs absent at known conditions."""
+        mu = self.expected_residual(tau, gain)
+        a2s2 = self.noise_scale_ ** 2 * s * s
+        w = np.nan_to_num(X)
+        log_healthy = _norm_logpdf(w, a2s2)
+        log_absent = np.logaddexp(np.log1p(-self.outlier_weight) + log_healthy,
+                                  np.log(self.outlier_weight) + _norm_logpdf(w, a2s2 + self.typical_mean_ ** 2 + 1e-12))
+        log_defect = _norm_logpdf(w - mu, self.spread_ ** 2 + a2s2)
+        log_present = np.logaddexp(np.log1p(-self.masked_) + log_defect, np.log(self.masked_) + log_absent)
+        lam = np.where(np.isfinite(X), log_present - log_absent, 0.0)
+        return np.where(np.isfinite(self.onset_time_), lam, 0.0)
+
+    def _interval_sums(self, lam):
+        n_int = self.interval_log_weight_.shape[1]
+        by_interval = np.zeros((lam.shape[0], n_int + 1))
+        np.add.at(by_interval.T, self.defect_interval_, lam.T)
+        return np.cumsum(by_interval[:, :n_int], axis=1)
+
+    def defect_log_likelihood_ratios(self, X, *, sigma=None, exposure=None, iso=None):
+        """Each defect's log-likelihood ratio "present" vs "absent", shape (n_images, n_defects).
+
+        Images with unknown exposure or ISO are evaluated at the median trusted condition
+        (for display only; :meth:`interval_log_likelihood` averages over the conditions).
+        """
+        check_is_fitted(self)
+        X = validate_data(self, X, reset=False, dtype=np.float64, ensure_all_finite="allow-nan")
+        tau, gain = self._conditions(X.shape[0], exposure, iso)
+        med = np.median(self.condition_samples_, axis=0)
+        tau, gain = np.where(np.isfinite(tau), tau, med[0]), np.where(np.isfinite(gain), gain, med[1])
+        return self._lambda(X, self._sigma(X, sigma), tau, gain)
+
+    def interval_log_likelihood(self, X, *, sigma=None, exposure=None, iso=None):
+        """Log-likelihood ``L(m)`` of each interval between onsets, per image.
 
         Returns
         -------
-        ndarray of shape (n_images, n_classes)
-            ``L(m) − L(0)``: the prefix sums of the per-defect log-likelihood ratios.
+        ndarray of shape (n_images, n_intervals)
+            ``L(m) − L(0)``; for images with unknown exposure or ISO, the log of the likelihood
+            averaged over the trusted images' conditions.
         """
         check_is_fitted(self)
-        X = self._validate_X(X, reset=False)
-        n, m = X.shape
-        sigma = _check_side("sigma", sigma, n, m, per_defect=True)
-        exposure = _check_side("exposure", exposure, n, m, per_defect=False)
-        s2 = (np.broadcast_to(self.sigma_, (n, m)) if sigma is None
-              else np.where(np.isfinite(sigma), sigma, self.sigma_)) ** 2
-        if not self.uses_exposure_:
-            return self._prefix_sums(X, s2, np.ones(n))
-        tau = np.ones(n) if exposure is None else exposure
-        out = self._prefix_sums(X, s2, np.where(np.isfinite(tau), tau, 1.0))
-        unknown = ~np.isfinite(tau)
-        if unknown.any():
-            # unknown exposure: maximise each interval's likelihood over τ (profile likelihood)
-            lo, hi = self.tau_range_
-            grid = np.geomspace(lo, hi, self.tau_grid) if hi > lo else np.array([lo])
-            profiles = np.stack([self._prefix_sums(X[unknown], s2[unknown], np.full(unknown.sum(), g))
-                                 for g in grid])
-            out[unknown] = profiles.max(axis=0)
+        X = validate_data(self, X, reset=False, dtype=np.float64, ensure_all_finite="allow-nan")
+        n = X.shape[0]
+        tau, gain = self._conditions(n, exposure, iso)
+        s = self._sigma(X, sigma)
+        known = np.isfinite(tau) & np.isfinite(gain)
+        out = np.zeros((n, self.interval_log_weight_.shape[1]))
+        if known.any():
+            out[known] = self._interval_sums(self._lambda(X[known], s[known], tau[known], gain[known]))
+        unknown = np.flatnonzero(~known)
+        if unknown.size:
+            per_sample = []
+            for tau_s, gain_s in self.condition_samples_:
+                t_u = np.where(np.isfinite(tau[unknown]), tau[unknown], tau_s)
+                g_u = np.where(np.isfinite(gain[unknown]), gain[unknown], gain_s)
+                per_sample.append(self._interval_sums(self._lambda(X[unknown], s[unknown], t_u, g_u)))
+            stack = np.stack(per_sample)
+            out[unknown] = logsumexp(stack, axis=0) - np.log(len(per_sample))
         return out
 
-    def _prefix_sums(self, X, s2, tau):
-        mu = tau[:, None] * self.dark_current_ + self.offset_
-        lam = np.where(np.isfinite(X), (np.nan_to_num(X) * mu - 0.5 * mu * mu) / s2, 0.0)
-        n_classes = len(self.classes_)
-        # L(k) = sum of λ over defects whose onset class is ≤ k
-        by_onset = np.zeros((X.shape[0], n_classes + 1))
-        for k in range(1, n_classes):
-            by_onset[:, k] = lam[:, self.onset_ == k].sum(axis=1)
-        return np.cumsum(by_onset[:, :n_classes], axis=1)
+    def class_log_likelihood(self, X, *, sigma=None, exposure=None, iso=None):
+        """``log P(w | class)`` up to a common constant, shape (n_images, n_classes)."""
+        ll = self.interval_log_likelihood(X, sigma=sigma, exposure=exposure, iso=iso)
+        return logsumexp(ll[:, None, :] + self.interval_log_weight_[None, :, :], axis=2)
 
-    def predict_proba(self, X, *, sigma=None, exposure=None):
-        """Posterior over classes under a uniform prior (softmax of the interval log-likelihoods)."""
-        ll = self.interval_log_likelihood(X, sigma=sigma, exposure=exposure)
-        return np.exp(ll - logsumexp(ll, axis=1, keepdims=True))
-
-    def predict_log_proba(self, X, *, sigma=None, exposure=None):
-        """Log of :meth:`predict_proba`."""
-        ll = self.interval_log_likelihood(X, sigma=sigma, exposure=exposure)
+    def predict_log_proba(self, X, *, sigma=None, exposure=None, iso=None):
+        """Log posterior over classes under a uniform prior."""
+        ll = self.class_log_likelihood(X, sigma=sigma, exposure=exposure, iso=iso)
         return ll - logsumexp(ll, axis=1, keepdims=True)
 
-    def predict(self, X, *, sigma=None, exposure=None):
+    def predict_proba(self, X, *, sigma=None, exposure=None, iso=None):
+        """Posterior over classes under a uniform prior (uncalibrated: see
+        :mod:`pipeline.analysis.calibration` for calibrated probabilities and likelihood ratios)."""
+        return np.exp(self.predict_log_proba(X, sigma=sigma, exposure=exposure, iso=iso))
+
+    def predict(self, X, *, sigma=None, exposure=None, iso=None):
         """Maximum-likelihood class of each image."""
-        ll = self.interval_log_likelihood(X, sigma=sigma, exposure=exposure)
+        ll = self.class_log_likelihood(X, sigma=sigma, exposure=exposure, iso=iso)
         return self.classes_[np.argmax(ll, axis=1)]
+
+    # ------------------------------------------------------------------ persistence
+    _ARRAYS = ("classes_", "onset_time_", "onset_", "dark_current_", "offset_", "spread_", "masked_",
+               "noise_scale_", "sigma_", "onset_llr_", "condition_samples_", "interval_log_weight_",
+               "defect_interval_", "interval_edges_", "typical_mean_")
+    _SCALARS = ("tone_exponent_", "base_iso_", "uses_exposure_", "uses_iso_", "llr_threshold_", "n_features_in_")
+
+    def to_params(self) -> dict:
+        """The fitted model as JSON-serialisable values (see :meth:`from_params`)."""
+        check_is_fitted(self)
+
+        def plain(a):
+            a = np.asarray(a)
+            return np.where(np.isfinite(a), a, np.where(np.isnan(a), 0, np.sign(a) * 1e308)).tolist() \
+                if a.dtype.kind == "f" else a.tolist()
+
+        return {"params": self.get_params(), **{k: plain(getattr(self, k)) for k in self._ARRAYS},
+                **{k: (getattr(self, k).item() if hasattr(getattr(self, k), "item") else getattr(self, k))
+                   for k in self._SCALARS}}
+
+    @classmethod
+    def from_params(cls, params: dict) -> "FridrichGoljanClassifier":
+        """Rebuild a fitted model from :meth:`to_params`."""
+        model = cls(**params["params"])
+        for k in cls._ARRAYS:
+            a = np.asarray(params[k])
+            if a.dtype.kind == "f":
+                a = np.where(np.abs(a) >= 1e308, np.copysign(np.inf, a), a)
+            setattr(model, k, a)
+        for k in cls._SCALARS:
+            setattr(model, k, params[k])
+        model.onset_ = model.onset_.astype(np.intp)
+        model.defect_interval_ = model.defect_interval_.astype(np.intp)
+        model.condition_samples_ = model.condition_samples_.reshape(-1, 2)
+        model.interval_log_weight_ = model.interval_log_weight_.reshape(len(model.classes_), -1)
+        return model

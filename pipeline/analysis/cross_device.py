@@ -311,8 +311,8 @@ def _test_set(dev: _Device, run: int) -> tuple[list[str], list[int]]:
     return [p for p, _ in kept], [int(y) for _, y in kept]
 
 
-def _exposure(dev: _Device, path: str, from_exif: dict) -> float:
-    value = dev.rows[path].exposure_s if path in dev.rows else None
+def _exposure(dev: _Device, path: str, from_exif: dict, field: str = "exposure_s") -> float:
+    value = getattr(dev.rows[path], field) if path in dev.rows else None
     if value is None:
         value = from_exif.get(path)
     return float(value) if value else np.nan
@@ -321,8 +321,8 @@ def _exposure(dev: _Device, path: str, from_exif: dict) -> float:
 # ---------------------------------------------------------------- defect-based methods
 
 def _measure(dev: _Device, paths: list[str], rows, cols, chans, cfg: ExperimentConfig, pool: WorkerPool,
-             desc: str) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray]:
-    """Residual, local sigma and exposure of ``paths`` of ``dev`` at the given positions.
+             desc: str) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Residual, local sigma, exposure and ISO of ``paths`` of ``dev`` at the given positions.
 
     Positions outside the device's frame, or in a colour channel its images lack, stay NaN.
     """
@@ -340,7 +340,7 @@ def _measure(dev: _Device, paths: list[str], rows, cols, chans, cfg: ExperimentC
              for chunk in chunks]
     results = map_batches(sparse_batch, tasks, pool=pool, weights=[len(t.paths) for t in tasks], unit="img",
                           desc=desc, progress=cfg.progress)
-    exif = {}
+    exif, exif_iso = {}, {}
     start = 0
     for res in results:
         k = res.residuals.shape[0]
@@ -348,12 +348,14 @@ def _measure(dev: _Device, paths: list[str], rows, cols, chans, cfg: ExperimentC
         S[start:start + k, index] = res.sigma
         start += k
         exif.update(res.exposures)
+        exif_iso.update(res.isos)
         for path, reason in res.failures:
             if cfg.strict:
                 raise ImageReadError(path, reason, "Fix or remove it, or run without --strict to skip it.")
             dev.failures.setdefault(path, reason)
     tau = np.array([_exposure(dev, p, exif) for p in paths])
-    return {p: i for i, p in enumerate(paths)}, W, S, tau
+    iso = np.array([_exposure(dev, p, exif_iso, "iso") for p in paths])
+    return {p: i for i, p in enumerate(paths)}, W, S, tau, iso
 
 
 def _defect_cells(train_dev: _Device, devices: list[_Device], methods: list[str], cfg: ExperimentConfig,
@@ -395,7 +397,7 @@ def _defect_cells(train_dev: _Device, devices: list[_Device], methods: list[str]
         label = dict(zip(split.train_paths, split.train_labels))
         train = [p for p in sorted(split.train_paths, key=train_dev.order.__getitem__) if p not in train_dev.failures]
         y_tr = np.array([label[p] for p in train])
-        idx_tr, W_tr, _, _ = measured[train_dev.name]
+        idx_tr, W_tr, _, _, _ = measured[train_dev.name]
         X_tr = W_tr[[idx_tr[p] for p in train]][:, columns]
         models = _fit_models(methods, part, split, X_tr, y_tr, cfg)
         for test_dev in devices:
@@ -404,9 +406,9 @@ def _defect_cells(train_dev: _Device, devices: list[_Device], methods: list[str]
             test, y_te = _test_set(test_dev, r)
             if not test:
                 continue
-            idx, W, S, tau = measured[test_dev.name]
+            idx, W, S, tau, iso = measured[test_dev.name]
             rows_te = [idx[p] for p in test]
-            X, Sg, tt = W[rows_te][:, columns], S[rows_te][:, columns], tau[rows_te]
+            X, Sg, tt = W[rows_te][:, columns], S[rows_te][:, columns], (tau[rows_te], iso[rows_te])
             outside = int(np.sum(~np.isfinite(W[:, columns]).any(axis=0))) if W.shape[0] else 0
             for method in methods:
                 if method not in part.get("methods", []):
@@ -446,8 +448,9 @@ def _predict(model, method, X, S, tau, classes, y_tr) -> tuple[np.ndarray, str]:
         freq = np.array([np.mean(np.asarray(y_tr) == c) for c in classes])
         return np.tile(freq, (X.shape[0], 1)), "no defects identified: predicts the training class frequencies"
     if method == "fg":
-        exposure = tau if model.uses_exposure_ else None
-        proba = model.predict_proba(X, sigma=S, exposure=exposure)
+        exposure, iso = tau
+        proba = model.predict_proba(X, sigma=S, exposure=exposure if model.uses_exposure_ else None,
+                                    iso=iso if model.uses_iso_ else None)
     else:
         proba = model.predict_proba(X)
     full = np.zeros((X.shape[0], len(classes)))

@@ -19,6 +19,7 @@ from __future__ import annotations
 import zlib
 from collections import Counter
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -249,6 +250,24 @@ def _exposure(dev: _DeviceData, path: str, from_exif: dict) -> float:
     return float(value) if value else np.nan
 
 
+def _iso(dev: _DeviceData, path: str, from_exif: dict) -> float:
+    value = dev.rows[path].iso
+    if value is None:
+        value = from_exif.get(path)
+    return float(value) if value else np.nan
+
+
+def capture_times(rows) -> np.ndarray:
+    """Capture time of each manifest row as a number: days since 1970 when every row has a
+    ``captured_at``, else the acquisition slot (the axis the rows are ordered on)."""
+    if all(r.captured_at is not None for r in rows):
+        epoch = datetime(1970, 1, 1)
+        return np.array([(r.captured_at - epoch).total_seconds() / 86400.0 for r in rows])
+    if all(r.timeslot is not None for r in rows):
+        return np.array([float(r.timeslot) for r in rows])
+    return np.array([float(i) for i in range(len(rows))])
+
+
 def _screen_device(dev: _DeviceData, cfg: ExperimentConfig, pool, cache: FeatureCache) -> dict:
     """Pass 1: the screening record of every image of the device (unreadable ones recorded)."""
     tasks = [ScreenTask(tuple(chunk), dev.frame, cache, dev.kind, dev.bit_depth)
@@ -275,6 +294,7 @@ def _device_defect_features(dev: _DeviceData, splits: list[Split], records: dict
     order_index = {p: i for i, p in enumerate(dev.order)}
     trains = {s.run: sorted(s.train_paths, key=order_index.__getitem__) for s in splits}
     exif_exposure = {path: record.exposure for path, record in records.items()}
+    exif_iso = {path: record.iso for path, record in records.items()}
     identifier = DefectIdentifier(candidate_false_alarm=cfg.candidate_false_alarm,
                                   onset_false_alarm=cfg.onset_false_alarm)
     shape = next(iter(records.values())).shape if records else None
@@ -301,6 +321,8 @@ def _device_defect_features(dev: _DeviceData, splits: list[Split], records: dict
         _record_failures(dev, res.failures, cfg.strict)
         for path, value in res.exposures.items():
             exif_exposure.setdefault(path, value)
+        for path, value in res.isos.items():
+            exif_iso.setdefault(path, value)
         dev.cache_stats["residuals_cached"] += res.cache_hits
         dev.cache_stats["residuals_computed"] += len(res.exposures) - res.cache_hits
     row_of = {p: i for i, p in enumerate(every)}
@@ -311,49 +333,50 @@ def _device_defect_features(dev: _DeviceData, splits: list[Split], records: dict
         take = np.array([column[(int(r), int(c), int(ch))] for r, c, ch in zip(rows, cols, chans)], dtype=np.int64)
         images = np.array([row_of[p] for p in train + test], dtype=np.int64)
         W, S = W_all[np.ix_(images, take)], S_all[np.ix_(images, take)]
-        out[split.run] = _identify_run(dev, train, test, W, S, rows, cols, chans, exif_exposure, identifier)
+        out[split.run] = _identify_run(dev, train, test, W, S, rows, cols, chans, exif_exposure, exif_iso,
+                                       identifier)
     return out
 
 
-def _identify_run(dev, train, test, W, S, rows, cols, chans, exif_exposure, identifier):
+def _identify_run(dev, train, test, W, S, rows, cols, chans, exif_exposure, exif_iso, identifier):
     every = train + test
     tau = np.array([_exposure(dev, p, exif_exposure) for p in every])
+    iso = np.array([_iso(dev, p, exif_iso) for p in every])
+    times = capture_times([dev.rows[p] for p in every])
     ok = np.array([p not in dev.failures for p in every])
     n_train = len(train)
     tr_ok = ok[:n_train]
-    table = identifier.identify(W[:n_train][tr_ok], S[:n_train][tr_ok], tau[:n_train][tr_ok], rows, cols, chans,
-                                demosaiced=dev.kind != "cfa")
+    # the onset test sees the effective exposure g·τ: defect amplitudes scale with analogue gain
+    effective = tau * iso / np.nanmin(iso) if np.isfinite(iso).any() else tau
+    table = identifier.identify(W[:n_train][tr_ok], S[:n_train][tr_ok], effective[:n_train][tr_ok], rows, cols,
+                                chans, demosaiced=dev.kind != "cfa")
     # candidate column of each identified defect
     key = {(int(r), int(c), int(ch)): i for i, (r, c, ch) in enumerate(zip(rows, cols, chans))}
     columns = np.array([key[(int(r), int(c), int(ch))] for r, c, ch in zip(table.rows, table.cols, table.channels)],
                        dtype=np.int64)
     onset_paths = [train[np.flatnonzero(tr_ok)[k]] for k in table.onset_index]
-    return {"train": train, "test": test, "W": W[:, columns], "S": S[:, columns], "tau": tau, "ok": ok,
+    return {"train": train, "test": test, "W": W[:, columns], "S": S[:, columns], "tau": tau, "iso": iso,
+            "time": times, "ok": ok,
             "table": table, "onset_paths": onset_paths, "n_candidates": int(rows.size)}
-
-
-def _fg_params(model: FridrichGoljanClassifier) -> dict:
-    return {"classes": model.classes_.tolist(), "onset": model.onset_.tolist(),
-            "dark_current": model.dark_current_.tolist(), "offset": model.offset_.tolist(),
-            "sigma": model.sigma_.tolist(), "uses_exposure": bool(model.uses_exposure_),
-            "tau_range": list(model.tau_range_), "onset_llr": model.onset_llr_.tolist(),
-            "llr_threshold": model.llr_threshold_, "false_alarm": model.false_alarm, "tau_grid": model.tau_grid}
 
 
 def fg_from_params(params: dict) -> FridrichGoljanClassifier:
     """Rebuild a fitted :class:`FridrichGoljanClassifier` from the parameters a run stored."""
-    model = FridrichGoljanClassifier(false_alarm=params["false_alarm"], tau_grid=params["tau_grid"])
-    model.classes_ = np.asarray(params["classes"])
-    model.onset_ = np.asarray(params["onset"], dtype=np.intp)
-    model.dark_current_ = np.asarray(params["dark_current"], dtype=float)
-    model.offset_ = np.asarray(params["offset"], dtype=float)
-    model.sigma_ = np.asarray(params["sigma"], dtype=float)
-    model.uses_exposure_ = params["uses_exposure"]
-    model.tau_range_ = tuple(params["tau_range"])
-    model.onset_llr_ = np.asarray(params["onset_llr"], dtype=float)
-    model.llr_threshold_ = params["llr_threshold"]
-    model.n_features_in_ = model.onset_.size
-    return model
+    if "params" not in params:
+        raise ValueError("this run's Fridrich–Goljan model was written by an older agetrace (before the "
+                         "ISO-aware, robust likelihood); run the experiment again in a new --out folder")
+    return FridrichGoljanClassifier.from_params(params)
+
+
+def fg_side_arrays(feats: dict) -> dict:
+    """The keyword arguments of the Fridrich–Goljan model for a run's images: local noise levels,
+    and exposure times and ISO where any image of the run has them (NaN where unknown)."""
+    side = {"sigma": feats["S"]}
+    if np.isfinite(feats["tau"]).any():
+        side["exposure"] = feats["tau"]
+    if np.isfinite(feats["iso"]).any():
+        side["iso"] = feats["iso"]
+    return side
 
 
 def _prior_prediction(y_train, n_test, classes):
@@ -378,11 +401,11 @@ def _run_defect_methods(feats, split, cfg, classes, methods):
             notes[method] = "no defects identified: predicts the training class frequencies"
             continue
         if method == "fg":
-            known = np.isfinite(tau)
+            side = fg_side_arrays(feats)
             model = FridrichGoljanClassifier(false_alarm=cfg.fg_false_alarm)
-            model.fit(X[tr_idx], y_tr, sigma=S[tr_idx], exposure=tau[tr_idx] if known.any() else None)
-            proba = model.predict_proba(X[te_idx], sigma=S[te_idx], exposure=tau[te_idx] if known.any() else None)
-            fg_params = _fg_params(model)
+            model.fit(X[tr_idx], y_tr, **{k: v[tr_idx] for k, v in side.items()}, time=feats["time"][tr_idx])
+            proba = model.predict_proba(X[te_idx], **{k: v[te_idx] for k, v in side.items()})
+            fg_params = model.to_params()
         elif method == "nb":
             proba = ResidualNaiveBayes().fit(X[tr_idx], y_tr).predict_proba(X[te_idx])
             model = None

@@ -4,7 +4,7 @@
 
 For the device's defects identified in run R of a finished ``ml_age`` output folder, prints each
 defect's position, onset (the first trusted image showing it), the residual expected if it is
-present (``τ·D + c``), the residual measured in IMAGE with its local noise level, and its
+present (``g^κ(τ^κ·D + c)``, with its spread), the residual measured in IMAGE with its local noise level, and its
 log-likelihood ratio "present" vs "absent"; then the log-likelihood and posterior of every age
 class under the Fridrich–Goljan model of that run.
 """
@@ -49,7 +49,7 @@ def explain_image(image: str | Path, run_dir: str | Path, *, device: str | None 
     if not config_path.exists():
         raise FileNotFoundError(f"{run_dir} is not an ml_age output folder (no config.json)")
     record = read_json(config_path)
-    exposure = None
+    exposure = iso = None
     try:
         manifest = load_manifest(record["manifest"]["path"], check_files=False)
         row = next((r for r in manifest.rows if r.path == image), None)
@@ -57,7 +57,7 @@ def explain_image(image: str | Path, run_dir: str | Path, *, device: str | None 
         row = None
     if row is not None:
         device = device or row.device
-        exposure = row.exposure_s
+        exposure, iso = row.exposure_s, row.iso
     if device is None:
         raise ValueError(f"{image} is not in the run's manifest: say which device took it with --device")
     part_path = run_dir / "parts" / device / f"run_{split_run:02d}.json"
@@ -72,18 +72,24 @@ def explain_image(image: str | Path, run_dir: str | Path, *, device: str | None 
     result = sparse_batch(SparseTask((str(image),), rows, cols, chans, tuple(part["frame"])))
     if result.failures:
         raise ImageReadError(image, result.failures[0][1])
-    if exposure is None:
-        exposure = result.exposures.get(str(image))
+    sources = {"exposure": "manifest" if exposure else None, "iso": "manifest" if iso else None}
+    if not exposure and result.exposures.get(str(image)):
+        exposure, sources["exposure"] = result.exposures[str(image)], "EXIF"
+    if not iso and result.isos.get(str(image)):
+        iso, sources["iso"] = result.isos[str(image)], "EXIF"
     w, s = result.residuals[0], result.sigma[0]
     tau = np.array([exposure if exposure else np.nan])
-    ll = model.interval_log_likelihood(w[None], sigma=s[None], exposure=tau if model.uses_exposure_ else None)[0]
+    isos = np.array([iso if iso else np.nan])
+    side = {"sigma": s[None], "exposure": tau if model.uses_exposure_ else None, "iso": isos if model.uses_iso_ else None}
+    ll = model.class_log_likelihood(w[None], **side)[0]
     posterior = np.exp(ll - ll.max())
     posterior /= posterior.sum()
-    # per-defect expected residual and ratio, at the exposure used (profiled τ: the best class's)
-    tau_used = exposure if (exposure and model.uses_exposure_) else 1.0
-    mu = tau_used * model.dark_current_ + model.offset_
+    lam = model.defect_log_likelihood_ratios(w[None], **side)[0]
+    med_tau, med_gain = np.median(model.condition_samples_, axis=0)
+    tau_used = exposure if (exposure and model.uses_exposure_) else (med_tau if model.uses_exposure_ else 1.0)
+    gain_used = (iso / model.base_iso_ if (iso and model.uses_iso_) else (med_gain if model.uses_iso_ else 1.0))
+    mu = model.expected_residual(np.array([tau_used]), np.array([gain_used]))[0]
     s_eff = np.where(np.isfinite(s), s, model.sigma_)
-    lam = np.where(np.isfinite(w), (np.nan_to_num(w) * mu - 0.5 * mu * mu) / s_eff ** 2, 0.0)
     defects = []
     for i in range(rows.size):
         onset_class = int(model.onset_[i])
@@ -91,34 +97,41 @@ def explain_image(image: str | Path, run_dir: str | Path, *, device: str | None 
             "row": int(rows[i]), "col": int(cols[i]), "channel": int(chans[i]),
             "onset_image": d["onset_path"][i] if "onset_path" in d else None,
             "onset_class": model.classes_[onset_class].item() if onset_class < len(model.classes_) else None,
-            "expected_residual": float(mu[i]), "measured_residual": None if not np.isfinite(w[i]) else float(w[i]),
+            "expected_residual": float(mu[i]), "spread": float(model.spread_[i]),
+            "measured_residual": None if not np.isfinite(w[i]) else float(w[i]),
             "sigma": float(s_eff[i]), "log_likelihood_ratio": float(lam[i]),
         })
-    return {"image": str(image), "device": device, "run": split_run, "exposure_s": exposure,
-            "classes": model.classes_.tolist(), "log_likelihood": ll.tolist(), "posterior": posterior.tolist(),
-            "defects": defects}
+    return {"image": str(image), "device": device, "run": split_run, "exposure_s": exposure, "iso": iso,
+            "sources": sources, "classes": model.classes_.tolist(), "log_likelihood": ll.tolist(),
+            "posterior": posterior.tolist(), "defects": defects}
 
 
 def format_evidence(ev: dict) -> str:
     """The evidence as a plain-text report."""
+    unknown = "unknown: the likelihood is averaged over the trusted images' conditions"
+    src = ev.get("sources", {})
     lines = [f"Image   {ev['image']}", f"Device  {ev['device']} (defects and model of split run {ev['run']})",
-             f"Exposure time: {ev['exposure_s'] if ev['exposure_s'] else 'unknown (likelihood maximised over τ)'} s",
+             f"Exposure time: {str(ev['exposure_s']) + ' s (from ' + src.get('exposure', '?') + ')' if ev['exposure_s'] else unknown}",
+             f"ISO: {str(ev['iso']) + ' (from ' + src.get('iso', '?') + ')' if ev.get('iso') else unknown}",
              "",
-             f"{'row':>6} {'col':>6} {'ch':>3} {'onset class':>11} {'expected':>9} {'measured':>9} "
+             f"{'row':>6} {'col':>6} {'ch':>3} {'onset class':>11} {'expected':>9} {'spread':>7} {'measured':>9} "
              f"{'sigma':>7} {'LLR':>8}  first trusted image showing it"]
     for d in ev["defects"]:
         measured = "clipped" if d["measured_residual"] is None else f"{d['measured_residual']:9.2f}"
         onset = "never" if d["onset_class"] is None else str(d["onset_class"])
         lines.append(f"{d['row']:6d} {d['col']:6d} {d['channel']:3d} {onset:>11} {d['expected_residual']:9.2f} "
-                     f"{measured:>9} {d['sigma']:7.2f} {d['log_likelihood_ratio']:8.2f}  {d['onset_image'] or ''}")
+                     f"{d['spread']:7.2f} {measured:>9} {d['sigma']:7.2f} {d['log_likelihood_ratio']:8.2f}  "
+                     f"{d['onset_image'] or ''}")
     lines.append("")
     lines.append("Age class   log-likelihood   posterior")
     best = int(np.argmax(ev["posterior"]))
     for i, (c, ll, p) in enumerate(zip(ev["classes"], ev["log_likelihood"], ev["posterior"])):
         lines.append(f"{c!s:>9}   {ll:14.2f}   {p:9.4f}{'   <- estimate' if i == best else ''}")
     lines.append("")
-    lines.append("A defect with onset class k counts for classes k and later (the prefix sum); defects with "
-                 "onset 'never' were not confirmed in the trusted images and carry no weight.")
+    lines.append("A defect counts for the images taken after its onset (located in time between two trusted "
+                 "images); a present defect that is missing costs at most -log(masking probability), so no single "
+                 "defect decides. Defects with onset 'never' were not confirmed in the trusted images and carry "
+                 "no weight. The posterior above is the model's own (uniform prior, uncalibrated).")
     return "\n".join(lines)
 
 
