@@ -51,8 +51,9 @@ from pathlib import Path
 import numpy as np
 
 from baselines.residual_classifiers import ResidualNaiveBayes, ResidualSVM
-from pipeline.analysis.experiment import (ALL_METHODS, DEFECT_METHODS, ExperimentConfig, device_seed, fg_from_params,
-                                          run_experiment)
+from pipeline.analysis.calibration import log_scores, posterior_from_lr
+from pipeline.analysis.experiment import (ALL_METHODS, DEFECT_METHODS, ExperimentConfig, calibrated_lr_from_table,
+                                          device_seed, fg_from_params, run_experiment)
 from pipeline.analysis.provenance import package_versions, read_json, utc_now, write_json
 from pipeline.analysis.report import method_labels, write_csv
 from pipeline.data.atomic import atomic_write, atomic_write_text
@@ -431,15 +432,16 @@ def _fit_models(methods, part, split, X_tr, y_tr, cfg: ExperimentConfig) -> dict
     for method in methods:
         if method not in part.get("methods", []):
             continue
-        if trivial:
+        table = part.get("calibration", {}).get(method)
+        if trivial or table is None:
             models[method] = None
         elif method == "fg":
-            models[method] = fg_from_params(part["fg_model"]) if "fg_model" in part else None
+            models[method] = (fg_from_params(part["fg_model"]), table) if "fg_model" in part else None
         elif method == "nb":
-            models[method] = ResidualNaiveBayes().fit(X_tr, y_tr)
+            models[method] = (ResidualNaiveBayes().fit(X_tr, y_tr), table)
         else:
-            models[method] = ResidualSVM(inner_folds=cfg.svm_inner_folds,
-                                         random_state=split.seed % (2 ** 31)).fit(X_tr, y_tr)
+            models[method] = (ResidualSVM(inner_folds=cfg.svm_inner_folds,
+                                          random_state=split.seed % (2 ** 31)).fit(X_tr, y_tr), table)
     return models
 
 
@@ -447,12 +449,15 @@ def _predict(model, method, X, S, tau, classes, y_tr) -> tuple[np.ndarray, str]:
     if model is None:
         freq = np.array([np.mean(np.asarray(y_tr) == c) for c in classes])
         return np.tile(freq, (X.shape[0], 1)), "no defects identified: predicts the training class frequencies"
+    model, table = model
     if method == "fg":
         exposure, iso = tau
-        proba = model.predict_proba(X, sigma=S, exposure=exposure if model.uses_exposure_ else None,
-                                    iso=iso if model.uses_iso_ else None)
+        scores = model.predict_log_proba(X, sigma=S, exposure=exposure if model.uses_exposure_ else None,
+                                         iso=iso if model.uses_iso_ else None)
     else:
-        proba = model.predict_proba(X)
+        scores = log_scores(model.predict_proba(X))
+    # the run's own calibration, fitted on its training images only
+    proba = posterior_from_lr(calibrated_lr_from_table(table, scores), table["priors"])
     full = np.zeros((X.shape[0], len(classes)))
     for j, c in enumerate(model.classes_):
         full[:, classes.index(c)] = proba[:, j]
@@ -521,6 +526,9 @@ def _srnet_cells(train_dev: _Device, devices: list[_Device], exp_dir: Path, clas
             if proba.shape[1] != len(classes):
                 raise ExperimentIncompleteError(f"{workdir}: the networks have {proba.shape[1]} outputs but the "
                                                 f"manifest has {len(classes)} classes; rerun the experiment")
+            table = part.get("calibration", {}).get("srnet")
+            if table is not None:  # the run's own calibration, fitted on its held-out training images
+                proba = posterior_from_lr(calibrated_lr_from_table(table, log_scores(proba)), table["priors"])
             note = "" if test_dev is train_dev else SRNET_TRANSFER_NOTE
             _record(metrics, predictions, "srnet", train_dev.name, test_dev.name, r, test, y_te, proba, classes, note)
 

@@ -23,13 +23,16 @@ from datetime import datetime
 from pathlib import Path
 
 import numpy as np
+from scipy.special import logsumexp
 
 from baselines.defects import DefectIdentifier, DefectTable
 from baselines.fridrich_goljan import FridrichGoljanClassifier
 from baselines.residual_classifiers import ResidualNaiveBayes, ResidualSVM
+from pipeline.analysis.calibration import (EvidenceCalibrator, cross_fitted_scores, evidence_metrics, log_scores,
+                                          reliability_figure, tippett_figure, top_label)
 from pipeline.analysis.provenance import package_versions, read_json, utc_now, write_json
 from pipeline.analysis.report import method_labels, plot_accuracy_boxes, summarise, summary_markdown, write_csv
-from pipeline.data.atomic import atomic_write_text
+from pipeline.data.atomic import atomic_write, atomic_write_text
 from pipeline.data.errors import ImageReadError
 from pipeline.data.manifest import Manifest
 from pipeline.data.splits import Split, read_split, stratified_splits, write_split
@@ -89,6 +92,14 @@ class ExperimentConfig:
         See :class:`baselines.fridrich_goljan.FridrichGoljanClassifier`.
     svm_inner_folds : int
         Inner cross-validation folds for the SVM's C and γ.
+    calibration_folds : int
+        Folds of the cross-fitting inside each training split from which every defect-based
+        method's scores are calibrated (:mod:`pipeline.analysis.calibration`).
+    calibration_method : {'logistic', 'isotonic'}
+        Calibrator of the scores (ELUB-bounded either way).
+    srnet_calibration_fraction : float
+        Share of each training split (stratified) that SRNet does not train on and that calibrates
+        its scores instead: cross-fitting would train the five crop networks several times over.
     srnet_preset : str
         ``cpu`` or ``paper`` (see :mod:`pipeline.srnet.presets`).
     srnet_runs : int or None
@@ -118,6 +129,9 @@ class ExperimentConfig:
     onset_false_alarm: float = 1e-3
     fg_false_alarm: float = 1e-3
     svm_inner_folds: int = 3
+    calibration_folds: int = 5
+    calibration_method: str = "logistic"
+    srnet_calibration_fraction: float = 0.2
     srnet_preset: str = "cpu"
     srnet_runs: int | None = None
     srnet_overrides: dict = field(default_factory=dict)
@@ -145,6 +159,12 @@ class ExperimentConfig:
             raise ValueError(f"test_size must be in (0, 1), got {self.test_size}")
         if self.n_blocks < 2:
             raise ValueError(f"n_blocks must be >= 2, got {self.n_blocks}")
+        if self.calibration_folds < 2:
+            raise ValueError(f"calibration_folds must be >= 2, got {self.calibration_folds}")
+        if self.calibration_method not in ("logistic", "isotonic"):
+            raise ValueError(f"calibration_method must be 'logistic' or 'isotonic', got {self.calibration_method!r}")
+        if not 0 < self.srnet_calibration_fraction < 0.5:
+            raise ValueError(f"srnet_calibration_fraction must be in (0, 0.5), got {self.srnet_calibration_fraction}")
 
 
 @dataclass
@@ -385,76 +405,174 @@ def _prior_prediction(y_train, n_test, classes):
     return np.tile(freq, (n_test, 1))
 
 
+def _fit_defect_method(method, cfg, seed, X, y, side, time):
+    if method == "fg":
+        return FridrichGoljanClassifier(false_alarm=cfg.fg_false_alarm).fit(X, y, **side, time=time)
+    if method == "nb":
+        return ResidualNaiveBayes().fit(X, y)
+    return ResidualSVM(inner_folds=cfg.svm_inner_folds, random_state=seed).fit(X, y)
+
+
+def _defect_scores(model, method, X, side):
+    """The method's natural-log scores, one column per fitted class."""
+    if method == "fg":
+        return model.predict_log_proba(X, **side)
+    return log_scores(model.predict_proba(X))
+
+
+def calibration_table(calibrator: EvidenceCalibrator, scores: np.ndarray) -> dict:
+    """A calibrator as a JSON table: for each class, its one-vs-rest score on a grid and the log10 LR
+    there (a monotone map, interpolated by :func:`calibrated_lr_from_table`)."""
+    k = calibrator.classes_.size
+    s = scores[:, 1] - scores[:, 0] if k == 2 else None
+    tables = []
+    for j in range(1 if k == 2 else k):
+        col = 1 if k == 2 else j
+        if k == 2:
+            ovr = s
+        else:
+            others = np.delete(scores, j, axis=1)
+            ovr = scores[:, j] - logsumexp(others, axis=1)
+        finite = ovr[np.isfinite(ovr)]
+        lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (-1.0, 1.0)
+        grid = np.unique(np.concatenate([np.linspace(lo - 5 - 0.5 * (hi - lo), hi + 5 + 0.5 * (hi - lo), 400),
+                                         finite]))
+        probe = np.zeros((grid.size, k))
+        probe[:, col] = grid + (np.log(k - 1) if k > 2 else 0.0)
+        tables.append({"class": calibrator.classes_[col].item(), "score": grid.tolist(),
+                       "log10_lr": calibrator.log10_lr(probe)[:, col].tolist()})
+    return {"classes": calibrator.classes_.tolist(), "priors": calibrator.priors_.tolist(),
+            "bounds": calibrator.bounds_.tolist(), "n_calibration": int(calibrator.n_calibration_),
+            "method": calibrator.method, "tables": tables}
+
+
+def calibrated_lr_from_table(table: dict, scores: np.ndarray) -> np.ndarray:
+    """log10 LR of each class (one-vs-rest) from a :func:`calibration_table`, for (n, K) log-scores."""
+    scores = np.atleast_2d(np.asarray(scores, dtype=float))
+    k = len(table["classes"])
+    out = np.zeros((scores.shape[0], k))
+    if k == 2:
+        t = table["tables"][0]
+        out[:, 1] = np.interp(scores[:, 1] - scores[:, 0], t["score"], t["log10_lr"])
+        out[:, 0] = -out[:, 1]
+        return out
+    for j, t in enumerate(table["tables"]):
+        ovr = scores[:, j] - logsumexp(np.delete(scores, j, axis=1), axis=1)
+        out[:, j] = np.interp(ovr, t["score"], t["log10_lr"])
+    return out
+
+
+def _align(values, fitted_classes, classes, fill=0.0):
+    """Columns of ``values`` (one per fitted class) placed at the experiment's classes."""
+    full = np.full((values.shape[0], len(classes)), fill, dtype=float)
+    for j, c in enumerate(fitted_classes):
+        full[:, classes.index(c)] = values[:, j]
+    return full
+
+
 def _run_defect_methods(feats, split, cfg, classes, methods):
+    """Fit each defect-based method on the run's training images and calibrate its scores by
+    cross-fitting inside them; returns calibrated probabilities, log10 LRs and raw probabilities."""
     train, test, ok = feats["train"], feats["test"], feats["ok"]
     n_train = len(train)
     label = {p: y for p, y in zip(split.train_paths + split.test_paths, split.train_labels + split.test_labels)}
     tr_idx = np.flatnonzero(ok[:n_train])
     te_idx = n_train + np.flatnonzero(ok[n_train:])
     y_tr = np.array([label[train[i]] for i in tr_idx])
-    X, S, tau = feats["W"], feats["S"], feats["tau"]
+    X = feats["W"]
+    side = fg_side_arrays(feats)
+    time = feats["time"]
     n_defects = X.shape[1]
-    outputs, notes, fg_params = {}, {}, None
+    seed = split.seed % (2 ** 31)
+    outputs, notes, fg_params, calibration = {}, {}, None, {}
+    fitted_classes = list(np.unique(y_tr))
+    counts = np.unique(y_tr, return_counts=True)[1]
     for method in methods:
-        if n_defects == 0 or len(np.unique(y_tr)) < 2:
-            outputs[method] = _prior_prediction(y_tr, te_idx.size, classes)
-            notes[method] = "no defects identified: predicts the training class frequencies"
+        if n_defects == 0 or len(fitted_classes) < 2 or counts.min() < 2:
+            prior = _prior_prediction(y_tr, te_idx.size, classes)
+            outputs[method] = {"proba": prior, "raw": prior, "log10_lr": np.zeros_like(prior)}
+            notes[method] = ("no defects identified: predicts the training class frequencies, LR 1"
+                             if n_defects == 0 else "too few training images per class: predicts the "
+                             "training class frequencies, LR 1")
             continue
+
+        def fit_score(inner_train, inner_test, method=method):
+            rows_tr, rows_te = tr_idx[inner_train], tr_idx[inner_test]
+            model = _fit_defect_method(method, cfg, seed, X[rows_tr], y_tr[inner_train],
+                                       {k: v[rows_tr] for k, v in side.items()}, time[rows_tr])
+            return _defect_scores(model, method, X[rows_te], {k: v[rows_te] for k, v in side.items()})
+
+        oof = cross_fitted_scores(fit_score, y_tr, n_folds=cfg.calibration_folds, random_state=seed)
+        calibrator = EvidenceCalibrator(method=cfg.calibration_method, random_state=seed).fit(oof, y_tr)
+        model = _fit_defect_method(method, cfg, seed, X[tr_idx], y_tr, {k: v[tr_idx] for k, v in side.items()},
+                                   time[tr_idx])
+        test_side = {k: v[te_idx] for k, v in side.items()}
+        scores = _defect_scores(model, method, X[te_idx], test_side)
+        outputs[method] = {"proba": _align(calibrator.predict_proba(scores), fitted_classes, classes),
+                           "raw": _align(np.exp(scores - logsumexp(scores, axis=1, keepdims=True)),
+                                         fitted_classes, classes),
+                           "log10_lr": _align(calibrator.log10_lr(scores), fitted_classes, classes)}
+        calibration[method] = calibration_table(calibrator, oof)
         if method == "fg":
-            side = fg_side_arrays(feats)
-            model = FridrichGoljanClassifier(false_alarm=cfg.fg_false_alarm)
-            model.fit(X[tr_idx], y_tr, **{k: v[tr_idx] for k, v in side.items()}, time=feats["time"][tr_idx])
-            proba = model.predict_proba(X[te_idx], **{k: v[te_idx] for k, v in side.items()})
             fg_params = model.to_params()
-        elif method == "nb":
-            proba = ResidualNaiveBayes().fit(X[tr_idx], y_tr).predict_proba(X[te_idx])
-            model = None
-        else:
-            svm = ResidualSVM(inner_folds=cfg.svm_inner_folds, random_state=split.seed % (2 ** 31)).fit(X[tr_idx], y_tr)
-            proba = svm.predict_proba(X[te_idx])
-            notes[method] = f"inner-CV choice {svm.best_params_}" if svm.best_params_ else "default C, gamma"
-        # align columns with the experiment's classes (a class absent from training gets 0)
-        fitted_classes = np.unique(y_tr)
-        full = np.zeros((te_idx.size, len(classes)))
-        for j, c in enumerate(fitted_classes):
-            full[:, classes.index(c)] = proba[:, j]
-        outputs[method] = full
+        elif method == "svm":
+            notes[method] = f"inner-CV choice {model.best_params_}" if model.best_params_ else "default C, gamma"
     test_paths = [test[i - n_train] for i in te_idx]
     table: DefectTable = feats["table"]
     defects = table.as_dict()
     defects["onset_path"] = feats["onset_paths"]
-    return outputs, notes, test_paths, [label[p] for p in test_paths], defects, fg_params, feats["n_candidates"]
+    return (outputs, notes, test_paths, [label[p] for p in test_paths], defects, fg_params, feats["n_candidates"],
+            calibration)
 
 
 def _run_srnet(dev, split, cfg, classes, out: Path):
+    """Train SRNet on the split's training images less a stratified calibration part, and
+    calibrate its fused scores on that part (the five crop networks are too costly to cross-fit)."""
+    from sklearn.model_selection import train_test_split
+
     from pipeline.srnet.fusion import fit_predict
     from pipeline.srnet.presets import preset_config
 
     usable_train = [(p, y) for p, y in zip(split.train_paths, split.train_labels) if p not in dev.failures]
     usable_test = [(p, y) for p, y in zip(split.test_paths, split.test_labels) if p not in dev.failures]
-    srnet_cfg = preset_config(cfg.srnet_preset, **{**cfg.srnet_overrides, "seed": split.seed % (2 ** 31)})
-    result = fit_predict([p for p, _ in usable_train], [y for _, y in usable_train], [p for p, _ in usable_test],
+    seed = split.seed % (2 ** 31)
+    labels = [y for _, y in usable_train]
+    fit_part, cal_part = train_test_split(usable_train, test_size=cfg.srnet_calibration_fraction,
+                                          stratify=labels, random_state=seed)
+    srnet_cfg = preset_config(cfg.srnet_preset, **{**cfg.srnet_overrides, "seed": seed})
+    result = fit_predict([p for p, _ in fit_part], [y for _, y in fit_part],
+                         [p for p, _ in cal_part] + [p for p, _ in usable_test],
                          srnet_cfg, out / "srnet" / dev.device / f"run_{split.run:02d}", classes=classes,
                          progress=cfg.progress)
-    proba = np.asarray(result["proba"])
-    full = np.zeros((len(usable_test), len(classes)))
-    for j, c in enumerate(result["classes"]):
-        full[:, classes.index(c)] = proba[:, j]
-    return full, [p for p, _ in usable_test], [y for _, y in usable_test], result["config"]
+    fitted = list(result["classes"])
+    scores = log_scores(np.asarray(result["proba"]))
+    cal_scores, test_scores = scores[:len(cal_part)], scores[len(cal_part):]
+    calibrator = EvidenceCalibrator(method=cfg.calibration_method, random_state=seed).fit(
+        cal_scores, np.array([y for _, y in cal_part]), classes=fitted)
+    output = {"proba": _align(calibrator.predict_proba(test_scores), fitted, classes),
+              "raw": _align(np.exp(test_scores - logsumexp(test_scores, axis=1, keepdims=True)), fitted, classes),
+              "log10_lr": _align(calibrator.log10_lr(test_scores), fitted, classes)}
+    return (output, [p for p, _ in usable_test], [y for _, y in usable_test], result["config"],
+            calibration_table(calibrator, cal_scores))
 
 
-def _prediction_rows(device, run, method, paths, labels, proba, classes, root: Path | None):
+def _prediction_rows(device, run, method, paths, labels, output, classes, root: Path | None):
+    """Rows of predictions.csv: calibrated probabilities ``p_<class>`` (the predicted class is
+    their argmax), one-vs-rest ``log10_lr_<class>``, and the method's own ``raw_p_<class>``."""
     rows = []
-    for p, y, pr in zip(paths, labels, proba):
+    for i, (p, y) in enumerate(zip(paths, labels)):
         shown = p
         if root is not None:
             try:
                 shown = str(Path(p).relative_to(root))
             except ValueError:
                 pass
+        pr = output["proba"][i]
         row = {"image": shown, "device": device, "run": run, "method": method, "true": int(y),
                "predicted": int(classes[int(np.argmax(pr))])}
         row.update({f"p_{c}": float(v) for c, v in zip(classes, pr)})
+        row.update({f"log10_lr_{c}": float(v) for c, v in zip(classes, output["log10_lr"][i])})
+        row.update({f"raw_p_{c}": float(v) for c, v in zip(classes, output["raw"][i])})
         rows.append(row)
     return rows
 
@@ -551,24 +669,28 @@ def _run_device(out, cfg, manifest, device, classes, root, srnet_k, defect_metho
         done = set(part["methods"])
         missing_defect = [m for m in defect_methods if m not in done]
         if missing_defect:
-            outputs, notes, test_paths, test_labels, defects, fg_params, n_cand = _run_defect_methods(
-                features[split.run], split, cfg, classes, missing_defect)
-            for method, proba in outputs.items():
+            outputs, notes, test_paths, test_labels, defects, fg_params, n_cand, calibration = \
+                _run_defect_methods(features[split.run], split, cfg, classes, missing_defect)
+            for method, output in outputs.items():
                 part["predictions"] += _prediction_rows(device, split.run, method, test_paths, test_labels,
-                                                        proba, classes, root)
-                part["metrics"].append(_metric(device, split, method, proba, test_labels, classes,
+                                                        output, classes, root)
+                part["metrics"].append(_metric(device, split, method, output, test_labels, classes,
                                                len(defects["rows"]), notes.get(method, "")))
+            part.setdefault("calibration", {}).update(calibration)
             part["defects"], part["n_candidates"] = defects, n_cand
             if fg_params is not None:
                 part["fg_model"] = fg_params
             part["frame"], part["kind"] = list(dev.frame), dev.kind
             _write_defect_csv(out, device, split.run, defects, root)
         if "srnet" in wanted and "srnet" not in done:
-            proba, test_paths, test_labels, srnet_config = _run_srnet(dev, split, cfg, classes, out)
+            output, test_paths, test_labels, srnet_config, table = _run_srnet(dev, split, cfg, classes, out)
             part["srnet_config"] = srnet_config
+            part.setdefault("calibration", {})["srnet"] = table
             part["predictions"] += _prediction_rows(device, split.run, "srnet", test_paths, test_labels,
-                                                    proba, classes, root)
-            part["metrics"].append(_metric(device, split, "srnet", proba, test_labels, classes, None, ""))
+                                                    output, classes, root)
+            part["metrics"].append(_metric(device, split, "srnet", output, test_labels, classes, None,
+                                           f"trained on {len(split.train_paths) - table['n_calibration']} "
+                                           f"training images, calibrated on the other {table['n_calibration']}"))
         part["methods"] = sorted(done | set(wanted))
         part["failures"] = sorted(dev.failures.items())
         write_json(_part_path(out, device, split.run), part)
@@ -621,11 +743,17 @@ def _all_parts_complete(out: Path, dev: _DeviceData, cfg: ExperimentConfig, srne
     return True
 
 
-def _metric(device, split, method, proba, labels, classes, n_defects, note):
-    pred = np.asarray(classes)[np.argmax(proba, axis=1)] if len(labels) else np.zeros(0)
-    acc = float(np.mean(pred == np.asarray(labels))) if len(labels) else float("nan")
-    return {"device": device, "run": split.run, "method": method, "accuracy": acc, "n_test": len(labels),
-            "n_train": len(split.train_paths), "n_defects": n_defects, "note": note}
+#: calibration columns of metrics.csv and the calibration table, in order
+EVIDENCE_COLUMNS = ("cllr", "cllr_min", "ece", "brier", "confident_wrong")
+
+
+def _metric(device, split, method, output, labels, classes, n_defects, note):
+    row = {"device": device, "run": split.run, "method": method, "n_test": len(labels),
+           "n_train": len(split.train_paths), "n_defects": n_defects, "note": note}
+    ev = evidence_metrics(output["proba"], output["log10_lr"], np.asarray(labels), classes)
+    row["accuracy"] = ev["accuracy"]
+    row.update({k: ev[k] for k in EVIDENCE_COLUMNS})
+    return row
 
 
 def _write_defect_csv(out, device, run, defects, root):
@@ -644,6 +772,72 @@ def _write_defect_csv(out, device, run, defects, root):
               ["row", "col", "channel", "onset_index", "onset_path", "dark_current", "offset", "llr", "spread"])
 
 
+def pooled_evidence(predictions: list[dict], methods: list[str], classes: list) -> list[dict]:
+    """Calibration metrics per device and method, over every test image of every run (pooled:
+    one run's dozen test images are too few for a Cllr or an ECE)."""
+    rows = []
+    for device in dict.fromkeys(p["device"] for p in predictions):
+        for method in methods:
+            preds = [p for p in predictions if p["device"] == device and p["method"] == method]
+            if not preds:
+                continue
+            proba = np.array([[p[f"p_{c}"] for c in classes] for p in preds], dtype=float)
+            llr = np.array([[p[f"log10_lr_{c}"] for c in classes] for p in preds], dtype=float)
+            ev = evidence_metrics(proba, llr, np.array([p["true"] for p in preds]), classes)
+            rows.append({"device": device, "method": method, "runs": len({p["run"] for p in preds}),
+                         "n": ev["n"], "accuracy": ev["accuracy"], **{k: ev[k] for k in EVIDENCE_COLUMNS}})
+    return rows
+
+
+def evidence_markdown(evidence: list[dict], methods: list[str], labels: dict) -> str:
+    """The calibration table of summary.md."""
+    lines = ["Calibrated evidence, pooled over every run's test images (likelihood ratios and probabilities "
+             "calibrated on training images only; Cllr in bits: 0 perfect, 1 says nothing, above 1 misleads; "
+             "Cllr_min is what a perfect recalibration would reach; ECE and the share of test images wrong "
+             "with probability ≥ 0.99 in percent):", "",
+             "| device | method | runs | n | accuracy % | Cllr | Cllr_min | ECE % | Brier | wrong at p ≥ 0.99 % |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    order = {m: i for i, m in enumerate(methods)}
+    for e in sorted(evidence, key=lambda e: (e["device"], order.get(e["method"], 99))):
+        lines.append(f"| {e['device']} | {labels.get(e['method'], e['method'])} | {e['runs']} | {e['n']} | "
+                     f"{100 * e['accuracy']:.1f} | {e['cllr']:.3f} | {e['cllr_min']:.3f} | {100 * e['ece']:.1f} | "
+                     f"{e['brier']:.3f} | {100 * e['confident_wrong']:.1f} |")
+    return "\n".join(lines)
+
+
+def write_calibration_figures(folder: Path, predictions: list[dict], methods: list[str], classes: list,
+                              labels: dict) -> list[Path]:
+    """A reliability diagram per device and, for two classes, a Tippett plot: PNG (300 dpi) and PDF."""
+    written = []
+    for device in dict.fromkeys(p["device"] for p in predictions):
+        curves, llrs = {}, {}
+        for method in methods:
+            preds = [p for p in predictions if p["device"] == device and p["method"] == method]
+            if not preds:
+                continue
+            proba = np.array([[p[f"p_{c}"] for c in classes] for p in preds], dtype=float)
+            truth = np.array([p["true"] for p in preds])
+            name = f"{labels.get(method, method)}, {len({p['run'] for p in preds})} runs"
+            curves[name] = top_label(proba, truth, classes)
+            if len(classes) == 2:
+                llrs[name] = (np.array([p[f"log10_lr_{classes[1]}"] for p in preds], dtype=float),
+                              truth == classes[1])
+        figs = [("reliability", reliability_figure(curves, f"{device}: calibrated probability vs accuracy"))]
+        if llrs:
+            figs.append(("tippett", tippett_figure(
+                llrs, f"{device}: Tippett plot of the calibrated LRs", xlabel=f"log10 LR (class {classes[1]} "
+                f"vs class {classes[0]}; > 0 supports the newer class)", h1_name=f"class {classes[1]}",
+                h2_name=f"class {classes[0]}")))
+        for kind, fig in figs:
+            for fmt, dpi in (("png", 300), ("pdf", None)):
+                path = folder / f"{kind}_{device}.{fmt}"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                with atomic_write(path, "wb") as fh:
+                    fig.savefig(fh, format=fmt, dpi=dpi)
+                written.append(path)
+    return written
+
+
 def _finish(out, cfg, record, manifest, classes, predictions, metrics, failures, srnet_k, log):
     methods = [m for m in ALL_METHODS if m in cfg.methods]
     if cfg.pooled and metrics:
@@ -655,10 +849,15 @@ def _finish(out, cfg, record, manifest, classes, predictions, metrics, failures,
                     metrics.append({"device": "pooled", "run": run, "method": method, "accuracy": acc,
                                     "n_test": len(preds), "n_train": None, "n_defects": None,
                                     "note": "all devices' test images of this run"})
-    pcols = ["image", "device", "run", "method", "true", "predicted"] + [f"p_{c}" for c in classes]
+    pcols = (["image", "device", "run", "method", "true", "predicted"] + [f"p_{c}" for c in classes]
+             + [f"log10_lr_{c}" for c in classes] + [f"raw_p_{c}" for c in classes])
     write_csv(out / "predictions.csv", predictions, pcols)
-    write_csv(out / "metrics.csv", metrics, ["device", "run", "method", "accuracy", "n_test", "n_train",
-                                             "n_defects", "note"])
+    write_csv(out / "metrics.csv", metrics, ["device", "run", "method", "accuracy", *EVIDENCE_COLUMNS, "n_test",
+                                             "n_train", "n_defects", "note"])
+    evidence = pooled_evidence(predictions, methods, classes)
+    write_csv(out / "calibration.csv", evidence, ["device", "method", "runs", "n", "accuracy", *EVIDENCE_COLUMNS])
+    figures = write_calibration_figures(out / "calibration", predictions, methods, classes,
+                                        method_labels(_srnet_crops(cfg)))
     write_csv(out / "failures.csv", failures, ["device", "image", "reason"])
     write_csv(out / "excluded.csv", [{"line": e.line, "image": e.path, "device": e.device, "reason": e.reason}
                                      for e in manifest.excluded], ["line", "image", "device", "reason"])
@@ -688,6 +887,8 @@ def _finish(out, cfg, record, manifest, classes, predictions, metrics, failures,
                         f"{100 * cfg.test_size:.0f} stratified splits, percent):\n\n"
                         + summary_markdown(summary, methods, chance, labels))
         summary_rows = [{**s, "splits": f"all {cfg.runs}"} for s in summary]
+    if evidence:
+        sections.append(evidence_markdown(evidence, methods, labels))
     if failures:
         sections.append(f"{len(failures)} image(s) could not be read and were left out: see failures.csv.")
     if manifest.excluded:
@@ -699,6 +900,7 @@ def _finish(out, cfg, record, manifest, classes, predictions, metrics, failures,
     if metrics:
         plot_accuracy_boxes(metrics, methods, out / "accuracy_boxplot.png",
                             title=f"Per-run accuracy ({cfg.runs} stratified splits)")
-    record.update(status="complete", finished=utc_now(), n_failures=len(failures))
+    record.update(status="complete", finished=utc_now(), n_failures=len(failures),
+                  calibration_figures=[str(f.relative_to(out)) for f in figures])
     write_json(out / "config.json", record)
     return {"summary": summary_rows, "summary_text": text, "metrics": metrics, "out": out, "failures": failures}
