@@ -12,12 +12,15 @@ class under the Fridrich–Goljan model of that run.
 from __future__ import annotations
 
 import argparse
+import csv
 import sys
 from pathlib import Path
 
 import numpy as np
+from scipy.special import logsumexp
 
-from pipeline.analysis.experiment import fg_from_params
+from pipeline.analysis.calibration import posterior_from_lr
+from pipeline.analysis.experiment import calibrated_lr_from_table, fg_from_params
 from pipeline.analysis.provenance import read_json
 from pipeline.data.errors import ImageReadError, ManifestError
 from pipeline.data.manifest import load_manifest
@@ -101,9 +104,29 @@ def explain_image(image: str | Path, run_dir: str | Path, *, device: str | None 
             "measured_residual": None if not np.isfinite(w[i]) else float(w[i]),
             "sigma": float(s_eff[i]), "log_likelihood_ratio": float(lam[i]),
         })
+    calibrated = None
+    table = part.get("calibration", {}).get("fg")
+    if table is not None:
+        scores = ll - logsumexp(ll)
+        llr = calibrated_lr_from_table(table, scores[None])[0]
+        calibrated = {"log10_lr": llr.tolist(), "posterior": posterior_from_lr(llr[None], table["priors"])[0].tolist(),
+                      "priors": table["priors"], "bounds": table["bounds"], "n_calibration": table["n_calibration"],
+                      "held_out": _held_out_quality(run_dir, device)}
     return {"image": str(image), "device": device, "run": split_run, "exposure_s": exposure, "iso": iso,
             "sources": sources, "classes": model.classes_.tolist(), "log_likelihood": ll.tolist(),
-            "posterior": posterior.tolist(), "defects": defects}
+            "posterior": posterior.tolist(), "calibrated": calibrated, "defects": defects}
+
+
+def _held_out_quality(run_dir: Path, device: str) -> dict | None:
+    """The run's pooled test-set calibration figures of Fridrich–Goljan on this device."""
+    path = run_dir / "calibration.csv"
+    if not path.exists():
+        return None
+    with open(path, newline="") as fh:
+        for row in csv.DictReader(fh):
+            if row["device"] == device and row["method"] == "fg":
+                return row
+    return None
 
 
 def format_evidence(ev: dict) -> str:
@@ -127,6 +150,22 @@ def format_evidence(ev: dict) -> str:
     best = int(np.argmax(ev["posterior"]))
     for i, (c, ll, p) in enumerate(zip(ev["classes"], ev["log_likelihood"], ev["posterior"])):
         lines.append(f"{c!s:>9}   {ll:14.2f}   {p:9.4f}{'   <- estimate' if i == best else ''}")
+    cal = ev.get("calibrated")
+    if cal is not None:
+        lines.append("")
+        lines.append(f"Calibrated evidence (logistic calibration on {cal['n_calibration']} cross-fitted trusted "
+                     f"images, bounded by ELUB; priors = trusted class shares {', '.join(f'{p:.2f}' for p in cal['priors'])}):")
+        for c, lr, p, (lo, hi) in zip(ev["classes"], cal["log10_lr"], cal["posterior"], cal["bounds"]):
+            lines.append(f"  class {c!s:>4}: log10 LR {lr:+6.2f} (LR {10 ** lr:.3g}; bounds {lo:+.2f} .. {hi:+.2f}), "
+                         f"posterior {p:.4f}")
+        q = cal.get("held_out")
+        if q:
+            lines.append(f"  How well this calibration held on the run's test images ({q['device']}, {q['n']} images "
+                         f"over {q['runs']} runs): Cllr {float(q['cllr']):.3f} bits (1 = no information), Cllr_min "
+                         f"{float(q['cllr_min']):.3f}, ECE {100 * float(q['ece']):.1f} %, wrong with p >= 0.99: "
+                         f"{100 * float(q['confident_wrong']):.1f} %")
+        else:
+            lines.append("  (the run's calibration.csv is missing: the run did not finish)")
     lines.append("")
     lines.append("A defect counts for the images taken after its onset (located in time between two trusted "
                  "images); a present defect that is missing costs at most -log(masking probability), so no single "
