@@ -29,6 +29,10 @@ Conventions
 * **ECE** is the top-label expected calibration error: 10 equal-width, right-closed bins
   ``(lo, hi]`` (a confidence of exactly 0 goes to the first bin) on the probability of the
   predicted class, ``sum_b n_b / n |accuracy_b - mean confidence_b|``.
+* **Logistic map**: linear in the one-vs-rest score, or in ``asinh(score)`` when that has the lower
+  out-of-fold Cllr on the calibration data (5 stratified folds): the raw log-odds of an
+  overconfident method grow much faster than its evidence, and a straight line through them
+  misplaces the decision threshold; a score that is a scaled log LR keeps the linear map.
 * **ELUB** (Vergeer et al. 2016, via ``lir.algorithms.bayeserror.elub`` with one added misleading
   item per side and 0.01 log10 steps) is computed from the calibration data itself, on
   *out-of-fold* calibrated log10 LRs (the calibrator refitted in 5 stratified folds of the
@@ -104,6 +108,8 @@ _BOUNDS = ("elub", None)
 # shrinkage, bounds the LRs of separable calibration data (with C = 1 a method that separates its
 # cross-fitted scores perfectly was held near p = 0.9, an ECE of 0.1 at 100 % accuracy).
 _LOGIT_C = 100.0
+# score transformations the logistic calibrator chooses between (see _BinaryCalibration.fit)
+_TRANSFORMS = ("linear", "asinh")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -242,23 +248,39 @@ class _BinaryCalibration:
         if np.ptp(s) == 0:
             self.note = "all calibration scores are equal: log10 LR 0"
             return self
-        self.center = float(np.mean(s))
-        self.scale = float(np.std(s)) or 1.0
-        z = (s - self.center) / self.scale
         labels = h1.astype(int)
+        n_inner = min(_ELUB_FOLDS, n1, n2)
+        folds = (list(StratifiedKFold(n_splits=n_inner, shuffle=True, random_state=self.random_state)
+                      .split(s[:, None], labels)) if n_inner >= 2 else None)
+        # The logistic map is linear in the score, or in asinh(score) when that predicts the
+        # calibration data better out of fold: the raw log-odds of an overconfident method
+        # (naive Bayes, an uncalibrated likelihood) grow far faster than the evidence, and a
+        # straight line through them misplaces the threshold; for a score that is a scaled log LR
+        # the linear map is right. Chosen by out-of-fold Cllr on the calibration data only.
+        candidates = _TRANSFORMS if (self.method == "logistic" and folds is not None) else ("linear",)
+        best = None
+        for name in candidates:
+            self.transform_name = name
+            t = self._transformed(s)
+            self.center, self.scale = float(np.mean(t)), float(np.std(t)) or 1.0
+            z = (t - self.center) / self.scale
+            if folds is not None:
+                oof = np.zeros(s.size)
+                for tr, te in folds:
+                    if np.ptp(z[tr]) > 0:
+                        oof[te] = self._llr(self._new_model().fit(z[tr], labels[tr]), z[te])
+                cost = cllr(oof, labels == 1)
+            else:
+                oof, cost = None, 0.0
+            if best is None or cost < best[0] - 1e-9:
+                best = (cost, name, self.center, self.scale, z, oof)
+        _, self.transform_name, self.center, self.scale, z, oof = best
         self.model = self._new_model().fit(z, labels)
         if self.bound == "elub":
             # ELUB needs log10 LRs of labelled data that the calibrator did not fit: in-sample LLRs of
             # a flexible calibrator (PAV) look informative even on pure noise. Calibrate within
             # stratified folds of the calibration data and bound with the out-of-fold LLRs.
-            n_inner = min(_ELUB_FOLDS, n1, n2)
-            if n_inner >= 2:
-                oof = np.zeros(s.size)
-                folds = StratifiedKFold(n_splits=n_inner, shuffle=True, random_state=self.random_state)
-                for tr, te in folds.split(z[:, None], labels):
-                    if np.ptp(z[tr]) > 0:
-                        oof[te] = self._llr(self._new_model().fit(z[tr], labels[tr]), z[te])
-            else:
+            if oof is None:
                 oof = self._llr(self.model, z)
                 self.note = f"ELUB from in-sample LLRs (n_H1={n1}, n_H2={n2}: too few for folds)"
             # lir.elub expects log10 LRs and labels 0/1 (1 = Hp = H1); it modifies its input in place
@@ -269,6 +291,10 @@ class _BinaryCalibration:
         else:
             self.lower, self.upper = -_LLR_CAP, _LLR_CAP
         return self
+
+    def _transformed(self, s):
+        s = np.asarray(s, dtype=float)
+        return np.arcsinh(s) if getattr(self, "transform_name", "linear") == "asinh" else s
 
     def _new_model(self):
         if self.method == "logistic":
@@ -293,7 +319,7 @@ class _BinaryCalibration:
     def transform(self, s: np.ndarray) -> np.ndarray:
         if self.model is None:
             return np.zeros(np.shape(s)[0])
-        z = (np.asarray(s, dtype=float) - self.center) / self.scale
+        z = (self._transformed(s) - self.center) / self.scale
         return np.clip(self._llr(self.model, z), self.lower, self.upper)
 
 
