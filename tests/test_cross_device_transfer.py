@@ -73,7 +73,7 @@ def matrix(tmp_path_factory):
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    cfg = ExperimentConfig(methods=("srnet",), runs=1, test_size=0.3, workers=1, progress=False,
+    cfg = ExperimentConfig(methods=("srnet",), runs=1, srnet_calibration_fraction=0.0, test_size=0.3, workers=1, progress=False,
                            srnet_overrides={"crops": ["ce"]})
     out = root / "cross"
     run_cross_device(load_manifest(manifest_path), out, cfg, log=lambda *_: None)

@@ -87,7 +87,7 @@ def trained_run(tmp_path_factory, name: str) -> dict:
                               **{**DATASET, **SCENARIOS[name]})
     run = tmp_path_factory.mktemp(name) / "run"
     epochs = EPOCHS[name]
-    cfg = ExperimentConfig(methods=("srnet",), runs=1, test_size=0.2, seed=0, workers=1, progress=False,
+    cfg = ExperimentConfig(methods=("srnet",), runs=1, srnet_calibration_fraction=0.0, test_size=0.2, seed=0, workers=1, progress=False,
                            srnet_preset="cpu",
                            srnet_overrides={"crops": ["ce"], "epochs": epochs, "lr_drop_epoch": epochs - 2})
     run_experiment(load_manifest(dataset.manifest_path), run, cfg, log=lambda *_: None)

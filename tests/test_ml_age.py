@@ -52,7 +52,12 @@ def test_outputs_and_identical_splits(small_dataset, tmp_path, capsys):
                 assert got == test, (device, run, method)
     for p in preds:
         probs = [float(p["p_0"]), float(p["p_1"])]
-        assert abs(sum(probs) - 1) < 1e-6 and int(p["predicted"]) == int(np.argmax(probs))
+        raw = [float(p["raw_p_0"]), float(p["raw_p_1"])]
+        # the decision is the method's own; the calibrated evidence is beside it
+        assert abs(sum(probs) - 1) < 1e-6 and int(p["predicted"]) == int(np.argmax(raw))
+        assert abs(float(p["log10_lr_1"]) + float(p["log10_lr_0"])) < 1e-9
+        # the calibrated posterior follows from the LR and the training priors (here 1/2 each)
+        assert abs(np.log10(probs[1] / probs[0]) - float(p["log10_lr_1"])) < 1e-6
     metrics = read_csv(out / "metrics.csv")
     assert len(metrics) == 4 * 2 * 3
 

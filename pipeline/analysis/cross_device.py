@@ -49,6 +49,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+from scipy.special import logsumexp
 
 from baselines.residual_classifiers import ResidualNaiveBayes, ResidualSVM
 from pipeline.analysis.calibration import log_scores, posterior_from_lr
@@ -414,14 +415,14 @@ def _defect_cells(train_dev: _Device, devices: list[_Device], methods: list[str]
             for method in methods:
                 if method not in part.get("methods", []):
                     continue
-                proba, note = _predict(models[method], method, X, Sg, tt, classes, y_tr)
+                (proba, calibrated), note = _predict(models[method], method, X, Sg, tt, classes, y_tr)
                 own = test_dev is train_dev
                 if not own:
                     note = "; ".join(filter(None, [DEFECT_TRANSFER_NOTE, note,
                                                    f"{outside} of {columns.size} positions never measurable in "
                                                    f"{test_dev.name}" if outside else ""]))
                 _record(metrics, predictions, method, train_dev.name, test_dev.name, r, test, y_te, proba, classes,
-                        note)
+                        note, calibrated)
 
 
 def _fit_models(methods, part, split, X_tr, y_tr, cfg: ExperimentConfig) -> dict:
@@ -448,7 +449,8 @@ def _fit_models(methods, part, split, X_tr, y_tr, cfg: ExperimentConfig) -> dict
 def _predict(model, method, X, S, tau, classes, y_tr) -> tuple[np.ndarray, str]:
     if model is None:
         freq = np.array([np.mean(np.asarray(y_tr) == c) for c in classes])
-        return np.tile(freq, (X.shape[0], 1)), "no defects identified: predicts the training class frequencies"
+        prior = np.tile(freq, (X.shape[0], 1))
+        return (prior, prior), "no defects identified: predicts the training class frequencies"
     model, table = model
     if method == "fg":
         exposure, iso = tau
@@ -457,20 +459,29 @@ def _predict(model, method, X, S, tau, classes, y_tr) -> tuple[np.ndarray, str]:
     else:
         scores = log_scores(model.predict_proba(X))
     # the run's own calibration, fitted on its training images only
-    proba = posterior_from_lr(calibrated_lr_from_table(table, scores), table["priors"])
-    full = np.zeros((X.shape[0], len(classes)))
-    for j, c in enumerate(model.classes_):
-        full[:, classes.index(c)] = proba[:, j]
-    return full, ""
+    calibrated = posterior_from_lr(calibrated_lr_from_table(table, scores), table["priors"])
+    raw = np.exp(scores - logsumexp(scores, axis=1, keepdims=True))
+    out = []
+    for proba in (raw, calibrated):
+        full = np.zeros((X.shape[0], len(classes)))
+        for j, c in enumerate(model.classes_):
+            full[:, classes.index(c)] = proba[:, j]
+        out.append(full)
+    return tuple(out), ""
 
 
-def _record(metrics, predictions, method, train, test_name, run, paths, labels, proba, classes, note) -> None:
+def _record(metrics, predictions, method, train, test_name, run, paths, labels, proba, classes, note,
+            calibrated=None) -> None:
+    """One cell: accuracy of the method's own decisions (``proba``, its own probabilities) and, per image,
+    the probabilities calibrated on the training device's training images (``p_``; the method's own where
+    the run has no calibration)."""
     pred = np.asarray(classes)[np.argmax(proba, axis=1)]
+    shown = proba if calibrated is None else calibrated
     acc = float(np.mean(pred == np.asarray(labels)))
     chance = max(float(np.mean(np.asarray(labels) == c)) for c in classes)
     metrics.append({"method": method, "train_device": train, "test_device": test_name, "run": run, "accuracy": acc,
                     "n_test": len(labels), "chance": chance, "note": note})
-    for p, y, yhat, pr in zip(paths, labels, pred, proba):
+    for p, y, yhat, pr in zip(paths, labels, pred, shown):
         row = {"method": method, "train_device": train, "run": run, "test_device": test_name, "image": p,
                "true": int(y), "predicted": int(yhat)}
         row.update({f"p_{c}": float(v) for c, v in zip(classes, pr)})
@@ -527,10 +538,11 @@ def _srnet_cells(train_dev: _Device, devices: list[_Device], exp_dir: Path, clas
                 raise ExperimentIncompleteError(f"{workdir}: the networks have {proba.shape[1]} outputs but the "
                                                 f"manifest has {len(classes)} classes; rerun the experiment")
             table = part.get("calibration", {}).get("srnet")
-            if table is not None:  # the run's own calibration, fitted on its held-out training images
-                proba = posterior_from_lr(calibrated_lr_from_table(table, log_scores(proba)), table["priors"])
+            calibrated = (posterior_from_lr(calibrated_lr_from_table(table, log_scores(proba)), table["priors"])
+                          if table is not None else None)  # the run's calibration, from its training images
             note = "" if test_dev is train_dev else SRNET_TRANSFER_NOTE
-            _record(metrics, predictions, "srnet", train_dev.name, test_dev.name, r, test, y_te, proba, classes, note)
+            _record(metrics, predictions, "srnet", train_dev.name, test_dev.name, r, test, y_te, proba, classes, note,
+                    calibrated)
 
 
 # ---------------------------------------------------------------- aggregation

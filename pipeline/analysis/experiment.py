@@ -4,9 +4,14 @@ Layout of an output folder::
 
     config.json                 resolved configuration, seeds, versions, manifest SHA-256, status
     splits/<device>/run_XX.csv  the splits every method read back
-    parts/<device>/run_XX.json  one finished (device, run): predictions, metrics, defects, FG model
+    parts/<device>/run_XX.json  one finished (device, run): predictions, metrics, defects, FG model,
+                                each method's calibration table (score -> log10 LR, priors, ELUB bounds)
     defects/<device>/run_XX.csv the identified defects of that run
-    predictions.csv metrics.csv summary.csv summary.md accuracy_boxplot.png
+    predictions.csv             calibrated p_<class>, log10_lr_<class>, the method's raw_p_<class>
+    metrics.csv                 accuracy, Cllr, Cllr_min, ECE, Brier, confident_wrong per device/run/method
+    calibration.csv             the same figures pooled over every run's test images
+    calibration/                reliability_<device> and tippett_<device> (PNG 300 dpi and PDF)
+    summary.csv summary.md accuracy_boxplot.png
     failures.csv excluded.csv   unreadable images with their reason; rows outside every class
 
 Each part is written atomically when its (device, run) is complete, so an interrupted run
@@ -100,6 +105,8 @@ class ExperimentConfig:
     srnet_calibration_fraction : float
         Share of each training split (stratified) that SRNet does not train on and that calibrates
         its scores instead: cross-fitting would train the five crop networks several times over.
+        0 trains on the whole split and claims no evidence (LR 1, probabilities = training priors):
+        for studies of what SRNet learns, never for evidence.
     srnet_preset : str
         ``cpu`` or ``paper`` (see :mod:`pipeline.srnet.presets`).
     srnet_runs : int or None
@@ -163,8 +170,8 @@ class ExperimentConfig:
             raise ValueError(f"calibration_folds must be >= 2, got {self.calibration_folds}")
         if self.calibration_method not in ("logistic", "isotonic"):
             raise ValueError(f"calibration_method must be 'logistic' or 'isotonic', got {self.calibration_method!r}")
-        if not 0 < self.srnet_calibration_fraction < 0.5:
-            raise ValueError(f"srnet_calibration_fraction must be in (0, 0.5), got {self.srnet_calibration_fraction}")
+        if not 0 <= self.srnet_calibration_fraction < 0.5:
+            raise ValueError(f"srnet_calibration_fraction must be in [0, 0.5), got {self.srnet_calibration_fraction}")
 
 
 @dataclass
@@ -405,12 +412,12 @@ def _prior_prediction(y_train, n_test, classes):
     return np.tile(freq, (n_test, 1))
 
 
-def _fit_defect_method(method, cfg, seed, X, y, side, time):
+def _fit_defect_method(method, cfg, seed, X, y, side, time, svm_grid=None):
     if method == "fg":
         return FridrichGoljanClassifier(false_alarm=cfg.fg_false_alarm).fit(X, y, **side, time=time)
     if method == "nb":
         return ResidualNaiveBayes().fit(X, y)
-    return ResidualSVM(inner_folds=cfg.svm_inner_folds, random_state=seed).fit(X, y)
+    return ResidualSVM(inner_folds=cfg.svm_inner_folds, param_grid=svm_grid, random_state=seed).fit(X, y)
 
 
 def _defect_scores(model, method, X, side):
@@ -496,16 +503,20 @@ def _run_defect_methods(feats, split, cfg, classes, methods):
                              "training class frequencies, LR 1")
             continue
 
-        def fit_score(inner_train, inner_test, method=method):
+        model = _fit_defect_method(method, cfg, seed, X[tr_idx], y_tr, {k: v[tr_idx] for k, v in side.items()},
+                                   time[tr_idx])
+        # the folds refit the SVM at the C and γ its inner CV chose on the whole training split
+        # (a grid search in every fold would cost 16 times as much for the calibration alone)
+        grid = ({k: [v] for k, v in model.best_params_.items()} or None) if method == "svm" else None
+
+        def fit_score(inner_train, inner_test, method=method, grid=grid):
             rows_tr, rows_te = tr_idx[inner_train], tr_idx[inner_test]
-            model = _fit_defect_method(method, cfg, seed, X[rows_tr], y_tr[inner_train],
-                                       {k: v[rows_tr] for k, v in side.items()}, time[rows_tr])
-            return _defect_scores(model, method, X[rows_te], {k: v[rows_te] for k, v in side.items()})
+            fold_model = _fit_defect_method(method, cfg, seed, X[rows_tr], y_tr[inner_train],
+                                            {k: v[rows_tr] for k, v in side.items()}, time[rows_tr], grid)
+            return _defect_scores(fold_model, method, X[rows_te], {k: v[rows_te] for k, v in side.items()})
 
         oof = cross_fitted_scores(fit_score, y_tr, n_folds=cfg.calibration_folds, random_state=seed)
         calibrator = EvidenceCalibrator(method=cfg.calibration_method, random_state=seed).fit(oof, y_tr)
-        model = _fit_defect_method(method, cfg, seed, X[tr_idx], y_tr, {k: v[tr_idx] for k, v in side.items()},
-                                   time[tr_idx])
         test_side = {k: v[te_idx] for k, v in side.items()}
         scores = _defect_scores(model, method, X[te_idx], test_side)
         outputs[method] = {"proba": _align(calibrator.predict_proba(scores), fitted_classes, classes),
@@ -537,8 +548,11 @@ def _run_srnet(dev, split, cfg, classes, out: Path):
     usable_test = [(p, y) for p, y in zip(split.test_paths, split.test_labels) if p not in dev.failures]
     seed = split.seed % (2 ** 31)
     labels = [y for _, y in usable_train]
-    fit_part, cal_part = train_test_split(usable_train, test_size=cfg.srnet_calibration_fraction,
-                                          stratify=labels, random_state=seed)
+    if cfg.srnet_calibration_fraction > 0:
+        fit_part, cal_part = train_test_split(usable_train, test_size=cfg.srnet_calibration_fraction,
+                                              stratify=labels, random_state=seed)
+    else:
+        fit_part, cal_part = usable_train, []
     srnet_cfg = preset_config(cfg.srnet_preset, **{**cfg.srnet_overrides, "seed": seed})
     result = fit_predict([p for p, _ in fit_part], [y for _, y in fit_part],
                          [p for p, _ in cal_part] + [p for p, _ in usable_test],
@@ -547,6 +561,11 @@ def _run_srnet(dev, split, cfg, classes, out: Path):
     fitted = list(result["classes"])
     scores = log_scores(np.asarray(result["proba"]))
     cal_scores, test_scores = scores[:len(cal_part)], scores[len(cal_part):]
+    raw = _align(np.exp(test_scores - logsumexp(test_scores, axis=1, keepdims=True)), fitted, classes)
+    if not cal_part:  # no calibration images: no evidence claimed (LR 1, the training priors)
+        prior = _prior_prediction(labels, len(usable_test), classes)
+        output = {"proba": prior, "raw": raw, "log10_lr": np.zeros_like(prior)}
+        return output, [p for p, _ in usable_test], [y for _, y in usable_test], result["config"], None
     calibrator = EvidenceCalibrator(method=cfg.calibration_method, random_state=seed).fit(
         cal_scores, np.array([y for _, y in cal_part]), classes=fitted)
     output = {"proba": _align(calibrator.predict_proba(test_scores), fitted, classes),
@@ -557,8 +576,9 @@ def _run_srnet(dev, split, cfg, classes, out: Path):
 
 
 def _prediction_rows(device, run, method, paths, labels, output, classes, root: Path | None):
-    """Rows of predictions.csv: calibrated probabilities ``p_<class>`` (the predicted class is
-    their argmax), one-vs-rest ``log10_lr_<class>``, and the method's own ``raw_p_<class>``."""
+    """Rows of predictions.csv: the method's own decision ``predicted`` (the argmax of its own
+    ``raw_p_<class>``; accuracy is of these decisions, as in the papers), and the evidence: the
+    calibrated probabilities ``p_<class>`` (training priors) and one-vs-rest ``log10_lr_<class>``."""
     rows = []
     for i, (p, y) in enumerate(zip(paths, labels)):
         shown = p
@@ -569,7 +589,7 @@ def _prediction_rows(device, run, method, paths, labels, output, classes, root: 
                 pass
         pr = output["proba"][i]
         row = {"image": shown, "device": device, "run": run, "method": method, "true": int(y),
-               "predicted": int(classes[int(np.argmax(pr))])}
+               "predicted": int(classes[int(np.argmax(output["raw"][i]))])}
         row.update({f"p_{c}": float(v) for c, v in zip(classes, pr)})
         row.update({f"log10_lr_{c}": float(v) for c, v in zip(classes, output["log10_lr"][i])})
         row.update({f"raw_p_{c}": float(v) for c, v in zip(classes, output["raw"][i])})
@@ -685,12 +705,14 @@ def _run_device(out, cfg, manifest, device, classes, root, srnet_k, defect_metho
         if "srnet" in wanted and "srnet" not in done:
             output, test_paths, test_labels, srnet_config, table = _run_srnet(dev, split, cfg, classes, out)
             part["srnet_config"] = srnet_config
-            part.setdefault("calibration", {})["srnet"] = table
+            if table is not None:
+                part.setdefault("calibration", {})["srnet"] = table
             part["predictions"] += _prediction_rows(device, split.run, "srnet", test_paths, test_labels,
                                                     output, classes, root)
             part["metrics"].append(_metric(device, split, "srnet", output, test_labels, classes, None,
                                            f"trained on {len(split.train_paths) - table['n_calibration']} "
-                                           f"training images, calibrated on the other {table['n_calibration']}"))
+                                           f"training images, calibrated on the other {table['n_calibration']}"
+                                           if table else "not calibrated (srnet_calibration_fraction 0): LR 1"))
         part["methods"] = sorted(done | set(wanted))
         part["failures"] = sorted(dev.failures.items())
         write_json(_part_path(out, device, split.run), part)
@@ -751,7 +773,8 @@ def _metric(device, split, method, output, labels, classes, n_defects, note):
     row = {"device": device, "run": split.run, "method": method, "n_test": len(labels),
            "n_train": len(split.train_paths), "n_defects": n_defects, "note": note}
     ev = evidence_metrics(output["proba"], output["log10_lr"], np.asarray(labels), classes)
-    row["accuracy"] = ev["accuracy"]
+    decided = np.asarray(classes)[np.argmax(output["raw"], axis=1)] if len(labels) else np.zeros(0)
+    row["accuracy"] = float(np.mean(decided == np.asarray(labels))) if len(labels) else float("nan")
     row.update({k: ev[k] for k in EVIDENCE_COLUMNS})
     return row
 
@@ -784,8 +807,9 @@ def pooled_evidence(predictions: list[dict], methods: list[str], classes: list) 
             proba = np.array([[p[f"p_{c}"] for c in classes] for p in preds], dtype=float)
             llr = np.array([[p[f"log10_lr_{c}"] for c in classes] for p in preds], dtype=float)
             ev = evidence_metrics(proba, llr, np.array([p["true"] for p in preds]), classes)
+            accuracy = float(np.mean([p["predicted"] == p["true"] for p in preds]))
             rows.append({"device": device, "method": method, "runs": len({p["run"] for p in preds}),
-                         "n": ev["n"], "accuracy": ev["accuracy"], **{k: ev[k] for k in EVIDENCE_COLUMNS}})
+                         "n": ev["n"], "accuracy": accuracy, **{k: ev[k] for k in EVIDENCE_COLUMNS}})
     return rows
 
 
