@@ -109,7 +109,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import hashlib
 import math
 import os
 import shutil
@@ -125,14 +124,16 @@ from pathlib import Path
 
 import numpy as np
 
+# the same cache folder, variables and hashing as the I/O tests' camera files
+from fetch_camera_files import CACHE_VARIABLE, OFFLINE_VARIABLE, cache_dir
+from fetch_camera_files import sha256_of as _sha256_of
+
 __all__ = [
     "AMPLITUDES", "BASE_ISO", "CLASS_PERIODS", "DEVICES", "FRAME_SHAPE", "FetchError", "ISO_VALUES",
     "ONSET_PERIOD", "OfflineError", "BuildResult", "SourceMosaic", "build", "cache_dir",
     "defect_increment", "fetch_sources", "load_source",
 ]
 
-OFFLINE_VARIABLE = "AGETRACE_OFFLINE"
-CACHE_VARIABLE = "AGETRACE_TEST_DATA"
 
 #: Rows x columns of every capture (the simulated sensor's frame).
 FRAME_SHAPE = (384, 512)
@@ -222,20 +223,6 @@ _XYZ_TO_SRGB = np.array([[3.2406, -1.5372, -0.4986], [-0.9689, 1.8758, 0.0415], 
 
 
 # --- fetching ---------------------------------------------------------------------------------
-
-def cache_dir() -> Path:
-    """The cache folder: ``$AGETRACE_TEST_DATA`` or ``~/.cache/agetrace-test-data``."""
-    configured = os.environ.get(CACHE_VARIABLE)
-    return Path(configured) if configured else Path.home() / ".cache" / "agetrace-test-data"
-
-
-def _sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
 
 def _matches(path: Path, digest: str) -> bool:
     return path.is_file() and _sha256_of(path) == digest

@@ -530,6 +530,16 @@ class EvidenceCalibrator(BaseEstimator):
 # metrics
 # ----------------------------------------------------------------------------------------------
 
+def _llr_and_labels(log10_lr, is_h1) -> tuple[np.ndarray, np.ndarray]:
+    llr = np.asarray(log10_lr, dtype=float).reshape(-1)
+    h1 = np.asarray(is_h1, dtype=bool).reshape(-1)
+    if llr.size != h1.size:
+        raise ValueError(f"{llr.size} log10 LRs but {h1.size} labels")
+    if np.isnan(llr).any():
+        raise ValueError("log10 LRs contain NaN")
+    return llr, h1
+
+
 def cllr(log10_lr, is_h1) -> float:
     """Log-likelihood-ratio cost in bits (Brümmer & du Preez 2006).
 
@@ -546,12 +556,7 @@ def cllr(log10_lr, is_h1) -> float:
         ``1/2 [mean_H1 log2(1 + 1/LR) + mean_H2 log2(1 + LR)]``: 0 perfect, 1 for LR = 1 always,
         above 1 misleading. NaN when either proposition has no item.
     """
-    llr = np.asarray(log10_lr, dtype=float).reshape(-1)
-    h1 = np.asarray(is_h1, dtype=bool).reshape(-1)
-    if llr.size != h1.size:
-        raise ValueError(f"{llr.size} log10 LRs but {h1.size} labels")
-    if np.isnan(llr).any():
-        raise ValueError("log10 LRs contain NaN")
+    llr, h1 = _llr_and_labels(log10_lr, is_h1)
     if h1.all() or not h1.any():
         return float("nan")
     with np.errstate(over="ignore"):
@@ -594,12 +599,7 @@ def cllr_min(log10_lr, is_h1) -> float:
     float
         NaN when either proposition has no item.
     """
-    llr = np.asarray(log10_lr, dtype=float).reshape(-1)
-    h1 = np.asarray(is_h1, dtype=bool).reshape(-1)
-    if llr.size != h1.size:
-        raise ValueError(f"{llr.size} log10 LRs but {h1.size} labels")
-    if np.isnan(llr).any():
-        raise ValueError("log10 LRs contain NaN")
+    llr, h1 = _llr_and_labels(log10_lr, is_h1)
     if h1.all() or not h1.any():
         return float("nan")
     return cllr(_pav_log10_lr(llr, h1), h1)
