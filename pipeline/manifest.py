@@ -93,6 +93,10 @@ def main(argv: list[str] | None = None) -> int:
     columns = ("path", "device", "captured_at", "label") if args.classes else ("path", "device", "captured_at")
     write_manifest(rows, out, columns=columns + tuple(c for c in ("make", "model", "exposure_s", "iso", "serial")))
     print(f"Wrote {out}: {len(rows)} images.")
+    absolute = sum(Path(row["path"]).is_absolute() for row in rows)
+    if absolute:
+        print(f"  {absolute} path(s) written absolute: those images are not inside the manifest's folder "
+              f"{out.parent.resolve()}, and relative paths must stay inside it.")
     for problem in built.problems:
         print(f"  {problem}")
     for path, reason in outside:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 from pathlib import Path
 
 import numpy as np
@@ -71,11 +72,34 @@ def test_device_from_serial_and_from_name(camera_files, tmp_path):
     assert [row["device"] for row in rows] == ["mixed", "mixed"]
 
 
-def test_paths_relative_to_the_manifest_folder(photo_tree, tmp_path):
+def test_paths_relative_inside_the_manifest_folder_absolute_outside(photo_tree, tmp_path):
+    """Build writes what load_manifest accepts: a relative path only if it stays inside the
+    manifest's folder (symbolic links followed), an absolute path otherwise (never ``../``)."""
     elsewhere = tmp_path / "manifests"
     elsewhere.mkdir()
     rows, _ = build_manifest(photo_tree / "sony", relative_to=elsewhere)
-    assert [row["path"] for row in rows] == ["../photos/sony/no_exif.jpg", "../photos/sony/r_sony.jpg"]
+    assert [row["path"] for row in rows] == [(photo_tree / "sony" / "no_exif.jpg").as_posix(),
+                                             (photo_tree / "sony" / "r_sony.jpg").as_posix()]
+    rows, _ = build_manifest(photo_tree / "sony", relative_to=photo_tree)
+    assert [row["path"] for row in rows] == ["sony/no_exif.jpg", "sony/r_sony.jpg"]
+    # a file in the tree that is a link to a file outside the manifest's folder: absolute
+    outside = _copy(photo_tree / "sony" / "r_sony.jpg", tmp_path / "outside" / "r_linked.jpg")
+    (photo_tree / "sony" / "r_linked.jpg").symlink_to(outside)
+    rows, _ = build_manifest(photo_tree)
+    assert [row["path"] for row in rows] == ["olympus/2014/r_pen.JPG", "olympus/r_olympus.jpg",
+                                             "sony/no_exif.jpg", (photo_tree / "sony" / "r_linked.jpg").as_posix(),
+                                             "sony/r_sony.jpg"]
+
+
+@pytest.mark.timeout(60, method="signal")  # a regression hangs in open() on the pipe: fail, not stall
+def test_named_pipe_is_listed_as_a_problem_and_never_opened(camera_files, tmp_path):
+    root = tmp_path / "cam"
+    _copy(camera_files / "r_sony.jpg", root / "good.jpg")
+    os.mkfifo(root / "pipe.jpg")
+    rows, problems = build_manifest(root, verify_pixels=True)
+    assert [row["path"] for row in rows] == ["good.jpg"]
+    assert problems == [ManifestProblem(None, "left out, not a regular file (a named pipe): remove it or move "
+                                              "it out of the folder", "pipe.jpg")]
 
 
 def test_verify_pixels_reports_truncated_images(camera_files, tmp_path):

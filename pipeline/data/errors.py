@@ -10,6 +10,7 @@ all of them so that a user can fix a manifest in one pass.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 
 __all__ = ["ImageReadError", "ManifestError", "ManifestProblem"]
@@ -88,8 +89,14 @@ class ManifestProblem:
         if self.column is not None:
             where.append(f"column '{self.column}'")
         if self.path is not None:
-            where.append(f"file '{self.path}'")
+            where.append(f"file '{_printable(self.path)}'")
         return f"{', '.join(where)}: {self.message}"
+
+
+def _printable(text: str, limit: int = 200) -> str:
+    """`text` on one line (control characters such as a NUL or a line break escaped), cut to `limit`."""
+    text = re.sub(r"[\x00-\x1f\x7f]", lambda m: repr(m.group())[1:-1], text)
+    return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
 class ManifestError(ValueError):

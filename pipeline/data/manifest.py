@@ -6,10 +6,14 @@ Every problem in a manifest is collected and reported at once, each with its lin
 
 from __future__ import annotations
 
+import codecs
 import csv
 import hashlib
+import io
 import math
 import os
+import re
+import stat
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -17,7 +21,8 @@ from pathlib import Path
 from pipeline.data.classspec import ClassSpec, load_class_spec
 from pipeline.data.errors import ManifestError, ManifestProblem
 
-__all__ = ["ManifestRow", "Manifest", "Exclusion", "load_manifest", "parse_capture_time", "file_sha256"]
+__all__ = ["ManifestRow", "Manifest", "Exclusion", "load_manifest", "manifest_path", "non_regular_kind",
+           "parse_capture_time", "file_sha256"]
 
 REQUIRED_COLUMNS = ("path", "device")
 KNOWN_COLUMNS = ("path", "device", "captured_at", "timeslot", "label",
@@ -28,9 +33,11 @@ KNOWN_COLUMNS = ("path", "device", "captured_at", "timeslot", "label",
 class ManifestRow:
     """One validated image row.
 
-    ``path`` is absolute; ``captured_at`` is naive (a timezone-aware time is converted to UTC
-    and its zone dropped, naive times are taken as the camera's clock); ``extra`` carries the
-    columns agetrace does not interpret, untouched.
+    ``line`` is the physical line of the manifest on which the row starts (header = line 1,
+    blank lines and line breaks inside quoted fields counted), for messages that send the user
+    back to the row; ``path`` is absolute; ``captured_at`` is naive (a timezone-aware time is
+    converted to UTC and its zone dropped, naive times are taken as the camera's clock);
+    ``extra`` carries the columns agetrace does not interpret, untouched.
     """
 
     line: int
@@ -120,7 +127,7 @@ def parse_capture_time(text: str) -> datetime:
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:
-        raise ValueError(f"cannot parse {text!r} as an ISO 8601 time (e.g. 2015-03-21T14:05:00)") from None
+        raise ValueError(f"cannot parse {_shown(text)} as an ISO 8601 time (e.g. 2015-03-21T14:05:00)") from None
     if parsed.tzinfo is not None:
         parsed = parsed.astimezone(timezone.utc).replace(tzinfo=None)
     return parsed
@@ -132,10 +139,11 @@ def _optional_float(value: str, column: str, problems: list, line: int, path: st
     try:
         number = float(value)
     except ValueError:
-        problems.append(ManifestProblem(line, f"{column} {value!r} is not a number", path))
+        problems.append(ManifestProblem(line, f"{column} {_shown(value)} is not a number", path, column))
         return None
     if not math.isfinite(number) or number <= 0:
-        problems.append(ManifestProblem(line, f"{column} {value!r} must be a positive finite number", path))
+        problems.append(ManifestProblem(line, f"{column} {_shown(value)} must be a positive finite number", path,
+                                        column))
         return None
     return number
 
@@ -146,28 +154,74 @@ def _optional_int(value: str, column: str, problems: list, line: int, path: str)
     try:
         return int(value)
     except ValueError:
-        problems.append(ManifestProblem(line, f"{column} {value!r} is not an integer", path))
+        problems.append(ManifestProblem(line, f"{column} {_shown(value)} is not an integer", path, column))
         return None
+
+
+def _shown(value: str, limit: int = 80) -> str:
+    """``repr`` of a value from the manifest, cut to about `limit` characters, for messages."""
+    return repr(value if len(value) <= limit else value[:limit - 1] + "…")
+
+
+def manifest_path(image_path: str | os.PathLike[str], folder: str | os.PathLike[str]) -> str:
+    """The path to write in a manifest kept in `folder` for the image at `image_path`.
+
+    This is the rule :func:`load_manifest` enforces: a relative path must stay inside the
+    manifest's folder, also once symbolic links are followed; any other image is written as an
+    absolute path.
+
+    Parameters
+    ----------
+    image_path : str or os.PathLike
+        The image file.
+    folder : str or os.PathLike
+        The folder the manifest is (or will be) stored in.
+
+    Returns
+    -------
+    str
+        The path relative to `folder` with POSIX separators when it stays inside `folder`;
+        otherwise the image's absolute path (symbolic links kept as given).
+
+    Examples
+    --------
+    >>> manifest_path("/data/photos/cam/a.jpg", "/data/photos")
+    'cam/a.jpg'
+    >>> manifest_path("/data/photos/cam/a.jpg", "/home/me/manifests")
+    '/data/photos/cam/a.jpg'
+    """
+    folder = Path(folder)
+    try:
+        relative = Path(os.path.relpath(image_path, folder))
+    except ValueError:  # another drive on Windows
+        return Path(os.path.abspath(image_path)).as_posix()
+    if _inside(folder, relative) is not None:
+        return relative.as_posix()
+    return Path(os.path.abspath(image_path)).as_posix()
+
+
+def _inside(folder: Path, relative: Path) -> Path | None:
+    """Where `relative`, taken from `folder`, leads once links are followed, if that is inside
+    `folder`; None if it leads out of it."""
+    resolved = (folder / relative).resolve()
+    return resolved if resolved.is_relative_to(folder.resolve()) else None
 
 
 def _resolve(base: Path, raw: str, problems: list, line: int) -> Path | None:
     candidate = Path(raw)
     if candidate.is_absolute():
         return candidate
-    resolved = (base / candidate).resolve()
-    try:
-        resolved.relative_to(base.resolve())
-    except ValueError:
-        folder, lexical = Path(os.path.abspath(base)), Path(os.path.abspath(base / candidate))
-        inside = folder in lexical.parents
-        how = (f"through a symbolic link it leads to {resolved}, outside" if inside
-               else "it points outside")
-        problems.append(ManifestProblem(
-            line, f"relative path {raw!r} escapes the manifest's folder {base} ({how}): relative paths "
-                  "must stay inside that folder; write the file's absolute path instead, or move the "
-                  "manifest to a folder that holds the images", raw))
-        return None
-    return resolved
+    resolved = _inside(base, candidate)
+    if resolved is not None:
+        return resolved
+    folder, lexical = Path(os.path.abspath(base)), Path(os.path.abspath(base / candidate))
+    how = (f"through a symbolic link it leads to {(base / candidate).resolve()}, outside"
+           if folder in lexical.parents else "it points outside")
+    problems.append(ManifestProblem(
+        line, f"relative path {_shown(raw)} escapes the manifest's folder {base} ({how}): relative paths "
+              "must stay inside that folder; write the file's absolute path instead, or move the "
+              "manifest to a folder that holds the images", raw, "path"))
+    return None
 
 
 def _same_file_key(path: Path) -> str:
@@ -175,30 +229,202 @@ def _same_file_key(path: Path) -> str:
     return os.path.realpath(path)
 
 
+_FILE_KINDS = ((stat.S_ISFIFO, "a named pipe"), (stat.S_ISSOCK, "a socket"),
+               (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
+
+
+def non_regular_kind(mode: int) -> str | None:
+    """What a file of this ``st_mode`` is when it is not a regular file, else None.
+
+    Parameters
+    ----------
+    mode : int
+        ``os.stat(path).st_mode``.
+
+    Returns
+    -------
+    str or None
+        ``"a folder"``, ``"a named pipe"``, ``"a socket"``, ``"a character device"``,
+        ``"a block device"`` or ``"a special file"``; None for a regular file.
+    """
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    return next((kind for test, kind in _FILE_KINDS if test(mode)), "a special file")
+
+
 def _check_file(image_path: Path, problems: list, line: int, raw: str) -> None:
-    if image_path.is_file():
+    """Report a row whose image is missing or not a regular file, without opening it."""
+    try:
+        mode = os.stat(image_path).st_mode
+    except FileNotFoundError:
+        mode = None
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        problems.append(ManifestProblem(line, f"cannot look at {image_path} ({reason}): check the path and "
+                                              "the permissions of its folders", raw, "path"))
         return
-    if image_path.is_dir():
+    kind = None if mode is None else non_regular_kind(mode)
+    if mode is not None and kind is None:
+        return
+    if kind == "a folder":
         problems.append(ManifestProblem(line, f"{image_path} is a folder, not an image file: give the "
-                                              "image's path or remove the row", raw))
+                                              "image's path or remove the row", raw, "path"))
+    elif kind is not None:
+        problems.append(ManifestProblem(line, f"{image_path} is not a regular file ({kind}): an image must be "
+                                              "a regular file; give the image's path or remove the row",
+                                        raw, "path"))
     elif image_path.is_symlink():
         problems.append(ManifestProblem(line, f"{image_path} is a broken symbolic link (to "
-                                              f"{os.readlink(image_path)}): fix the link or remove the row", raw))
+                                              f"{os.readlink(image_path)}): fix the link or remove the row",
+                                        raw, "path"))
     else:
         problems.append(ManifestProblem(line, f"file not found: {image_path} (relative paths are taken "
                                               "from the manifest's folder): correct the path or remove the "
-                                              "row", raw))
+                                              "row", raw, "path"))
 
 
-def _read_records(fh):
-    """Yield (line, fields) for every non-blank CSV record; ``line`` is the physical line on
-    which the record starts (header = 1), counting blank lines and line breaks inside quotes."""
-    reader = csv.reader(fh)
-    previous_end = 0
-    for fields in reader:
-        start, previous_end = previous_end + 1, reader.line_num
+# --- reading the CSV -------------------------------------------------------------------------
+
+def _decode(data: bytes, source: Path) -> str:
+    """The manifest's text; a ManifestError naming the byte offset and line if it is not UTF-8."""
+    bom = codecs.BOM_UTF8 if data.startswith(codecs.BOM_UTF8) else b""
+    try:
+        return data[len(bom):].decode("utf-8")
+    except UnicodeDecodeError as exc:
+        offset = len(bom) + exc.start
+        before = data[:offset]
+        line = before.count(b"\n") + before.count(b"\r") - before.count(b"\r\n") + 1
+        line_start = max(before.rfind(b"\n"), before.rfind(b"\r")) + 1
+        after = before[line_start:].decode("utf-8", "replace")[-30:]
+        bad = data[offset:len(bom) + exc.end]
+        utf16 = (" (the file looks like UTF-16)" if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE))
+                 else "")
+        message = (f"not UTF-8 text{utf16}: byte offset {offset} (line {line}) holds {bad!r}"
+                   + (f", after {after!r}" if after else "")
+                   + f" ({exc.reason}); re-save the manifest as UTF-8 (in Excel: Save As, file type "
+                     "'CSV UTF-8 (Comma delimited)'; in a text editor: encoding UTF-8)")
+        raise ManifestError([ManifestProblem(line, message, str(source))], source) from None
+
+
+_QUOTE_AT_FIELD_START = {delimiter: re.compile(f'(?<=[{re.escape(delimiter)}\\r\\n])"|^"')
+                         for delimiter in (",", ";", "\t")}
+
+
+def _unclosed_quote(text: str, delimiter: str) -> int | None:
+    """Offset of the quote that opens a field and is never closed in `text`, or None.
+
+    Follows the csv module's reading: a quote opens a field only at the field's start, and
+    inside a quoted field a doubled quote stands for one quote.
+    """
+    position = 0
+    while match := _QUOTE_AT_FIELD_START[delimiter].search(text, position):
+        opened, position = match.start(), match.start() + 1
+        while True:
+            position = text.find('"', position)
+            if position < 0:
+                return opened
+            if text.startswith('"', position + 1):
+                position += 2
+                continue
+            position += 1
+            break
+    return None
+
+
+def _excerpt(line: str, column: int = 0, limit: int = 80) -> str:
+    """At most `limit` characters of one physical line, around `column`, without its line break."""
+    text = line.rstrip("\r\n")
+    first = max(0, min(column - 20, len(text) - limit))
+    shown = text[first:first + limit]
+    return ("…" if first else "") + shown + ("…" if first + limit < len(text) else "")
+
+
+def _quote_problem(lines: list[str], start: int, delimiter: str, what: str) -> ManifestProblem | None:
+    """The problem of a quoted field opened in the record starting on line `start` and not closed."""
+    opened = _unclosed_quote("".join(lines[start - 1:]), delimiter)
+    if opened is None:
+        return None
+    line = start
+    while opened >= len(lines[line - 1]):
+        opened -= len(lines[line - 1])
+        line += 1
+    return ManifestProblem(line, f"a quoted field opens here and {what}; close the quote or remove it. "
+                                 f"The line reads: {_excerpt(lines[line - 1], opened)!r}")
+
+
+def _read_records(lines: list[str], delimiter: str) -> tuple[list[tuple[int, int, list[str]]],
+                                                              ManifestProblem | None]:
+    """Every non-blank CSV record as (first line, last line, fields), and the CSV problem that
+    stopped the reading (None if none). Lines are physical lines (header = 1), counting blank
+    lines and line breaks inside quoted fields."""
+    reader = csv.reader(iter(lines), delimiter=delimiter)
+    records, previous_end = [], 0
+    while True:
+        start = previous_end + 1
+        try:
+            fields = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            problem = _quote_problem(lines, start, delimiter, f"runs on past line {reader.line_num}, where the CSV "
+                                                              f"reader gives up ({exc})")
+            if problem is None:
+                problem = ManifestProblem(reader.line_num, f"malformed CSV ({exc}); fix this line. It reads: "
+                                                           f"{_excerpt(lines[reader.line_num - 1])!r}")
+            return records, ManifestProblem(problem.line, problem.message + "; the rows after it were not checked")
+        previous_end = reader.line_num
         if fields:
-            yield start, fields
+            records.append((start, previous_end, fields))
+    if records:  # a quote left open swallows the rest of the file into the last record
+        start, end, _ = records[-1]
+        problem = _quote_problem(lines, start, delimiter, f"is never closed (the rest of the file, to line {end}, "
+                                                          "was read as its value)")
+        if problem is not None:
+            records.pop()
+            return records, problem
+    return records, None
+
+
+def _separator_hint(columns: list[str]) -> str | None:
+    """The separator a one-column header apparently uses instead of a comma, if any."""
+    if len(columns) != 1:
+        return None
+    for delimiter in (";", "\t"):
+        parts = [c.strip() for c in columns[0].split(delimiter)]
+        if delimiter in columns[0] and all(c in parts for c in REQUIRED_COLUMNS):
+            return delimiter
+    return None
+
+
+def _header_problems(columns: list[str], class_spec, delimiter: str) -> list[ManifestProblem]:
+    """Problems of the header alone (line 1); the rows are checked whatever they are."""
+    problems = []
+    if delimiter != ",":
+        name = "';'" if delimiter == ";" else "a tab"
+        problems.append(ManifestProblem(
+            1, f"the separator must be a comma, and this file appears to use {name}: the header was read as "
+               f"one column; re-save it as comma-separated CSV (in Excel: file type 'CSV UTF-8 (Comma "
+               f"delimited)'). The rows below were checked as if {name} were the separator."))
+    missing = [c for c in REQUIRED_COLUMNS if c not in columns]
+    if missing:
+        text = f"missing required column(s) {', '.join(missing)}; the header is {columns}: add them"
+        if "path" in missing:
+            text += ". No row was checked: without a path column no row names an image"
+        problems.append(ManifestProblem(1, text))
+    repeated = sorted({c for c in columns if columns.count(c) > 1})
+    if repeated:
+        problems.append(ManifestProblem(
+            1, f"column(s) {', '.join(repeated)} appear more than once in the header: keep one of each (the rows "
+               "were checked with the first)"))
+    if "captured_at" not in columns and "timeslot" not in columns:
+        problems.append(ManifestProblem(1, "the manifest needs a captured_at or a timeslot column to order "
+                                           "images in time"))
+    if "label" not in columns and class_spec is None:
+        problems.append(ManifestProblem(1, "no label column and no class specification: add a label column or "
+                                           "pass a class specification (e.g. --classes ntif)"))
+    return problems
 
 
 def load_manifest(path: str | Path, *, class_spec: ClassSpec | str | Path | None = None,
@@ -208,13 +434,15 @@ def load_manifest(path: str | Path, *, class_spec: ClassSpec | str | Path | None
     Parameters
     ----------
     path : str or Path
-        The CSV file. Relative image paths are taken relative to its folder.
+        The CSV file. Relative image paths are taken relative to its folder and must stay
+        inside it (also through symbolic links); images elsewhere need absolute paths.
     class_spec : ClassSpec, str or Path, optional
         Class specification used to derive labels for rows that have none (a shipped name
         like ``"ntif"``, a TOML path, or a loaded spec). When given, every device of the
         manifest must appear in it.
     check_files : bool, default True
-        Whether a row whose image file does not exist is a problem.
+        Whether a row whose image file does not exist (or is not a regular file) is a problem.
+        Files are looked at with ``os.stat`` only, never opened.
 
     Returns
     -------
@@ -223,137 +451,163 @@ def load_manifest(path: str | Path, *, class_spec: ClassSpec | str | Path | None
     Raises
     ------
     ManifestError
-        Listing every problem found, each with its line number: missing or repeated column,
-        missing file (or a folder or broken link in its place), unparseable date, neither
-        ``captured_at`` nor ``timeslot``, unknown device in the class specification, duplicate
-        path (the same file however spelled: ``./``, ``..``, absolute, symbolic link), a
-        relative path that leads out of the manifest's folder (also through a symbolic link),
-        a row with too many fields or too few for its required columns, bad numbers, no label
-        at all; or the manifest itself missing, a folder, unreadable or not UTF-8 CSV. Line
-        numbers are physical lines of the file (blank lines and line breaks inside quoted
-        fields count), the header being line 1.
+        Listing every problem found in one pass, each with its line number (and column where
+        it concerns one): a problem of the header (missing or repeated column, no time column,
+        no label column and no class specification, a separator other than a comma) does not
+        hide the problems of the rows, which are checked as far as the header allows (all of
+        them, unless there is no ``path`` column, which the message then says). Row problems:
+        missing file (or a folder, broken link, named pipe or other non-regular file in its
+        place), unparseable date, neither ``captured_at`` nor ``timeslot``, unknown device in
+        the class specification, duplicate path (the same file however spelled: ``./``,
+        ``..``, absolute, symbolic link), a relative path that leads out of the manifest's
+        folder (also through a symbolic link), a NUL byte or line break in a path, a row with
+        too many fields or too few for its required columns, bad numbers, no label at all; or
+        the manifest itself missing, a folder, unreadable, not UTF-8 (with the byte offset and
+        line) or with a quote left open (with the line where it opens). Line numbers are
+        physical lines of the file (blank lines and line breaks inside quoted fields count),
+        the header being line 1; :attr:`ManifestRow.line` is the line where the row starts.
     """
     source = Path(path)
     if source.is_dir():
         raise ManifestError([ManifestProblem(None, f"{source} is a folder, not a manifest: give the CSV file",
                                              str(source))], source)
     if not source.is_file():
-        raise ManifestError([ManifestProblem(None, f"manifest {source} does not exist", str(source))], source)
+        what = "is not a regular file" if os.path.exists(source) else "does not exist"
+        raise ManifestError([ManifestProblem(None, f"manifest {source} {what}", str(source))], source)
     if isinstance(class_spec, (str, Path)):
         class_spec = load_class_spec(class_spec)
-    base = source.parent
-    problems: list[ManifestProblem] = []
-    rows: list[ManifestRow] = []
-    excluded: list[Exclusion] = []
-    seen: dict[str, int] = {}
-
     try:
-        with open(source, newline="", encoding="utf-8-sig") as fh:
-            records = _read_records(fh)
-            columns = [c.strip() for c in next(records, (1, []))[1]]
-            missing = [c for c in REQUIRED_COLUMNS if c not in columns]
-            if not columns:
-                raise ManifestError([ManifestProblem(1, "the manifest is empty: it needs a header "
-                                                        "with at least path,device", str(source))], source)
-            if missing:
-                raise ManifestError([ManifestProblem(
-                    1, f"missing required column(s) {', '.join(missing)}; the header is {columns}", str(source))], source)
-            repeated = sorted({c for c in columns if columns.count(c) > 1})
-            if repeated:
-                raise ManifestError([ManifestProblem(
-                    1, f"column(s) {', '.join(repeated)} appear more than once in the header: keep one "
-                       "of each", str(source))], source)
-            if "captured_at" not in columns and "timeslot" not in columns:
-                raise ManifestError([ManifestProblem(
-                    1, "the manifest needs a captured_at or a timeslot column to order images in time",
-                    str(source))], source)
-            if "label" not in columns and class_spec is None:
-                raise ManifestError([ManifestProblem(
-                    1, "no label column and no class specification: add a label column or pass a "
-                       "class specification (e.g. --classes ntif)", str(source))], source)
-            times = [c for c in ("captured_at", "timeslot") if c in columns]
-            for line_no, fields in records:
-                if len(fields) > len(columns):
-                    problems.append(ManifestProblem(line_no, f"{len(fields) - len(columns)} more field(s) than "
-                                                             f"the header has columns ({len(columns)}): quote "
-                                                             "values that contain commas"))
-                    continue
-                values = {k: (v or "").strip() for k, v in zip(columns, fields)}
-                values.update({k: "" for k in columns[len(fields):]})
-                raw_path, device = values.get("path", ""), values.get("device", "")
-                # a short row may leave out trailing optional columns, not those it cannot do without
-                cut_off = columns[len(fields):]
-                lacking = [c for c in ("path", "device") if c in cut_off]
-                if all(c in cut_off for c in times):
-                    lacking += times
-                if "label" in cut_off and class_spec is None:
-                    lacking.append("label")
-                if lacking:
-                    problems.append(ManifestProblem(
-                        line_no, f"the row has {len(fields)} field(s) but the header has {len(columns)}: "
-                                 f"{', '.join(lacking)} missing; complete the row or remove it", raw_path or None))
-                    continue
-                if not raw_path:
-                    problems.append(ManifestProblem(line_no, "empty path: give the image file or remove the row"))
-                    continue
-                if not device:
-                    problems.append(ManifestProblem(line_no, "empty device: give the camera body's id", raw_path))
-                image_path = _resolve(base, raw_path, problems, line_no)
-                if image_path is not None:
-                    key = _same_file_key(image_path)
-                    if key in seen:
-                        problems.append(ManifestProblem(
-                            line_no, f"duplicate path: the same file as line {seen[key]}; remove one of "
-                                     "the two rows", raw_path))
-                    else:
-                        seen[key] = line_no
-                    if check_files:
-                        _check_file(image_path, problems, line_no, raw_path)
-                captured_at = None
-                if values.get("captured_at"):
-                    try:
-                        captured_at = parse_capture_time(values["captured_at"])
-                    except ValueError as exc:
-                        problems.append(ManifestProblem(line_no, f"captured_at: {exc}", raw_path))
-                timeslot = _optional_int(values.get("timeslot", ""), "timeslot", problems, line_no, raw_path)
-                if not values.get("captured_at") and not values.get("timeslot"):
-                    problems.append(ManifestProblem(
-                        line_no, "neither captured_at nor timeslot is given: the image cannot be "
-                                 "placed in time", raw_path))
-                label = _optional_int(values.get("label", ""), "label", problems, line_no, raw_path)
-                exposure = _optional_float(values.get("exposure_s", ""), "exposure_s", problems, line_no, raw_path)
-                iso = _optional_float(values.get("iso", ""), "iso", problems, line_no, raw_path)
-                if label is not None and label < 0:
-                    problems.append(ManifestProblem(line_no, f"label {label} must be >= 0", raw_path))
-                if label is None and class_spec is not None and device:
-                    if device not in class_spec.devices:
-                        problems.append(ManifestProblem(
-                            line_no, f"device {device!r} is not in class specification {class_spec.name!r} "
-                                     f"(known: {', '.join(sorted(class_spec.devices))})", raw_path))
-                        continue
-                    label, reason = class_spec.label_for(device, timeslot=timeslot, captured_at=captured_at)
-                    if label is None:
-                        excluded.append(Exclusion(line_no, raw_path, device, reason))
-                        continue
-                elif label is None and not values.get("label"):
-                    problems.append(ManifestProblem(
-                        line_no, "empty label and no class specification to derive it from", raw_path))
-                    continue
-                extra = {k: v for k, v in values.items() if k not in KNOWN_COLUMNS}
-                if image_path is not None and label is not None:
-                    rows.append(ManifestRow(line_no, image_path, device, captured_at, timeslot, label, exposure,
-                                            iso, values.get("make") or None, values.get("model") or None, extra))
-    except UnicodeDecodeError as exc:
-        raise ManifestError([ManifestProblem(None, f"not a UTF-8 text file ({exc.reason}); save the "
-                                                   "manifest as UTF-8 CSV", str(source))], source) from None
-    except csv.Error as exc:
-        raise ManifestError([ManifestProblem(None, f"malformed CSV: {exc}", str(source))], source) from None
+        data = source.read_bytes()
     except OSError as exc:
         raise ManifestError([ManifestProblem(None, f"cannot read the manifest ({exc.strerror or exc}): check "
                                                    "its permissions", str(source))], source) from None
-
-    if not rows and not problems and not excluded:
+    lines = io.StringIO(_decode(data, source), newline="").readlines()
+    records, csv_problem = _read_records(lines, ",")
+    if not records:
+        problem = csv_problem or ManifestProblem(1, "the manifest is empty: it needs a header with at least "
+                                                    "path,device", str(source))
+        raise ManifestError([problem], source)
+    columns = [c.strip() for c in records[0][2]]
+    delimiter = _separator_hint(columns) or ","
+    if delimiter != ",":  # read the rows as the file means them, so that their problems are listed too
+        records, csv_problem = _read_records(lines, delimiter)
+        columns = [c.strip() for c in records[0][2]] if records else columns
+    problems = _header_problems(columns, class_spec, delimiter)
+    rows: list[ManifestRow] = []
+    excluded: list[Exclusion] = []
+    if "path" in columns:
+        _check_rows(records[1:], columns, source.parent, class_spec, check_files, problems, rows, excluded)
+    if csv_problem is not None:
+        problems.append(csv_problem)
+    if len(records) == 1 and not problems:
         problems.append(ManifestProblem(None, "the manifest has a header but no rows", str(source)))
     if problems:
-        raise ManifestError(problems, source)
-    return Manifest(rows, excluded, source, file_sha256(source), columns)
+        raise ManifestError(sorted(problems, key=lambda p: p.line or 0), source)
+    return Manifest(rows, excluded, source, hashlib.sha256(data).hexdigest(), columns)
+
+
+def _check_rows(records, columns: list[str], base: Path, class_spec: ClassSpec | None, check_files: bool,
+                problems: list, rows: list, excluded: list) -> None:
+    """Validate every record after the header, adding to `problems`, `rows` and `excluded`.
+
+    Checks that a header problem makes meaningless (a missing device, time or label column)
+    are left out: the header problem already says it, once.
+    """
+    times = [c for c in ("captured_at", "timeslot") if c in columns]
+    seen: dict[str, int] = {}
+    for line_no, last_line, fields in records:
+        # a row that runs over several lines and has the wrong number of fields: a stray quote
+        spans = (f" (the row runs from line {line_no} to line {last_line}: is a quote left open on line "
+                 f"{line_no}?)" if last_line > line_no else "")
+        if len(fields) > len(columns):
+            problems.append(ManifestProblem(line_no, f"{len(fields) - len(columns)} more field(s) than "
+                                                     f"the header has columns ({len(columns)}): quote "
+                                                     f"values that contain commas{spans}"))
+            continue
+        values: dict[str, str] = {}
+        for name, value in zip(columns, fields):
+            values.setdefault(name, (value or "").strip())  # a repeated column: the first counts
+        for name in columns[len(fields):]:
+            values.setdefault(name, "")
+        raw_path, device = values.get("path", ""), values.get("device", "")
+        # a short row may leave out trailing optional columns, not those it cannot do without
+        cut_off = columns[len(fields):]
+        lacking = [c for c in REQUIRED_COLUMNS if c in cut_off]
+        if times and all(c in cut_off for c in times):
+            lacking += times
+        if "label" in cut_off and class_spec is None:
+            lacking.append("label")
+        if lacking:
+            problems.append(ManifestProblem(
+                line_no, f"the row has {len(fields)} field(s) but the header has {len(columns)}: "
+                         f"{', '.join(lacking)} missing; complete the row or remove it{spans}", raw_path or None))
+            continue
+        if not raw_path:
+            problems.append(ManifestProblem(line_no, "empty path: give the image file or remove the row",
+                                            column="path"))
+            continue
+        if not device and "device" in columns:
+            problems.append(ManifestProblem(line_no, "empty device: give the camera body's id", raw_path,
+                                            "device"))
+        image_path = None
+        if "\x00" in raw_path:
+            problems.append(ManifestProblem(
+                line_no, f"the path {_shown(raw_path)} contains a NUL byte (\\x00), which no file name can hold: "
+                         "correct the path (re-export the manifest as plain UTF-8 text) or remove the row",
+                raw_path, "path"))
+        elif "\n" in raw_path or "\r" in raw_path:
+            problems.append(ManifestProblem(
+                line_no, f"the path {_shown(raw_path)} contains a line break (the row runs from line {line_no} to "
+                         f"line {last_line}): a quote is probably left open on line {line_no}; close it",
+                raw_path, "path"))
+        else:
+            try:
+                image_path = _resolve(base, raw_path, problems, line_no)
+                key = None if image_path is None else _same_file_key(image_path)
+            except (OSError, ValueError) as exc:  # e.g. a name too long for the file system
+                problems.append(ManifestProblem(line_no, f"the path {_shown(raw_path)} cannot be used ({exc}): "
+                                                         "correct it or remove the row", raw_path, "path"))
+                image_path = key = None
+            if key is not None:
+                if key in seen:
+                    problems.append(ManifestProblem(
+                        line_no, f"duplicate path: the same file as line {seen[key]}; remove one of "
+                                 "the two rows", raw_path, "path"))
+                else:
+                    seen[key] = line_no
+                if check_files:
+                    _check_file(image_path, problems, line_no, raw_path)
+        captured_at = None
+        if values.get("captured_at"):
+            try:
+                captured_at = parse_capture_time(values["captured_at"])
+            except ValueError as exc:
+                problems.append(ManifestProblem(line_no, f"captured_at: {exc}", raw_path, "captured_at"))
+        timeslot = _optional_int(values.get("timeslot", ""), "timeslot", problems, line_no, raw_path)
+        if times and not values.get("captured_at") and not values.get("timeslot"):
+            problems.append(ManifestProblem(
+                line_no, "neither captured_at nor timeslot is given: the image cannot be "
+                         "placed in time", raw_path, times[0] if len(times) == 1 else None))
+        label = _optional_int(values.get("label", ""), "label", problems, line_no, raw_path)
+        exposure = _optional_float(values.get("exposure_s", ""), "exposure_s", problems, line_no, raw_path)
+        iso = _optional_float(values.get("iso", ""), "iso", problems, line_no, raw_path)
+        if label is not None and label < 0:
+            problems.append(ManifestProblem(line_no, f"label {label} must be >= 0", raw_path, "label"))
+        if label is None and class_spec is not None and device:
+            if device not in class_spec.devices:
+                problems.append(ManifestProblem(
+                    line_no, f"device {_shown(device)} is not in class specification {class_spec.name!r} "
+                             f"(known: {', '.join(sorted(class_spec.devices))})", raw_path, "device"))
+                continue
+            label, reason = class_spec.label_for(device, timeslot=timeslot, captured_at=captured_at)
+            if label is None:
+                excluded.append(Exclusion(line_no, raw_path, device, reason))
+                continue
+        elif label is None and "label" in columns and not values.get("label"):
+            problems.append(ManifestProblem(
+                line_no, "empty label and no class specification to derive it from", raw_path, "label"))
+            continue
+        extra = {k: v for k, v in values.items() if k not in KNOWN_COLUMNS}
+        if image_path is not None and label is not None:
+            rows.append(ManifestRow(line_no, image_path, device, captured_at, timeslot, label, exposure,
+                                    iso, values.get("make") or None, values.get("model") or None, extra))

@@ -4,9 +4,10 @@
 and returns one row per image plus the problems found; :func:`write_manifest` writes the rows
 as CSV atomically. ``python -m pipeline.manifest build DIR`` calls both.
 
-Problems never stop the walk: an unreadable file gets no row and a problem; an image without
-``DateTimeOriginal`` gets a row with ``captured_at`` empty and a problem (the manifest loader
-flags such rows, so the user fills the time in or removes the row).
+Problems never stop the walk: an unreadable file gets no row and a problem, and so does a named
+pipe, socket or device file with an image's name (it is never opened, so it cannot hang the
+walk); an image without ``DateTimeOriginal`` gets a row with ``captured_at`` empty and a problem
+(the manifest loader flags such rows, so the user fills the time in or removes the row).
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from pipeline.data.atomic import atomic_write
 from pipeline.data.errors import ImageReadError, ManifestProblem
 from pipeline.data.exif import IMAGE_EXTENSIONS, ExifWarning, ImageMetadata, inspect_exif
 from pipeline.data.imageio import read_image
+from pipeline.data.manifest import manifest_path as _manifest_path
+from pipeline.data.manifest import non_regular_kind
 
 __all__ = ["BuiltManifest", "DEVICE_SOURCES", "MANIFEST_COLUMNS", "build_manifest", "write_manifest"]
 
@@ -76,8 +79,12 @@ def build_manifest(
         unknown) — two bodies of one model are two devices; images without a serial get an
         empty device and a problem. ``'name'``: the given `device`.
     relative_to : str or os.PathLike, optional
-        Folder the manifest will be written to; paths are made relative to it (POSIX
-        separators). Default: `root`.
+        Folder the manifest will be written to. An image inside it is written relative to it
+        (POSIX separators); an image outside it, or reached from it only through a symbolic
+        link that leads out of it, is written as an absolute path, since
+        :func:`~pipeline.data.manifest.load_manifest` accepts a relative path only if it stays
+        inside the manifest's folder (:func:`~pipeline.data.manifest.manifest_path`).
+        Default: `root`.
     verify_pixels : bool, default False
         Also decode every image (:func:`~pipeline.data.imageio.read_image`) so that truncated
         or corrupt pixel data is reported too; slower (a full decode per file).
@@ -107,6 +114,14 @@ def build_manifest(
     problems: list[ManifestProblem] = []
     for image_path in tqdm(files, desc="reading EXIF", unit="file", disable=not progress):
         manifest_path = _manifest_path(image_path, base)
+        try:
+            kind = non_regular_kind(os.stat(image_path).st_mode)
+        except OSError:
+            kind = None  # gone or unreachable: inspect_exif says which
+        if kind is not None:
+            problems.append(ManifestProblem(None, f"left out, not a regular file ({kind}): remove it or move it "
+                                                  "out of the folder", manifest_path))
+            continue
         try:
             metadata, issues = inspect_exif(image_path)
             if verify_pixels:
@@ -184,13 +199,6 @@ def _image_files(root: Path) -> Iterable[Path]:
         for name in names:
             if not name.startswith(".") and Path(name).suffix[1:].lower() in IMAGE_EXTENSIONS:
                 yield Path(folder) / name
-
-
-def _manifest_path(image_path: Path, base: Path) -> str:
-    try:
-        return Path(os.path.relpath(image_path, base)).as_posix()
-    except ValueError:  # another drive on Windows
-        return image_path.resolve().as_posix()
 
 
 def _device_for(image_path: Path, root: Path, metadata: ImageMetadata, device: str | None,
