@@ -21,25 +21,22 @@ changes nothing but its own absence; the device's frame, kind and bit depth are 
 a few images spread over its time range share, so one foreign first image does not condemn
 the rest; and a device with no readable image is skipped with its failures recorded.
 
-Every test runs under a time limit (SIGALRM, plus a faulthandler watchdog that also ends a hang
-inside C code), so a decoder that hangs on a crafted file fails the suite instead of stalling it.
+Every test runs under a time limit (pytest-timeout, see below), so a decoder that hangs on a
+crafted file fails its own test instead of stalling the suite or ending it.
 """
 
 from __future__ import annotations
 
 import csv
-import faulthandler
 import io
 import json
 import os
 import re
 import shutil
-import signal
 import struct
 import subprocess
 import sys
 import tempfile
-import threading
 import tracemalloc
 import warnings
 import zlib
@@ -59,41 +56,24 @@ from pipeline.ml_age import main as ml_age_main
 REPO = Path(__file__).resolve().parents[1]
 
 # --- time limits ------------------------------------------------------------------------------
+# pytest-timeout (in the dev extra) fails the one test that runs past its limit, printing its
+# stack, and the suite goes on. Its signal method (SIGALRM, main thread) raises inside the test: it
+# interrupts Python code and blocking system calls alike (a read, an open() on a named pipe). Its
+# thread method is the only one that could end a hang inside C code that never returns to the
+# interpreter, but it does so by ending the whole pytest process (as the faulthandler watchdog used
+# here before did, on slow machines too): no test here needs it, every input being a small finite
+# file. The limits are generous for a busy 2-core machine, and a run's limit also covers building the
+# fixtures it is the first to use (the clean dataset and the baseline run).
 
-DEFAULT_LIMIT_S = 30
-RUN_LIMIT_S = 180  # whole experiments, on a shared and possibly busy machine
+DEFAULT_LIMIT_S = 120
+RUN_LIMIT_S = 600  # whole experiments, on a shared and possibly busy machine
+
+pytestmark = pytest.mark.timeout(DEFAULT_LIMIT_S, method="signal")
 
 
 def time_limit(seconds: int):
-    """Give one test a time limit other than DEFAULT_LIMIT_S."""
-    def mark(func):
-        func.time_limit_s = seconds
-        return func
-    return mark
-
-
-class HangError(Exception):
-    """A test ran past its time limit: the code under test hangs on bad input."""
-
-
-@pytest.fixture(autouse=True)
-def _no_hang(request):
-    limit = getattr(request.function, "time_limit_s", DEFAULT_LIMIT_S)
-    in_main = threading.current_thread() is threading.main_thread() and hasattr(signal, "SIGALRM")
-    if in_main:
-        def on_alarm(signum, frame):
-            raise HangError(f"{request.node.name} ran past its {limit} s limit: a hang on bad input")
-        previous = signal.signal(signal.SIGALRM, on_alarm)
-        signal.alarm(limit)
-    # a hang inside C code never returns to Python for SIGALRM's handler: end the process then
-    faulthandler.dump_traceback_later(limit + 60, exit=True)
-    try:
-        yield
-    finally:
-        faulthandler.cancel_dump_traceback_later()
-        if in_main:
-            signal.alarm(0)
-            signal.signal(signal.SIGALRM, previous)
+    """Give one test a time limit other than DEFAULT_LIMIT_S (it fails that test only)."""
+    return pytest.mark.timeout(seconds, method="signal")
 
 
 # --- file factories ---------------------------------------------------------------------------
@@ -567,16 +547,26 @@ def test_unparseable_dates(folder, value):
     assert f"captured_at: cannot parse {value!r} as an ISO 8601 time (e.g. 2015-03-21T14:05:00)" in found[3]
 
 
-@pytest.mark.parametrize("header, message", [
-    ("path,captured_at,label", r"missing required column\(s\) device"),
-    ("device,timeslot,label", r"missing required column\(s\) path"),
-    ("path,device,label", r"captured_at or a timeslot column"),
-    ("path,device,timeslot", r"no label column and no class specification"),
-    ("path,device,timeslot,label,device", r"device appear more than once in the header"),
+@pytest.mark.parametrize("header, rows, message", [
+    ("path,captured_at,label", ["a.jpg,2014-10-01,0", "gone.jpg,2014-10-02,1", "a.jpg,2014-10-03,1"],
+     r"missing required column\(s\) device"),
+    ("path,device,label", ["a.jpg,cam,0", "gone.jpg,cam,1", "a.jpg,cam,1"], r"captured_at or a timeslot column"),
+    ("path,device,timeslot", ["a.jpg,cam,1", "gone.jpg,cam,2", "a.jpg,cam,3"],
+     r"no label column and no class specification"),
+    ("path,device,timeslot,label,device", ["a.jpg,cam,1,0,cam", "gone.jpg,cam,2,1,cam", "a.jpg,cam,3,1,cam"],
+     r"device appear more than once in the header"),
 ])
-def test_missing_or_repeated_columns(folder, header, message):
-    found = manifest_problems(write_manifest(folder, f"{header}\na.jpg,cam,1,0\n"))
-    assert list(found) == [1] and re.search(message, found[1])
+def test_missing_or_repeated_columns_hide_no_row_problem(folder, header, rows, message):
+    """A header problem is listed with every row problem (here a missing file and a duplicate), in one pass."""
+    found = manifest_problems(write_manifest(folder, "\n".join([header, *rows]) + "\n"))
+    assert sorted(found) == [1, 3, 4] and re.search(message, found[1])
+    assert "file not found" in found[3] and "duplicate path: the same file as line 2" in found[4]
+
+
+def test_without_a_path_column_rows_cannot_be_checked_and_the_message_says_so(folder):
+    found = manifest_problems(write_manifest(folder, "device,timeslot,label\ncam,1,0\n"))
+    assert list(found) == [1] and re.search(r"missing required column\(s\) path", found[1])
+    assert "No row was checked: without a path column no row names an image" in found[1]
 
 
 def test_empty_manifest_folder_and_header_only(folder):
@@ -903,3 +893,50 @@ def test_cli_reports_manifest_problems_with_their_lines(folder, tmp_path, capsys
     assert captured.err.startswith(f"error: manifest '{path}' has 2 problems:")
     assert "line 3" in captured.err and "line 4" in captured.err
 
+
+
+# === the suite's own time limits ================================================================
+
+_PROBE_PLUGIN = '''
+import faulthandler, json, os
+import pytest
+
+_killers, _limits = [], {}
+_arm = faulthandler.dump_traceback_later
+
+def _recording_arm(timeout, repeat=False, file=None, exit=False):
+    if exit:
+        _killers.append(timeout)
+    return _arm(timeout, repeat=repeat, exit=exit, **({} if file is None else {"file": file}))
+
+faulthandler.dump_traceback_later = _recording_arm
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(session, config, items):
+    for item in items:
+        marker = item.get_closest_marker("timeout")
+        _limits[item.name] = None if marker is None else marker.kwargs.get("method")
+
+def pytest_sessionfinish(session):
+    with open(os.environ["PROBE_OUT"], "w") as fh:
+        json.dump({"killers": _killers, "limits": _limits,
+                   "pytest_timeout": session.config.pluginmanager.hasplugin("timeout")}, fh)
+'''
+
+
+def test_a_test_past_its_limit_fails_alone_and_never_ends_the_process(tmp_path):
+    """No process-wide watchdog (faulthandler with exit=True ends pytest, every test after it lost);
+    every test of this module has a pytest-timeout limit with the signal method, which fails that test."""
+    (tmp_path / "probe_plugin.py").write_text(_PROBE_PLUGIN)
+    env = {**os.environ, "PROBE_OUT": str(tmp_path / "probe.json"),
+           "PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-m", "pytest", "-p", "probe_plugin", "-p", "no:cacheprovider", "-q",
+                           "-k", "test_zero_byte_file or test_missing_file_and_folder", __file__],
+                          capture_output=True, text=True, cwd=REPO, env=env, timeout=DEFAULT_LIMIT_S - 20,
+                          check=False)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    probe = json.loads((tmp_path / "probe.json").read_text())
+    assert probe["pytest_timeout"], "pytest-timeout is not installed: pip install -e '.[dev]'"
+    assert probe["killers"] == [], "a watchdog that ends the whole pytest process was armed"
+    assert len(probe["limits"]) > 50
+    assert {name for name, method in probe["limits"].items() if method != "signal"} == set()
