@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+import importlib.util
+import logging
+import os
 import pickle
+import subprocess
+import sys
+import threading
+import warnings
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
+import rawpy
+import simplejpeg
 import tifffile
 from PIL import Image, ImageFile
 
 from pipeline.data.errors import ImageReadError, ManifestError, ManifestProblem
-from pipeline.data.exif import ExifWarning
+from pipeline.data.exif import ExifWarning, detect_format, inspect_exif
 from pipeline.data.imageio import SensorImage, read_image
 
 REAL_JPEGS = ("r_canon.jpg", "r_casio.jpg", "r_olympus.jpg", "r_pana.jpg", "r_pen.jpg",
@@ -354,3 +364,288 @@ def test_pillows_own_limit_is_reported_as_such(tmp_path, monkeypatch):
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # errors above twice this
     with pytest.raises(ImageReadError, match="too large for Pillow's decompression-bomb limit"):
         read_image(path)
+
+
+# --- issue 21: header first, consistent formats, nothing printed raw, regular files only ------
+
+def _tiff(width: int, height: int, bits: int, strip: bytes, *, photometric: int = 1,
+          compression: int = 1) -> bytes:
+    """A one-strip, one-sample little-endian TIFF from its parts (for layouts tifffile cannot write)."""
+    tags = [(256, 4, width), (257, 4, height), (258, 3, bits), (259, 3, compression), (262, 3, photometric),
+            (273, 4, 0), (277, 3, 1), (278, 4, height), (279, 4, len(strip))]
+    data_offset = 8 + 2 + 12 * len(tags) + 4
+    entries = b"".join(tag.to_bytes(2, "little") + kind.to_bytes(2, "little") + (1).to_bytes(4, "little")
+                       + (data_offset if tag == 273 else value).to_bytes(4, "little")
+                       for tag, kind, value in tags)
+    return (b"II*\x00" + (8).to_bytes(4, "little") + len(tags).to_bytes(2, "little") + entries
+            + (0).to_bytes(4, "little") + strip)
+
+
+def _big_gray_png(path, side: int) -> None:
+    """An all-black side×side 8-bit grayscale PNG, compressed row by row (tiny on disk)."""
+    compressor, row = zlib.compressobj(9), bytes(side + 1)  # filter byte 0, then the samples
+    body = b"".join(compressor.compress(row) for _ in range(side)) + compressor.flush()
+    header_and_ihdr, iend = _png(side, side, 8, 0)[:33], _png(1, 1, 8, 0)[-12:]
+    idat = len(body).to_bytes(4, "big") + b"IDAT" + body + zlib.crc32(b"IDAT" + body).to_bytes(4, "big")
+    path.write_bytes(header_and_ihdr + idat + iend)
+
+
+_PEAK_MEMORY_CHILD = r"""
+import resource, sys
+from pipeline.data.errors import ImageReadError
+from pipeline.data.imageio import read_image
+
+def peak_mib():
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes on macOS, KiB on Linux
+
+before = peak_mib()
+reasons = []
+for limits in ({"expected_shape": (3000, 4000)}, {"expected_shape": (12000, 12000), "max_pixels": 100_000_000}):
+    try:
+        read_image(sys.argv[1], **limits)
+        reasons.append("read")
+    except ImageReadError as exc:
+        reasons.append(exc.reason)
+print(peak_mib() - before)
+print("\n".join(reasons))
+"""
+
+
+def test_frame_size_of_a_huge_png_is_checked_from_its_header(tmp_path):
+    # 12000×12000 (144 Mpixel, about 140 KB on disk): decoding it needs at least 144 MiB.
+    pytest.importorskip("resource")
+    path = tmp_path / "huge.png"
+    _big_gray_png(path, 12_000)
+    repository = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-c", _PEAK_MEMORY_CHILD, str(path)], cwd=repository,
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(repository)})
+    assert done.returncode == 0, done.stderr
+    growth, *reasons = done.stdout.splitlines()
+    assert reasons == ["stored as 12000×12000 (width×height) but the device frame is 4000×3000: a resized or "
+                       "cropped image (or another camera's) does not keep sensor positions",
+                       "12000×12000 = 144,000,000 pixels exceeds the limit of 100,000,000"]
+    assert float(growth) < 40, f"peak memory grew by {float(growth):.0f} MiB: the pixels were decoded"
+
+
+def _refuse_to_decode(*args, **kwargs):
+    raise AssertionError("the pixels were decoded before the frame size was checked")
+
+
+class _RawWithoutUnpack:
+    """A rawpy.RawPy whose unpack() (the decode) fails the test."""
+
+    def __init__(self, real=rawpy.RawPy):
+        self._raw = real()
+
+    def unpack(self):
+        _refuse_to_decode()
+
+    def __getattr__(self, name):
+        return getattr(self._raw, name)
+
+
+@pytest.mark.parametrize("image_format", ["jpeg", "tiff", "dng"])
+def test_frame_size_is_checked_from_the_header_in_every_format(tmp_path, write_dng, monkeypatch, image_format):
+    rng = np.random.default_rng(21)
+    if image_format == "jpeg":
+        path = tmp_path / "frame.jpg"
+        Image.fromarray(rng.integers(0, 256, (32, 48, 3), dtype=np.uint8)).save(path, quality=95)
+        monkeypatch.setattr(simplejpeg, "decode_jpeg", _refuse_to_decode)
+    elif image_format == "tiff":
+        path = tmp_path / "frame.tif"
+        tifffile.imwrite(path, rng.integers(0, 256, (32, 48, 3), dtype=np.uint8), photometric="rgb")
+        monkeypatch.setattr(tifffile.TiffPage, "asarray", _refuse_to_decode)
+    else:
+        path = write_dng(rng.integers(0, 4096, (32, 48), dtype=np.uint16))
+        monkeypatch.setattr(rawpy, "RawPy", _RawWithoutUnpack)
+    with pytest.raises(ImageReadError, match=r"stored as 48×32 \(width×height\) but the device frame is 40×30"):
+        read_image(path, expected_shape=(30, 40))
+    rotated = "raw file is never stored rotated" if image_format == "dng" else "stored rotated 90°"
+    with pytest.raises(ImageReadError, match=rotated):
+        read_image(path, expected_shape=(48, 32))
+    with pytest.raises(ImageReadError, match="1,536 pixels exceeds the limit of 1,535"):
+        read_image(path, max_pixels=1535)
+
+
+def test_pillows_bomb_warning_becomes_a_note_naming_the_file(tmp_path, monkeypatch, caplog):
+    path = tmp_path / "large.png"
+    Image.new("L", (12, 10)).save(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # 120 pixels: over the warning threshold only
+    with warnings.catch_warnings(record=True) as caught, caplog.at_level(logging.WARNING):
+        warnings.simplefilter("always")
+        image = read_image(path)
+    assert not [w for w in caught if issubclass(w.category, Image.DecompressionBombWarning)]
+    assert image.notes == ("decoder message: Pillow: Image size (120 pixels) exceeds limit of 100 pixels, "
+                           "could be decompression bomb DOS attack.",)
+    assert f"{path}: decoder message: Pillow: Image size (120 pixels)" in caplog.text
+
+
+@pytest.mark.parametrize(("bits", "reason"), [
+    (4, "4-bit TIFF image: too few levels per sample"),
+    (2, "2-bit TIFF image: too few levels per sample"),
+    (12, "uncompressed TIFF with 12-bit samples: tifffile needs the imagecodecs package to decode it"),
+])
+def test_low_bit_depth_tiff_is_not_called_corrupt(tmp_path, bits, reason):
+    path = tmp_path / f"gray{bits}.tif"
+    path.write_bytes(_tiff(16, 8, bits, bytes(16 * 8 * bits // 8)))
+    if bits == 12 and importlib.util.find_spec("imagecodecs") is not None:
+        assert read_image(path).bit_depth == 12
+        return
+    with pytest.raises(ImageReadError) as caught:
+        read_image(path)
+    assert caught.value.reason.startswith(reason)
+    assert "corrupt" not in caught.value.reason
+
+
+def _jpeg_segments(data: bytes):
+    """(offset, marker) of each marker segment of a JPEG before its first scan."""
+    position = 2
+    while data[position + 1] != 0xDA:
+        yield position, data[position + 1]
+        position += 2 + int.from_bytes(data[position + 2:position + 4], "big")
+
+
+def test_jpeg_with_a_recoverable_libjpeg_warning_says_what_was_seen(camera_files, tmp_path):
+    data = (camera_files / "r_sony.jpg").read_bytes()
+    dqt = next(offset for offset, marker in _jpeg_segments(data) if marker == 0xDB)
+    path = tmp_path / "junk.jpg"
+    path.write_bytes(data[:dqt] + b"\x00" * 5 + data[dqt:])  # as some editing tools leave them
+    with pytest.raises(ImageReadError) as caught:
+        read_image(path)
+    assert caught.value.reason == ("irregular JPEG header: libjpeg-turbo warns 'Corrupt JPEG data: 5 extraneous "
+                                   "bytes before marker 0xdb'; it could read on by skipping the irregularity, "
+                                   "which strict reading refuses")
+    assert "re-copy" not in caught.value.advice.lower()
+
+
+def test_palette_and_low_bit_images_are_refused_in_every_format(tmp_path):
+    palette = Image.new("P", (16, 12))
+    palette.putpalette([value for level in range(256) for value in (level, level, level)])
+    files = {
+        "palette.png": (lambda path: palette.save(path), "palette (indexed-colour) PNG image"),
+        "palette.tif": (lambda path: palette.save(path), "palette (indexed-colour) TIFF image"),
+        "bilevel.png": (lambda path: Image.new("1", (16, 12)).save(path), "1-bit gray PNG image"),
+        "bilevel.tif": (lambda path: Image.new("1", (16, 12)).save(path), "1-bit (bilevel) TIFF image"),
+        "gray4.png": (lambda path: path.write_bytes(_png(16, 12, 4, 0, bytes(12 * 9))), "4-bit gray PNG image"),
+    }
+    for name, (write, reason) in files.items():
+        write(tmp_path / name)
+        with pytest.raises(ImageReadError) as caught:
+            read_image(tmp_path / name)
+        assert caught.value.reason.startswith(reason + ": "), name
+        assert "quantised away" in caught.value.reason
+
+
+def test_multi_frame_files_record_that_only_the_first_frame_was_read(tmp_path, caplog):
+    rng = np.random.default_rng(22)
+    first, second = (Image.fromarray(rng.integers(0, 256, (12, 16, 3), dtype=np.uint8)) for _ in range(2))
+    first.save(tmp_path / "stereo.mpo", "MPO", save_all=True, append_images=[second])
+    first.save(tmp_path / "animated.png", save_all=True, append_images=[second, first])
+    with tifffile.TiffWriter(tmp_path / "pages.tif") as tif:
+        for _ in range(4):
+            tif.write(np.asarray(first), photometric="rgb")
+    expected = {"stereo.mpo": (2, "images (an MPO or multi-picture JPEG)"),
+                "animated.png": (3, "frames (an animated PNG)"), "pages.tif": (4, "pages (a multi-page TIFF)")}
+    for name, (count, what) in expected.items():
+        path = tmp_path / name
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="pipeline.data.imageio"):
+            image = read_image(path)
+        assert image.frames == count, name
+        assert image.notes == (f"the file holds {count} {what}; only the first was read",)
+        assert caplog.messages == [f"{path}: the file holds {count} {what}; only the first was read"]
+        if name != "stereo.mpo":  # lossless: the first frame itself
+            np.testing.assert_array_equal(image.pixels, np.asarray(first))
+    single = tmp_path / "single.png"
+    first.save(single)
+    assert (read_image(single).frames, read_image(single).notes) == (1, ())
+
+
+def test_decoder_chatter_goes_into_the_reason_not_to_stderr(tmp_path, capfd):
+    # tifffile logs a repaired strip table (Python logging); libtiff, tried for a compression
+    # tifffile cannot decode, prints to the C-level stderr. Neither names the file.
+    data = bytearray(_tiff(16, 8, 8, bytes(128)))
+    data[8 + 2 + 12 * 8 + 4:8 + 2 + 12 * 8 + 8] = (2).to_bytes(4, "little")  # StripByteCounts: 2 values
+    short_table = tmp_path / "strips.tif"
+    short_table.write_bytes(bytes(data))
+    webp = tmp_path / "webp.tif"
+    webp.write_bytes(_tiff(16, 8, 8, b"RIFF" + bytes(60), compression=50001, photometric=1))
+    outcomes = []
+    for path in (short_table, webp):
+        try:
+            outcomes.append(" ".join(read_image(path).notes))
+        except ImageReadError as exc:
+            outcomes.append(exc.reason)
+    captured = capfd.readouterr()
+    assert captured.err == "" and captured.out == ""
+    assert "tifffile: " in outcomes[0] and "StripByteCounts" in outcomes[0]
+    if importlib.util.find_spec("imagecodecs") is None:
+        assert outcomes[1].startswith("WEBP-compressed TIFF with 8-bit samples: tifffile needs the imagecodecs")
+
+
+def test_c_level_stderr_of_a_decoder_is_captured(capfd):
+    from pipeline.data.imageio import _c_stderr_into
+
+    said = []
+    with _c_stderr_into(said, "libfoo"):
+        os.write(2, b"libfoo: bad block 7\n\nsecond line\n")
+    assert said == ["libfoo: libfoo: bad block 7", "libfoo: second line"]
+    os.write(2, b"after\n")
+    assert capfd.readouterr().err == "after\n"
+
+
+def _read_in_thread(function, path, timeout_s: float = 20.0):
+    """Run function(path) in a thread; return what it raised or returned, or fail if it blocks."""
+    outcome = {}
+
+    def target():
+        try:
+            outcome["value"] = function(path)
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            outcome["value"] = exc
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    if thread.is_alive():
+        try:  # unblock the reader: a writer that closes at once gives it end-of-file
+            os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+        except OSError:
+            pass
+        thread.join(5)
+        pytest.fail(f"{function.__name__}({path}) was still blocked after {timeout_s} s")
+    return outcome["value"]
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
+def test_named_pipe_is_refused_without_blocking(tmp_path):
+    pipe = tmp_path / "IMG_0001.jpg"
+    os.mkfifo(pipe)
+    for function in (read_image, detect_format, inspect_exif):
+        outcome = _read_in_thread(function, pipe)
+        assert isinstance(outcome, ImageReadError), (function.__name__, outcome)
+        assert outcome.reason.startswith("not a regular file (named pipe)")
+        assert str(outcome).startswith(f"cannot read image '{pipe}': not a regular file (named pipe)")
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="needs /dev/zero")
+def test_device_is_refused(tmp_path):
+    link = tmp_path / "zero.jpg"
+    link.symlink_to("/dev/zero")
+    outcome = _read_in_thread(read_image, link)
+    assert isinstance(outcome, ImageReadError) and outcome.reason.startswith("not a regular file (character device)")
+
+
+def test_libraw_chatter_goes_into_the_reason_not_to_stderr(write_dng, tmp_path, capfd):
+    path = write_dng(np.arange(32 * 48, dtype=np.uint16).reshape(32, 48))
+    cut = tmp_path / "cut.dng"
+    cut.write_bytes(path.read_bytes()[:-100])
+    capfd.readouterr()
+    with pytest.raises(ImageReadError) as caught:
+        read_image(cut)
+    assert capfd.readouterr().err == ""
+    assert caught.value.reason.startswith("truncated or unreadable raw data")
+    assert "the decoder also reported: 'LibRaw: " in caught.value.reason
+    assert "Unexpected end of file" in caught.value.reason

@@ -22,15 +22,19 @@ Rules
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import re
+import stat
+import threading
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from io import BytesIO
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import tifffile
 from PIL import JpegImagePlugin, PngImagePlugin, UnidentifiedImageError
@@ -160,8 +164,10 @@ def detect_format(path: str | os.PathLike[str]) -> str:
     Raises
     ------
     ImageReadError
-        If the file is missing, empty, text (e.g. an HTML error page saved as ``.jpg``), an
-        image format that is not supported (GIF, HEIC, ...) or unrecognisable.
+        If the file is missing, not a regular file (a named pipe, device or socket is refused
+        before it is opened, since reading one can block forever), empty, text (e.g. an HTML
+        error page saved as ``.jpg``), an image format that is not supported (GIF, HEIC, ...)
+        or unrecognisable.
     """
     path = Path(path)
     head = _read_head(path)
@@ -297,8 +303,19 @@ def metadata_from_tags(tags: Mapping[int, Any]) -> tuple[ImageMetadata, list[str
 
 # --- identification -------------------------------------------------------------------------
 
+_SPECIAL_FILES = ((stat.S_ISFIFO, "named pipe"), (stat.S_ISCHR, "character device"),
+                  (stat.S_ISBLK, "block device"), (stat.S_ISSOCK, "socket"))
+
+
 def _read_head(path: Path) -> bytes:
     try:
+        mode = os.stat(path).st_mode  # before opening: opening a named pipe blocks until a writer comes
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError
+        if not stat.S_ISREG(mode):
+            kind = next((name for test, name in _SPECIAL_FILES if test(mode)), "special file")
+            raise ImageReadError(path, f"not a regular file ({kind}): reading it could block forever "
+                                 "or never end", "Point to the image file itself.")
         with open(path, "rb") as fh:
             head = fh.read(_HEAD_BYTES)
     except FileNotFoundError:
@@ -314,14 +331,78 @@ def _read_head(path: Path) -> bytes:
     return head
 
 
+@contextmanager
+def _tifffile_log_into(said: list[str]) -> Iterator[None]:
+    """Collect tifffile's log records from this thread into `said` instead of letting them print.
+
+    tifffile logs what it repairs or skips ("incorrect StripByteCounts count") on the
+    ``tifffile`` logger, without the file name. Records of other threads pass through untouched.
+    """
+    capture = _ThreadRecords(said)
+    log = logging.getLogger("tifffile")
+    log.addFilter(capture)
+    try:
+        yield
+    finally:
+        log.removeFilter(capture)
+
+
+class _ThreadRecords(logging.Filter):
+    def __init__(self, said: list[str]):
+        super().__init__()
+        self.thread = threading.get_ident()
+        self.said = said
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.thread != self.thread:
+            return True
+        self.said.append(f"tifffile: {record.getMessage()}")
+        return False
+
+
+_WARNINGS_LOCK = threading.Lock()  # warnings.catch_warnings swaps process-wide state
+
+
+@contextmanager
+def _python_warnings_into(said: list[str], source: str) -> Iterator[None]:
+    """Record the Python warnings raised in the block into `said` as "<source>: <message>".
+
+    The warning filters in force still apply (an ignored warning is not recorded, one turned
+    into an error raises). Deprecation warnings are for developers, not about the file: they
+    are re-issued as usual. ``catch_warnings`` is process-wide, so blocks are serialised with a
+    lock; a warning raised by another thread meanwhile is recorded too.
+    """
+    caught: list[warnings.WarningMessage] = []
+    try:
+        with _WARNINGS_LOCK, warnings.catch_warnings(record=True) as recorded:
+            try:
+                yield
+            finally:
+                caught = list(recorded)
+    finally:
+        for warning in caught:
+            if issubclass(warning.category, (DeprecationWarning, PendingDeprecationWarning)):
+                warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+            else:
+                said.append(f"{source}: {warning.message}")
+
+
+def _structure_error(path: Path, exc: BaseException, said: list[str]) -> ImageReadError:
+    reason = f"corrupt or truncated TIFF structure ({_describe(exc)})"
+    if said:
+        reason += "; the decoder also reported: " + "; ".join(repr(line[:300]) for line in dict.fromkeys(said))
+    return ImageReadError(path, reason)
+
+
 def _classify_tiff_structure(path: Path, head: bytes) -> str:
     if head[8:10] == b"CR":
         return "raw"  # Canon CR2
+    said: list[str] = []  # on success the pixel reader meets (and reports) the same records
     try:
-        with tifffile.TiffFile(path) as tif:
+        with _tifffile_log_into(said), tifffile.TiffFile(path) as tif:
             is_dng = _DNG_VERSION in tif.pages.first.tags
     except Exception as exc:  # tifffile raises several types on a broken structure
-        raise ImageReadError(path, f"corrupt or truncated TIFF structure ({_describe(exc)})") from None
+        raise _structure_error(path, exc, said) from None
     if is_dng:
         return "dng"
     return "raw" if _extension(path) in RAW_EXTENSIONS else "tiff"
@@ -374,8 +455,9 @@ def _exif_with_pillow(path: Path, data: bytes | None, image_format: str) -> tupl
     # The plugin class rather than Image.open: only the header is parsed here, so Pillow's
     # decompression-bomb check (meant for decoding) must not reject large genuine photos.
     plugin = JpegImagePlugin.JpegImageFile if image_format == "jpeg" else PngImagePlugin.PngImageFile
+    said: list[str] = []  # Pillow's warnings about the header ("Invalid APNG", "Corrupt EXIF data")
     try:
-        with plugin(source) as image:
+        with _python_warnings_into(said, "Pillow"), plugin(source) as image:
             width, height = image.size
             issues: list[str] = []
             try:
@@ -388,15 +470,20 @@ def _exif_with_pillow(path: Path, data: bytes | None, image_format: str) -> tupl
             if not tags and len(image.info.get("exif") or b"") > 6:
                 issues.append("the EXIF block is present but unreadable (malformed); ignored")
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise ImageReadError(path, f"corrupt image header ({_describe(exc)})") from None
+        reason = f"corrupt image header ({_describe(exc)})"
+        if said:
+            reason += "; the decoder also reported: " + "; ".join(repr(line) for line in dict.fromkeys(said))
+        raise ImageReadError(path, reason) from None
     metadata, tag_issues = metadata_from_tags(tags)
-    return replace(metadata, width=width, height=height), issues + tag_issues
+    warned = [f"{line} (while reading the header)" for line in dict.fromkeys(said)]
+    return replace(metadata, width=width, height=height), warned + issues + tag_issues
 
 
 def _exif_with_tifffile(path: Path) -> tuple[ImageMetadata, list[str]]:
     issues: list[str] = []
+    said: list[str] = []  # on success the pixel reader meets (and reports) the same records
     try:
-        with tifffile.TiffFile(path) as tif:
+        with _tifffile_log_into(said), tifffile.TiffFile(path) as tif:
             page = tif.pages.first
             tags: dict[int, Any] = {}
             for tag in page.tags:
@@ -406,7 +493,7 @@ def _exif_with_tifffile(path: Path) -> tuple[ImageMetadata, list[str]]:
                     issues.append(f"TIFF tag {tag.code} unreadable ({_describe(exc)})")
             width, height = int(page.imagewidth), int(page.imagelength)
     except Exception as exc:
-        raise ImageReadError(path, f"corrupt or truncated TIFF structure ({_describe(exc)})") from None
+        raise _structure_error(path, exc, said) from None
     exif_ifd = tags.pop(_EXIF_IFD, None)
     if isinstance(exif_ifd, Mapping):  # tifffile gives the Exif IFD as {name: value}
         for name, value in exif_ifd.items():

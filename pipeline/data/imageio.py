@@ -15,15 +15,43 @@ Pixel positions stay sensor positions: EXIF orientation is recorded but never ap
 image stored rotated relative to its device's frame is turned back only when the caller says
 how it was turned (see :func:`read_image`). Every unreadable file raises
 :class:`~pipeline.data.errors.ImageReadError` naming the file and the cause.
+
+Policies
+--------
+* **Header first.** The frame size (``max_pixels`` and the device frame, ``expected_shape``
+  with ``rotate_back``) is checked from the file's header before any pixel is decoded.
+* **Palette and low-bit-depth images are refused** (palette PNG/TIFF, 1-, 2- and 4-bit
+  samples): their pixels are indices or coarse levels, with the sensor noise that defect
+  analysis needs quantised away. GIF and BMP are not read at all.
+* **One frame.** A file holding several images (MPO or Ultra HDR JPEG, animated PNG,
+  multi-page TIFF) is read as its first image; :attr:`SensorImage.frames` says how many it
+  holds, a note is added to :attr:`SensorImage.notes` and a ``logging`` warning names the file.
+* **Nothing printed raw.** What the decoders say during a read (Pillow's Python warnings,
+  including its ``DecompressionBombWarning`` for an image that is within `max_pixels`;
+  tifffile's log records; libtiff's and LibRaw's lines on the C-level stderr) is captured:
+  appended to the reason of the :class:`ImageReadError` when the read fails, otherwise kept in
+  :attr:`SensorImage.notes` and logged as a warning naming the file. The C-level capture
+  redirects file descriptor 2 only around LibRaw and Pillow-libtiff decodes, one thread at a
+  time (they are serialised across threads), and whatever the process writes to descriptor 2
+  meanwhile is captured with it.
+* **Regular files only.** A named pipe, device or socket is refused before it is opened, since
+  reading one can block forever (:func:`~pipeline.data.exif.detect_format`).
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import struct
+import sys
+import tempfile
+import threading
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from io import BytesIO
 from pathlib import Path
+from typing import Iterator, NamedTuple
 
 import numpy as np
 import rawpy
@@ -32,9 +60,12 @@ import tifffile
 from PIL import Image, ImageFile, UnidentifiedImageError
 
 from pipeline.data.errors import ImageReadError
-from pipeline.data.exif import ExifWarning, ImageMetadata, detect_format, inspect_exif
+from pipeline.data.exif import (ExifWarning, ImageMetadata, _python_warnings_into, _tifffile_log_into,
+                                 detect_format, inspect_exif)
 
 __all__ = ["DEFAULT_MAX_PIXELS", "SensorImage", "read_image"]
+
+logger = logging.getLogger(__name__)
 
 #: Images with more pixels than this are refused before decoding (decompression-bomb guard).
 DEFAULT_MAX_PIXELS = 250_000_000
@@ -73,6 +104,14 @@ class SensorImage:
     rotated_back : int
         Quarter turns (``numpy.rot90``'s ``k``) applied to bring the stored pixels back to the
         device frame; 0 when the pixels are as stored.
+    frames : int
+        Images the file holds (MPO/multi-picture JPEG, animated PNG, multi-page TIFF); only the
+        first is read. 1 for an ordinary file.
+    notes : tuple of str
+        What a caller may want to record about this read, one sentence each, without the file
+        name: that only the first of several frames was read, and what the decoders said
+        (warnings captured instead of printed). Each note has also been logged as a warning
+        naming the file (logger ``pipeline.data.imageio``). Empty for an ordinary file.
     """
 
     pixels: np.ndarray
@@ -85,6 +124,8 @@ class SensorImage:
     path: str
     format: str
     rotated_back: int = 0
+    frames: int = 1
+    notes: tuple[str, ...] = ()
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -94,7 +135,7 @@ class SensorImage:
     def __repr__(self) -> str:
         return (f"SensorImage(path={self.path!r}, format={self.format!r}, kind={self.kind!r}, "
                 f"shape={self.pixels.shape}, dtype={self.pixels.dtype}, bit_depth={self.bit_depth}, "
-                f"rotated_back={self.rotated_back})")
+                f"rotated_back={self.rotated_back}, frames={self.frames}, notes={len(self.notes)})")
 
 
 def read_image(
@@ -138,7 +179,9 @@ def read_image(
         rotation of images stored transposed; only used for such images. Needs
         `expected_shape`.
     max_pixels : int, default 250_000_000
-        Images larger than this are refused from their header, before decoding.
+        Images larger than this are refused from their header, before decoding. (Pillow's own
+        ``PIL.Image.MAX_IMAGE_PIXELS`` also applies to PNG: above twice it the file is refused;
+        above it, the image is read and Pillow's warning becomes a note.)
     expected_kind : {'rgb', 'gray', 'cfa'}, optional
         The kind of the device's images (:attr:`SensorImage.kind`), to check this one against.
     expected_bit_depth : int, optional
@@ -152,9 +195,10 @@ def read_image(
     ------
     ImageReadError
         For every file that cannot be read as an image in its sensor frame: missing, empty,
-        truncated, corrupt, text, unsupported format or layout (CMYK JPEG, 16-bit RGB PNG,
-        float TIFF, non-Bayer-like raw), larger than `max_pixels`, or not in the device frame
-        (shape, kind or bit depth).
+        not a regular file (named pipe, device), truncated, corrupt, text, unsupported format
+        or layout (CMYK JPEG, 16-bit RGB PNG, palette or 1/2/4-bit image, float TIFF,
+        non-Bayer-like raw), larger than `max_pixels`, or not in the device frame (shape, kind
+        or bit depth). Size and frame are checked from the header, before decoding.
     ValueError
         If `expected_shape`, `rotate_back`, `max_pixels`, `expected_kind` or
         `expected_bit_depth` is invalid.
@@ -171,19 +215,29 @@ def read_image(
     expected_shape = _check_arguments(expected_shape, rotate_back, max_pixels)
     _check_layout_arguments(expected_kind, expected_bit_depth)
     path = Path(path)
+    limits = _Limits(int(max_pixels), expected_shape, rotate_back)
     image_format = detect_format(path)
-    if image_format == "jpeg":
-        image = _read_jpeg(path, max_pixels)
-    elif image_format == "png":
-        image = _read_png(path, max_pixels)
-    elif image_format == "tiff":
-        image = _read_tiff(path, max_pixels)
-    else:
-        image = _read_raw(path, image_format, max_pixels)
+    said: list[str] = []  # what the decoders said, captured instead of printed
+    try:
+        if image_format == "jpeg":
+            image = _read_jpeg(path, limits)
+        elif image_format == "png":
+            image = _read_png(path, limits, said)
+        elif image_format == "tiff":
+            image = _read_tiff(path, limits, said)
+        else:
+            image = _read_raw(path, image_format, limits, said)
+    except ImageReadError as exc:
+        if not said:
+            raise
+        raise ImageReadError(exc.path, f"{exc.reason}; {_decoders_said(said)}", exc.advice) from None
     height, width = image.pixels.shape[:2]
-    image = replace(image, metadata=replace(image.metadata, width=int(width), height=int(height)))
+    image = replace(image, metadata=replace(image.metadata, width=int(width), height=int(height)),
+                    notes=image.notes + tuple(f"decoder message: {line}" for line in _unique(said)))
     image = _to_device_frame(image, expected_shape, rotate_back)
     _check_layout(image, expected_kind, expected_bit_depth)
+    for note in image.notes:
+        logger.warning("%s: %s", path, note)
     return image
 
 
@@ -233,37 +287,55 @@ def _check_layout(image: SensorImage, expected_kind, expected_bit_depth) -> None
             "Use the camera's original file or exclude it from the manifest.")
 
 
+class _Limits(NamedTuple):
+    """What the header is checked against before decoding."""
+
+    max_pixels: int
+    expected_shape: tuple[int, int] | None
+    rotate_back: int | None
+
+
+def _check_header(path: Path, height: int, width: int, limits: _Limits, *, cfa: bool = False) -> None:
+    """Refuse, from the header's frame size, what would be refused after decoding."""
+    _check_size(path, height, width, limits.max_pixels)
+    _device_turn(path, (height, width), limits.expected_shape, limits.rotate_back, cfa)
+
+
 def _to_device_frame(image: SensorImage, expected_shape, rotate_back) -> SensorImage:
-    if expected_shape is None:
+    turn = _device_turn(Path(image.path), image.shape, expected_shape, rotate_back, image.kind == "cfa")
+    if not turn:
         return image
-    stored = image.shape
-    if stored == expected_shape:
-        return image
+    return replace(image, pixels=np.ascontiguousarray(np.rot90(image.pixels, turn)), rotated_back=turn)
+
+
+def _device_turn(path: Path, stored: tuple[int, int], expected_shape, rotate_back, cfa: bool) -> int:
+    """Quarter turns that bring a `stored` (height, width) frame to the device frame, or raise."""
+    if expected_shape is None or stored == expected_shape:
+        return 0
 
     def size(shape):
         return f"{shape[1]}×{shape[0]}"
 
     if stored != expected_shape[::-1] or stored[0] == stored[1]:
         raise ImageReadError(
-            image.path,
+            path,
             f"stored as {size(stored)} (width×height) but the device frame is {size(expected_shape)}: "
             "a resized or cropped image (or another camera's) does not keep sensor positions",
             "Use the original file or exclude it from the manifest.")
-    if image.kind == "cfa":
+    if cfa:
         raise ImageReadError(
-            image.path,
+            path,
             f"raw mosaic is {size(stored)} but the device frame is {size(expected_shape)}: a raw "
             "file is never stored rotated, so this is another sensor layout",
             "Check the device of this file in the manifest.")
     if rotate_back is None:
         raise ImageReadError(
-            image.path,
+            path,
             f"stored rotated 90° relative to the device frame ({size(stored)} vs {size(expected_shape)}); "
             "the rotation direction cannot be recovered reliably, so pixel positions are not sensor "
             "positions",
             "Exclude it, supply the original, or pass rotate_back if you know how it was rotated.")
-    return replace(image, pixels=np.ascontiguousarray(np.rot90(image.pixels, rotate_back)),
-                   rotated_back=rotate_back)
+    return rotate_back
 
 
 def _check_size(path: Path, height: int, width: int, max_pixels: int) -> None:
@@ -273,6 +345,19 @@ def _check_size(path: Path, height: int, width: int, max_pixels: int) -> None:
         raise ImageReadError(
             path, f"{width}×{height} = {height * width:,} pixels exceeds the limit of {max_pixels:,}",
             "Raise max_pixels if the file is genuine, or exclude it.")
+
+
+_QUANTISED_ADVICE = "Use the camera's original file or exclude it from the manifest."
+
+
+def _quantised_error(path: Path, what: str) -> ImageReadError:
+    """The one refusal for palette and low-bit-depth images, whatever their format."""
+    if what.startswith("palette"):
+        why = ("its pixels are indices into a table of at most 256 colours, so the sensor noise "
+               "defect analysis needs has been quantised away")
+    else:
+        why = "too few levels per sample: the sensor noise defect analysis needs has been quantised away"
+    return ImageReadError(path, f"{what} image: {why}", _QUANTISED_ADVICE)
 
 
 def _metadata(path: Path, image_format: str, data: bytes | None = None) -> ImageMetadata:
@@ -299,16 +384,76 @@ def _check_pillow_is_strict() -> None:
             "truncated images silently. Set it back to False before reading images for analysis.")
 
 
+def _frames_note(count: int, what: str) -> tuple[str, ...]:
+    return (f"the file holds {count} {what}; only the first was read",) if count > 1 else ()
+
+
+# --- what the decoders say ----------------------------------------------------------------------
+#
+# Decoders report recoverable problems by printing: Pillow with Python warnings, tifffile with
+# log records, libtiff and LibRaw on the C-level stderr. Printed raw, these lines name no file.
+# They are captured around each decode and end up in the error's reason or the image's notes.
+
+_STDERR_LOCK = threading.Lock()  # redirecting file descriptor 2 changes it for every thread
+_MAX_CAPTURED_BYTES = 16_384
+
+
+@contextmanager
+def _c_stderr_into(said: list[str], source: str) -> Iterator[None]:
+    """Record what C libraries write to file descriptor 2 during the block into `said`."""
+    with _STDERR_LOCK:
+        try:
+            saved = os.dup(2)
+        except OSError:  # no descriptor 2 (a daemon): nothing can be printed anyway
+            yield
+            return
+        try:
+            with tempfile.TemporaryFile() as sink:
+                for stream in (sys.stdout, sys.stderr):
+                    try:
+                        stream.flush()
+                    except (AttributeError, OSError, ValueError):
+                        pass
+                os.dup2(sink.fileno(), 2)
+                try:
+                    yield
+                finally:
+                    os.dup2(saved, 2)
+                    sink.seek(0)
+                    text = sink.read(_MAX_CAPTURED_BYTES).decode("utf-8", errors="replace")
+                    said.extend(f"{source}: {line.strip()}" for line in text.splitlines() if line.strip())
+        finally:
+            os.close(saved)
+
+
+def _unique(lines: list[str]) -> list[str]:
+    """`lines` without repeats, in order, a repeated line marked with its count."""
+    counts: dict[str, int] = {}
+    for line in lines:
+        counts[line] = counts.get(line, 0) + 1
+    return [line if count == 1 else f"{line} (×{count})" for line, count in counts.items()]
+
+
+def _decoders_said(said: list[str]) -> str:
+    lines = _unique(said)
+    shown = "; ".join(repr(line[:300]) for line in lines[:8])
+    more = f" and {len(lines) - 8} more" if len(lines) > 8 else ""
+    return f"the decoder also reported: {shown}{more}"
+
+
 # --- JPEG -------------------------------------------------------------------------------------
 
-def _read_jpeg(path: Path, max_pixels: int) -> SensorImage:
+_ALTERED_ADVICE = ("Cameras write clean JPEGs, so the file was altered or damaged after capture: use the "
+                   "camera's original file, or exclude it.")
+
+
+def _read_jpeg(path: Path, limits: _Limits) -> SensorImage:
     data = path.read_bytes()
     try:
         height, width, colourspace, _subsampling = simplejpeg.decode_jpeg_header(data)
     except ValueError as exc:
-        raise ImageReadError(path, f"corrupt or truncated JPEG header ({exc}; the file has "
-                                   f"{len(data):,} bytes)") from None
-    _check_size(path, height, width, max_pixels)
+        raise _jpeg_header_error(path, data, exc) from None
+    _check_header(path, height, width, limits)
     if colourspace in ("CMYK", "YCCK"):
         raise ImageReadError(
             path, f"{colourspace} JPEG: not supported for defect analysis (no camera writes CMYK, "
@@ -322,25 +467,90 @@ def _read_jpeg(path: Path, max_pixels: int) -> SensorImage:
                                         fastdct=False, fastupsample=False, strict=True)
     except (ValueError, RuntimeError) as exc:
         message = str(exc)
-        cause = "truncated JPEG data" if "Premature end" in message else "corrupt JPEG data"
-        raise ImageReadError(path, f"{cause} (libjpeg-turbo: {message})") from None
+        if "Premature end" in message:
+            raise ImageReadError(path, f"truncated JPEG data (libjpeg-turbo: {message})") from None
+        if message.startswith("Corrupt JPEG data"):
+            raise ImageReadError(
+                path, f"irregular JPEG data: libjpeg-turbo warns {message!r}; it could decode on by "
+                "skipping or guessing data, which strict reading refuses", _ALTERED_ADVICE) from None
+        raise ImageReadError(path, f"corrupt JPEG data (libjpeg-turbo: {message})") from None
     if gray:
         pixels = pixels[:, :, 0]
+    frames = _jpeg_image_count(data)
     return SensorImage(pixels=pixels, kind="gray" if gray else "rgb", cfa_pattern=None,
                        black_level=0.0, white_level=255.0, bit_depth=8,
-                       metadata=_metadata(path, "jpeg", data), path=str(path), format="jpeg")
+                       metadata=_metadata(path, "jpeg", data), path=str(path), format="jpeg",
+                       frames=frames, notes=_frames_note(frames, "images (an MPO or multi-picture JPEG)"))
+
+
+def _jpeg_header_error(path: Path, data: bytes, exc: ValueError) -> ImageReadError:
+    """Tell a recoverable libjpeg warning in the header from a broken or truncated header."""
+    message = str(exc)
+    try:
+        simplejpeg.decode_jpeg_header(data, strict=False)
+        recoverable = "Premature end" not in message
+    except Exception:  # simplejpeg raises ValueError, KeyError... on a header it cannot parse
+        recoverable = False
+    if recoverable:
+        return ImageReadError(
+            path, f"irregular JPEG header: libjpeg-turbo warns {message!r}; it could read on by "
+            "skipping the irregularity, which strict reading refuses", _ALTERED_ADVICE)
+    return ImageReadError(path, f"corrupt or truncated JPEG header (libjpeg-turbo: {message}; the file has "
+                                f"{len(data):,} bytes)")
+
+
+def _jpeg_image_count(data: bytes) -> int:
+    """Images listed by the JPEG's multi-picture index (APP2 'MPF'): 2+ for MPO and Ultra HDR.
+
+    Only the marker segments before the first scan are looked at; a missing or malformed
+    index counts as one image.
+    """
+    position = 2
+    while position + 4 <= len(data) and data[position] == 0xFF:
+        marker = data[position + 1]
+        if marker == 0xFF:  # fill byte
+            position += 1
+            continue
+        if marker in (0xD9, 0xDA):  # end of image, start of scan
+            break
+        length = int.from_bytes(data[position + 2:position + 4], "big")
+        if marker == 0xE2 and data[position + 4:position + 8] == b"MPF\x00":
+            return _mpf_image_count(data[position + 8:position + 2 + length])
+        position += 2 + length
+    return 1
+
+
+def _mpf_image_count(index: bytes) -> int:
+    """NumberOfImages (tag 0xB001) of an MPF index, a little TIFF structure."""
+    order = {b"II": "<", b"MM": ">"}.get(index[:2])
+    try:
+        if order is None:
+            return 1
+        (offset,) = struct.unpack_from(order + "I", index, 4)
+        (entries,) = struct.unpack_from(order + "H", index, offset)
+        for entry in range(entries):
+            tag, kind, count, value = struct.unpack_from(order + "HHII", index, offset + 2 + 12 * entry)
+            if tag == 0xB001 and kind == 4 and count == 1:
+                return max(1, min(int(value), 1000))
+    except struct.error:
+        pass
+    return 1
 
 
 # --- PNG --------------------------------------------------------------------------------------
 
-def _read_png(path: Path, max_pixels: int) -> SensorImage:
+def _read_png(path: Path, limits: _Limits, said: list[str]) -> SensorImage:
     with open(path, "rb") as fh:
         header = fh.read(33)
     if len(header) < 33 or header[12:16] != b"IHDR":
         raise ImageReadError(path, "truncated or corrupt PNG header (no IHDR chunk)")
     width, height = int.from_bytes(header[16:20], "big"), int.from_bytes(header[20:24], "big")
     bit_depth, colour_type = header[24], header[25]
-    _check_size(path, height, width, max_pixels)
+    _check_header(path, height, width, limits)
+    if colour_type == 3:
+        raise _quantised_error(path, "palette (indexed-colour) PNG")
+    if bit_depth < 8:
+        raise _quantised_error(path, f"{bit_depth}-bit {_PNG_COLOUR_TYPES.get(colour_type, 'colour')} PNG")
     if bit_depth == 16 and colour_type != 0:
         raise ImageReadError(
             path, f"16-bit {_PNG_COLOUR_TYPES.get(colour_type, 'colour')} PNG: Pillow would reduce "
@@ -354,7 +564,10 @@ def _read_png(path: Path, max_pixels: int) -> SensorImage:
         raise ImageReadError(path, f"truncated PNG data: the file ends ({len(data):,} bytes) before its "
                                    "IEND chunk")
     try:
-        with Image.open(BytesIO(data)) as image:
+        with _python_warnings_into(said, "Pillow"):  # the chunks are parsed here, not in load()
+            image = Image.open(BytesIO(data), formats=["PNG"])
+        with image:
+            frames = int(getattr(image, "n_frames", 1))
             image.load()
             pixels, kind, depth = _pillow_pixels(path, image)
     except ImageReadError:
@@ -369,10 +582,13 @@ def _read_png(path: Path, max_pixels: int) -> SensorImage:
                 f"(Pillow: {_describe(exc)})", "Exclude the file, or re-save it without the oversized "
                 "text or colour-profile chunk.") from None
         cause = "truncated PNG data" if "truncated" in message else "corrupt PNG data"
+        if isinstance(exc, UnidentifiedImageError):
+            exc = UnidentifiedImageError("Pillow cannot parse its chunks")  # its text names a BytesIO
         raise ImageReadError(path, f"{cause} (Pillow: {_describe(exc)})") from None
     return SensorImage(pixels=pixels, kind=kind, cfa_pattern=None, black_level=0.0,
                        white_level=float(2 ** depth - 1), bit_depth=depth,
-                       metadata=_metadata(path, "png"), path=str(path), format="png")
+                       metadata=_metadata(path, "png"), path=str(path), format="png",
+                       frames=frames, notes=_frames_note(frames, "frames (an animated PNG)"))
 
 
 def _png_is_complete(data: bytes) -> bool:
@@ -391,9 +607,9 @@ def _pillow_pixels(path: Path, image: Image.Image) -> tuple[np.ndarray, str, int
     """Pixels of a loaded Pillow image as (array, kind, bit depth); alpha is dropped."""
     mode = image.mode
     if mode in ("P", "PA"):
-        image, mode = image.convert("RGBA"), "RGBA"
-    elif mode == "1":
-        image, mode = image.convert("L"), "L"
+        raise _quantised_error(path, f"palette (indexed-colour) {image.format or ''}".rstrip())
+    if mode == "1":
+        raise _quantised_error(path, f"1-bit (bilevel) {image.format or ''}".rstrip())
     if mode in ("RGB", "RGBA", "RGBX"):
         return np.asarray(image)[:, :, :3].copy(), "rgb", 8
     if mode in ("L", "LA"):
@@ -412,24 +628,26 @@ def _pillow_pixels(path: Path, image: Image.Image) -> tuple[np.ndarray, str, int
 
 # --- TIFF -------------------------------------------------------------------------------------
 
-def _read_tiff(path: Path, max_pixels: int) -> SensorImage:
+def _read_tiff(path: Path, limits: _Limits, said: list[str]) -> SensorImage:
     try:
-        with tifffile.TiffFile(path) as tif:
+        with _tifffile_log_into(said), tifffile.TiffFile(path) as tif:
             page = tif.pages.first
-            _check_size(path, int(page.imagelength), int(page.imagewidth), max_pixels)
+            _check_header(path, int(page.imagelength), int(page.imagewidth), limits)
             photometric = tifffile.PHOTOMETRIC(page.photometric).name
             dtype, bits, samples = np.dtype(page.dtype), int(page.bitspersample), int(page.samplesperpixel)
-            _check_tiff_layout(path, photometric, dtype, samples)
+            _check_tiff_layout(path, photometric, dtype, bits, samples, int(page.imagedepth))
+            frames = len(tif.pages)
             try:
                 pixels = _tiff_pixels_hwc(path, page.asarray(), page.axes)
-            except ValueError as exc:
+            except (ValueError, NotImplementedError) as exc:  # a codec tifffile has only with imagecodecs
                 if "imagecodecs" not in str(exc):
                     raise
-                pixels = _tiff_with_pillow(path, exc, dtype, photometric)
+                pixels = _tiff_with_pillow(path, page, exc, dtype, bits, photometric, said)
     except ImageReadError:
         raise
-    except Image.DecompressionBombError as exc:
-        raise _pillow_bomb_error(path, exc) from None
+    except MemoryError as exc:
+        raise ImageReadError(path, f"the TIFF's pixel data would not fit in memory ({_describe(exc)})",
+                             "Exclude the file, or convert it to a plain 8/16-bit TIFF.") from None
     except Exception as exc:  # tifffile raises ValueError, TiffFileError, struct.error, zlib.error...
         raise ImageReadError(path, f"corrupt or truncated TIFF data ({_describe(exc)})") from None
     kind = "gray" if photometric == "MINISBLACK" else "rgb"
@@ -437,10 +655,16 @@ def _read_tiff(path: Path, max_pixels: int) -> SensorImage:
         pixels = pixels[:, :, 0] if kind == "gray" else pixels[:, :, :3]
     return SensorImage(pixels=np.ascontiguousarray(pixels), kind=kind, cfa_pattern=None,
                        black_level=0.0, white_level=float(2 ** bits - 1), bit_depth=bits,
-                       metadata=_metadata(path, "tiff"), path=str(path), format="tiff")
+                       metadata=_metadata(path, "tiff"), path=str(path), format="tiff",
+                       frames=frames, notes=_frames_note(frames, "pages (a multi-page TIFF)"))
 
 
-def _check_tiff_layout(path: Path, photometric: str, dtype: np.dtype, samples: int) -> None:
+def _check_tiff_layout(path: Path, photometric: str, dtype: np.dtype, bits: int, samples: int,
+                       depth: int) -> None:
+    if photometric == "PALETTE":
+        raise _quantised_error(path, "palette (indexed-colour) TIFF")
+    if bits < 8:
+        raise _quantised_error(path, "1-bit (bilevel) TIFF" if bits == 1 else f"{bits}-bit TIFF")
     if photometric not in ("MINISBLACK", "RGB", "YCBCR"):
         raise ImageReadError(
             path, f"TIFF with photometric interpretation {photometric} is not supported "
@@ -450,18 +674,43 @@ def _check_tiff_layout(path: Path, photometric: str, dtype: np.dtype, samples: i
                              "Convert it to an 8/16-bit TIFF, or exclude it.")
     if photometric == "RGB" and samples < 3:
         raise ImageReadError(path, f"RGB TIFF with {samples} sample(s) per pixel")
+    if samples > 4 or depth > 1:
+        what = f"{samples:,} samples per pixel" if samples > 4 else f"a volume {depth:,} images deep"
+        raise ImageReadError(path, f"TIFF page with {what}: not a 2-D grayscale or RGB(A) image",
+                             "Save the image as a single-page 8/16-bit grayscale or RGB TIFF.")
 
 
-def _tiff_with_pillow(path: Path, exc: ValueError, dtype: np.dtype, photometric: str) -> np.ndarray:
+def _tiff_with_pillow(path: Path, page, exc: Exception, dtype: np.dtype, bits: int, photometric: str,
+                      said: list[str]) -> np.ndarray:
     """Decode a TIFF whose compression tifffile cannot handle without imagecodecs."""
-    if dtype == np.uint16 and photometric != "MINISBLACK":
-        raise ImageReadError(path, f"16-bit colour TIFF with a compression that needs imagecodecs ({exc})",
-                             "pip install imagecodecs, or save it uncompressed.")
+    compression = _enum_name(tifffile.COMPRESSION, page.compression)
+    layout = "uncompressed" if compression == "NONE" else f"{compression}-compressed"
+    needs = f"{layout} TIFF with {bits}-bit samples: tifffile needs the imagecodecs package"
+    advice = "pip install imagecodecs, or save it as an uncompressed 8- or 16-bit TIFF."
+    if bits not in (8, 16) or (bits == 16 and photometric != "MINISBLACK"):
+        raise ImageReadError(path, f"{needs} to decode it ({exc})", advice)
     _check_pillow_is_strict()
-    with Image.open(path) as image:
-        image.load()
-        pixels, _kind, _depth = _pillow_pixels(path, image)
+    try:
+        with _c_stderr_into(said, "libtiff"), _python_warnings_into(said, "Pillow"):
+            with Image.open(path, formats=["TIFF"]) as image:
+                image.load()
+                pixels, _kind, _depth = _pillow_pixels(path, image)
+    except ImageReadError:
+        raise
+    except Image.DecompressionBombError as bomb:
+        raise _pillow_bomb_error(path, bomb) from None
+    except Exception as failure:  # Pillow raises OSError ("decoder error -2"), ValueError...
+        raise ImageReadError(path, f"{needs}, and Pillow (libtiff), tried instead, could not decode it "
+                                   f"either ({_describe(failure)})",
+                             advice + " If it still fails, the file is damaged: re-copy or exclude it.") from None
     return pixels
+
+
+def _enum_name(enum, value) -> str:
+    try:
+        return enum(value).name
+    except ValueError:
+        return str(value)
 
 
 def _tiff_pixels_hwc(path: Path, pixels: np.ndarray, axes: str) -> np.ndarray:
@@ -476,13 +725,18 @@ def _tiff_pixels_hwc(path: Path, pixels: np.ndarray, axes: str) -> np.ndarray:
 
 # --- RAW / DNG --------------------------------------------------------------------------------
 
-def _read_raw(path: Path, image_format: str, max_pixels: int) -> SensorImage:
+def _read_raw(path: Path, image_format: str, limits: _Limits, said: list[str]) -> SensorImage:
     raw = rawpy.RawPy()
     try:
-        raw.open_file(str(path))
-        sizes = raw.sizes
-        _check_size(path, int(sizes.raw_height), int(sizes.raw_width), max_pixels)
-        raw.unpack()
+        with _c_stderr_into(said, "LibRaw"):  # LibRaw prints data errors to stderr
+            raw.open_file(str(path))
+            sizes = raw.sizes
+            _check_size(path, int(sizes.raw_height), int(sizes.raw_width), limits.max_pixels)
+            if (sizes.top_margin + sizes.height <= sizes.raw_height
+                    and sizes.left_margin + sizes.width <= sizes.raw_width):
+                # then raw_image_visible is exactly height×width: the frame can be checked now
+                _check_header(path, int(sizes.height), int(sizes.width), limits, cfa=True)
+            raw.unpack()
         if raw.raw_type != rawpy.RawType.Flat:
             raise ImageReadError(
                 path, "raw data is not a CFA mosaic (a linear/demosaiced raw); pixel positions "
