@@ -77,6 +77,10 @@ def test_resume_recomputes_only_missing_parts(small_dataset, tmp_path):
     assert kept.stat().st_mtime_ns == kept_mtime  # finished work was not recomputed
     assert [line for line in logged if "run" in line] == [line for line in logged if "SIM-beta01 run 1" in line]
     assert second["metrics"] == first["metrics"]
+    # config.json says what was reused (the README promises it): 4 devices x 2 runs, one part lost
+    reuse = json.loads((out / "config.json").read_text())["reuse"]
+    assert (reuse["parts_reused"], reuse["parts_computed"], reuse["devices_reused"]) == (7, 1, 3)
+    assert reuse["images_from_cache"]["screening"] == 32 and reuse["images_computed"]["screening"] == 0
     with pytest.raises(ConfigMismatchError, match="test_size"):
         run_experiment(manifest, out, ExperimentConfig(runs=2, test_size=0.2, workers=1, progress=False),
                        log=lambda *_: None)

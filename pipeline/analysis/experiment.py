@@ -12,15 +12,35 @@ Layout of an output folder::
     calibration.csv             the same figures pooled over every run's test images
     calibration/                reliability_<device> and tippett_<device> (PNG 300 dpi and PDF)
     summary.csv summary.md accuracy_boxplot.png
-    failures.csv excluded.csv   unreadable images with their reason; rows outside every class
+    failures.csv                unreadable or missing images: manifest line, device, image, reason
+    excluded.csv                images and devices left out, with the manifest line and the reason:
+                                rows outside every class, content duplicates ("same pixels as line N
+                                (path)", "same file bytes as line N (path)"), and devices that could
+                                not be analysed (line and image empty)
+    read_notes.csv              images used with a note from their reader: line, device, image, note
+                                (e.g. "the file holds 2 images (an MPO ...); only the first was read")
 
 Each part is written atomically when its (device, run) is complete, so an interrupted run
-resumes where it stopped and never recomputes finished work; the aggregate files are written
-last, and ``config.json`` says ``"status": "complete"`` only when they are all there.
+resumes where it stopped and never recomputes finished work. The aggregate files (every file
+above from ``predictions.csv`` on, and ``calibration/``) are written last, into ``.staging/``,
+and moved into the folder only at the final commit: ``config.json``'s ``status`` is
+``"running"`` while they are absent (a rerun first removes those of an earlier run),
+``"committing"`` while they are moved in, and ``"complete"`` (or ``"no-device-analysed"``, when
+no device had enough readable images in two classes: the reasons are in ``summary.md`` and
+``excluded.csv``) only when they are all there. ``config.json`` also records what a resumed run
+reused (``reuse``: parts kept from an earlier run, images taken from the feature cache).
+
+Files the run writes into the output folder that cannot be written (full disk, quota, read-only)
+stop it with an error naming the folder; a feature cache that cannot be written does not: the
+run goes on without writing it, with one warning. Temporary files left by killed writers
+(``.*.tmp``) are removed from both folders at the start of a run.
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import shutil
 import zlib
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -37,8 +57,9 @@ from pipeline.analysis.calibration import (EvidenceCalibrator, cross_fitted_scor
                                           reliability_figure, tippett_figure, top_label)
 from pipeline.analysis.provenance import package_versions, read_json, utc_now, write_json
 from pipeline.analysis.report import method_labels, plot_accuracy_boxes, summarise, summary_markdown, write_csv
-from pipeline.data.atomic import atomic_write, atomic_write_text
+from pipeline.data.atomic import FOLDER_ERRNOS, atomic_write, atomic_write_text, remove_stale_temporaries
 from pipeline.data.errors import ImageReadError
+from pipeline.data.imageio import read_image
 from pipeline.data.manifest import Manifest
 from pipeline.data.splits import Split, read_split, stratified_splits, write_split
 from pipeline.features.cache import FeatureCache
@@ -46,7 +67,14 @@ from pipeline.features.executor import batched, make_pool, map_batches
 from pipeline.features.extract import ScreenTask, SparseTask, probe_device, screen_batch, sparse_batch
 from pipeline.features.screening import screen_candidates
 
-__all__ = ["ExperimentConfig", "run_experiment", "ConfigMismatchError", "DEFECT_METHODS", "ALL_METHODS"]
+__all__ = ["ExperimentConfig", "run_experiment", "ConfigMismatchError", "OutputFolderError", "DEFECT_METHODS",
+           "ALL_METHODS", "STATUS_COMPLETE", "STATUS_NOTHING_ANALYSED"]
+
+logger = logging.getLogger(__name__)
+
+#: ``config.json`` status of a finished run, and of one in which no device could be analysed
+STATUS_COMPLETE = "complete"
+STATUS_NOTHING_ANALYSED = "no-device-analysed"
 
 DEFECT_METHODS = ("fg", "nb", "svm")
 ALL_METHODS = DEFECT_METHODS + ("srnet",)
@@ -69,6 +97,26 @@ _NON_RESULT_KEYS = {"methods", "workers", "progress", "strict", "batch_size", "s
 
 class ConfigMismatchError(RuntimeError):
     """The output folder holds a run made with a different configuration or manifest."""
+
+
+class OutputFolderError(OSError):
+    """The run's output folder cannot be written (full, over quota, read-only, no permission).
+
+    The ``errno`` and the file are those of the failed write; the message names the folder and
+    says what to do.
+    """
+
+    def __init__(self, code: int, path: str, reason: str, folder: str):
+        super().__init__(code, reason, path)
+        self.folder = folder
+
+    def __str__(self) -> str:
+        return (f"cannot write to the output folder {self.folder} ({self.strerror}, writing {self.filename}): "
+                "free space or fix permissions there, or give another --out; started again with the same "
+                "--out, the run resumes where it stopped")
+
+    def __reduce__(self):
+        return (type(self), (self.errno, self.filename, self.strerror, self.folder))
 
 
 @dataclass
@@ -185,6 +233,18 @@ class _DeviceData:
     bit_depth: int | None = None
     cache_stats: Counter = field(default_factory=Counter)  # images taken from / added to the cache
     failures: dict = field(default_factory=dict)  # path -> reason
+    duplicates: dict = field(default_factory=dict)  # path -> reason (a copy of an earlier row's content)
+    read_notes: dict = field(default_factory=dict)  # path -> what reading it noted (e.g. first of 2 frames)
+    source: Path | None = None  # the manifest, named in --strict errors
+    root: Path | None = None    # the manifest's folder, paths are shown relative to it
+
+    def line(self, path: str) -> int:
+        """The manifest line of one of the device's images."""
+        return self.rows[path].line
+
+    def shown(self, path: str) -> str:
+        """The image's path as the outputs show it (relative to the manifest's folder when inside it)."""
+        return _shown(path, self.root)
 
 
 def device_seed(root_seed: int, device: str) -> int:
@@ -202,6 +262,30 @@ def _part_path(out: Path, device: str, run: int) -> Path:
 
 def _result_config(cfg: ExperimentConfig) -> dict:
     return {k: v for k, v in asdict(cfg).items() if k not in _NON_RESULT_KEYS}
+
+
+def _shown(path: str, root: Path | None) -> str:
+    if root is not None:
+        try:
+            return str(Path(path).relative_to(root))
+        except ValueError:
+            pass
+    return path
+
+
+#: the aggregate files of a run, written at the final commit only (and removed when a run starts)
+_AGGREGATE_FILES = ("predictions.csv", "metrics.csv", "calibration.csv", "summary.csv", "summary.md",
+                    "accuracy_boxplot.png", "failures.csv", "excluded.csv", "read_notes.csv")
+_STAGING = ".staging"
+
+
+def _remove_aggregates(out: Path) -> None:
+    """Remove an earlier run's aggregate files, so that none sits beside a status that is not final."""
+    for name in _AGGREGATE_FILES:
+        (out / name).unlink(missing_ok=True)
+    for figure in list((out / "calibration").glob("reliability_*")) + list((out / "calibration").glob("tippett_*")):
+        figure.unlink(missing_ok=True)
+    shutil.rmtree(out / _STAGING, ignore_errors=True)
 
 
 def _prepare_output(out: Path, cfg: ExperimentConfig, manifest: Manifest, extra: dict) -> dict:
@@ -238,6 +322,7 @@ def _prepare_output(out: Path, cfg: ExperimentConfig, manifest: Manifest, extra:
         record["started"] = old.get("started", record["started"])
         record["resumed"] = old.get("resumed", 0) + 1
     write_json(config_path, record)
+    _remove_aggregates(out)
     return record
 
 
@@ -266,8 +351,61 @@ def _load_or_make_splits(out: Path, dev: _DeviceData, readable: list[str], cfg: 
 def _record_failures(dev: _DeviceData, failures, strict: bool) -> None:
     for path, reason in failures:
         if strict:
-            raise ImageReadError(path, reason, "Fix or remove it, or run without --strict to skip it.")
+            where = f"line {dev.line(path)} of the manifest" + (f" {dev.source}" if dev.source else "")
+            raise ImageReadError(path, reason, f"It is {where}: fix the file or remove the row, or run without "
+                                               "--strict to record it in failures.csv and go on.")
         dev.failures.setdefault(path, reason)
+
+
+def _failure_rows(dev: _DeviceData) -> list[dict]:
+    return [{"line": dev.line(p), "device": dev.device, "image": p, "reason": r}
+            for p, r in sorted(dev.failures.items(), key=lambda item: dev.line(item[0]))]
+
+
+def _duplicate_rows(dev: _DeviceData) -> list[dict]:
+    return [{"line": dev.line(p), "image": dev.shown(p), "device": dev.device, "reason": r}
+            for p, r in sorted(dev.duplicates.items(), key=lambda item: dev.line(item[0]))]
+
+
+def _same_pixels(first: str, second: str, dev: _DeviceData) -> bool:
+    """Whether two images decode to exactly the same pixels (the check behind a fingerprint match)."""
+    try:
+        a, b = (read_image(p, expected_shape=dev.frame, expected_kind=dev.kind,
+                           expected_bit_depth=dev.bit_depth).pixels for p in (first, second))
+    except ImageReadError:
+        return False
+    return a.shape == b.shape and a.dtype == b.dtype and bool(np.array_equal(a, b))
+
+
+def _read_note_rows(dev: _DeviceData) -> list[dict]:
+    return [{"line": dev.line(p), "device": dev.device, "image": dev.shown(p), "note": note}
+            for p, notes in sorted(dev.read_notes.items(), key=lambda item: dev.line(item[0])) for note in notes]
+
+
+def _find_duplicates(dev: _DeviceData, records: dict, digests: dict) -> None:
+    """Record every readable image whose content an earlier manifest row already has.
+
+    The same file bytes (SHA-256 of the file) or the same decoded pixels (a PNG copy of a JPEG, a
+    renamed copy) would put one picture in both the training and the test images of a split. The
+    row first in manifest order is kept; each later one is recorded in ``dev.duplicates`` with the
+    line and path of the one kept, and takes no part in the experiment. Equal pixel fingerprints
+    (a sample of the rows) are confirmed by decoding both images and comparing every pixel.
+    """
+    first_bytes, first_pixels = {}, {}
+    for path in sorted((p for p in dev.order if p in records and p not in dev.failures), key=dev.line):
+        by_bytes, by_pixels = digests.get(path), records[path].pixel_fingerprint
+        if by_bytes is not None and by_bytes in first_bytes:
+            kept = first_bytes[by_bytes]
+            dev.duplicates[path] = f"same file bytes as line {dev.line(kept)} ({dev.shown(kept)})"
+            continue
+        kept = first_pixels.get(by_pixels) if by_pixels is not None else None
+        if kept is not None and _same_pixels(kept, path, dev):
+            dev.duplicates[path] = f"same pixels as line {dev.line(kept)} ({dev.shown(kept)})"
+            continue
+        if by_bytes is not None:
+            first_bytes[by_bytes] = path
+        if by_pixels is not None:
+            first_pixels.setdefault(by_pixels, path)
 
 
 def _exposure(dev: _DeviceData, path: str, from_exif: dict) -> float:
@@ -295,19 +433,34 @@ def capture_times(rows) -> np.ndarray:
     return np.array([float(i) for i in range(len(rows))])
 
 
-def _screen_device(dev: _DeviceData, cfg: ExperimentConfig, pool, cache: FeatureCache) -> dict:
-    """Pass 1: the screening record of every image of the device (unreadable ones recorded)."""
+def _cache_write_failed(cache: FeatureCache, results) -> None:
+    """Switch the cache's writing off after the first failed write, with one warning naming the folder."""
+    reason = next((r.cache_error for r in results if r.cache_error), None)
+    if reason is None or cache.write_error_reported:
+        return
+    cache.stop_writing(reason)
+    cache.write_error_reported = True
+    logger.warning("%s: the run goes on without caching per-image features (the results are the same; "
+                   "a rerun computes them again). Free space or fix permissions there, or pass --cache "
+                   "with another folder.", cache.write_error)
+
+
+def _screen_device(dev: _DeviceData, cfg: ExperimentConfig, pool, cache: FeatureCache) -> tuple[dict, dict]:
+    """Pass 1: the screening record and file digest of every image of the device (unreadable ones recorded)."""
     tasks = [ScreenTask(tuple(chunk), dev.frame, cache, dev.kind, dev.bit_depth)
              for chunk in batched(dev.order, cfg.batch_size)]
     results = map_batches(screen_batch, tasks, pool=pool, weights=[len(t.paths) for t in tasks], unit="img",
                           desc=f"{dev.device}: residual screening (pass 1 of 2)", progress=cfg.progress)
-    records = {}
+    _cache_write_failed(cache, results)
+    records, digests = {}, {}
     for res in results:
         _record_failures(dev, res.failures, cfg.strict)
         records.update(res.records)
+        digests.update(res.digests)
+        dev.read_notes.update(res.notes)
         dev.cache_stats["screening_cached"] += res.cache_hits
         dev.cache_stats["screening_computed"] += len(res.records) - res.cache_hits
-    return records
+    return records, digests
 
 
 def _device_defect_features(dev: _DeviceData, splits: list[Split], records: dict, cfg: ExperimentConfig, pool,
@@ -342,6 +495,7 @@ def _device_defect_features(dev: _DeviceData, splits: list[Split], records: dict
     results = map_batches(sparse_batch, tasks, pool=pool, weights=[len(t.paths) for t in tasks], unit="img",
                           desc=f"{dev.device}: residuals at {len(keys)} candidates (pass 2 of 2)",
                           progress=cfg.progress)
+    _cache_write_failed(cache, results)
     W_all = np.concatenate([r.residuals for r in results]) if results else np.zeros((0, len(keys)), np.float32)
     S_all = np.concatenate([r.sigma for r in results]) if results else np.zeros((0, len(keys)), np.float32)
     for res in results:
@@ -623,52 +777,128 @@ def run_experiment(manifest: Manifest, out_dir: str | Path, cfg: ExperimentConfi
     Returns
     -------
     dict
-        ``summary`` (list of dicts), ``summary_text`` (markdown), ``metrics``, ``out`` and
-        ``failures``.
+        ``summary`` (list of dicts), ``summary_text`` (markdown), ``metrics``, ``out``, ``failures``
+        (rows of failures.csv), ``excluded`` (rows of excluded.csv), ``skipped`` (the devices that
+        could not be analysed, each with its reason), ``status`` (:data:`STATUS_COMPLETE`, or
+        :data:`STATUS_NOTHING_ANALYSED` when no device could be analysed) and ``written`` (the names
+        of the files and folders of ``out_dir`` that the run wrote, folders ending in ``/``).
+
+    Raises
+    ------
+    OutputFolderError
+        When the output folder cannot be written (full disk, quota, read-only, no permission);
+        the message names the folder. A feature cache that cannot be written is not an error.
+    ImageReadError
+        With ``cfg.strict``, at the first unreadable or missing image, naming its manifest line.
+    ConfigMismatchError
+        When ``out_dir`` holds a run with another manifest or other result settings.
     """
     out = Path(out_dir)
-    record = _prepare_output(out, cfg, manifest, extra_record or {})
+    try:
+        return _run(manifest, out, cfg, extra_record or {}, log)
+    except OSError as exc:
+        if exc.errno in FOLDER_ERRNOS and not isinstance(exc, OutputFolderError) and _inside(exc.filename, out):
+            raise OutputFolderError(exc.errno, exc.filename, exc.strerror or str(exc), str(out)) from exc
+        raise
+
+
+def _inside(path, folder: Path) -> bool:
+    if path is None:
+        return False
+    try:
+        return Path(os.path.abspath(os.fspath(path))).is_relative_to(os.path.abspath(folder))
+    except (TypeError, ValueError):
+        return False
+
+
+def _run(manifest: Manifest, out: Path, cfg: ExperimentConfig, extra: dict, log) -> dict:
+    record = _prepare_output(out, cfg, manifest, extra)
+    cache = FeatureCache(Path(cfg.cache_dir) if cfg.cache_dir else out / "cache")
+    for folder in [out] + ([] if _inside(cache.root, out) else [cache.root]):
+        removed = remove_stale_temporaries(folder)
+        if removed:
+            logger.info("removed %d temporary file(s) that interrupted writes left in %s", len(removed), folder)
     classes = sorted({r.label for r in manifest.rows})
     root = manifest.source.parent.resolve()
     srnet_k = _srnet_runs(cfg)
     defect_methods = [m for m in cfg.methods if m in DEFECT_METHODS]
     all_predictions, all_metrics, failures, cache_totals = [], [], [], Counter()
-    cache = FeatureCache(Path(cfg.cache_dir) if cfg.cache_dir else out / "cache")
+    excluded = [{"line": e.line, "image": e.path, "device": e.device, "reason": e.reason} for e in manifest.excluded]
+    skipped, read_notes = [], []
     with make_pool(cfg.executor, workers=cfg.workers, scheduler=cfg.scheduler) as pool:
         for device in manifest.devices:
             _run_device(out, cfg, manifest, device, classes, root, srnet_k, defect_methods, pool, cache,
-                        all_predictions, all_metrics, failures, cache_totals, log)
-    record["feature_cache"] = {"folder": str(cache.root), **{k: cache_totals[k] for k in sorted(cache_totals)}}
-    return _finish(out, cfg, record, manifest, classes, all_predictions, all_metrics, failures, srnet_k, log)
+                        all_predictions, all_metrics, failures, excluded, skipped, read_notes, cache_totals, log)
+    excluded.sort(key=lambda e: e["line"])
+    excluded += [{"line": "", "image": "", "device": s["device"], "reason": f"device not analysed: {s['reason']}"}
+                 for s in skipped]
+    record["feature_cache"] = {"folder": str(cache.root), **{k: cache_totals[k] for k in sorted(cache_totals)
+                                                              if not k.startswith(("parts_", "devices_"))}}
+    if cache.write_error:
+        record["feature_cache"]["not_written"] = cache.write_error
+    record["reuse"] = {
+        "parts_reused": cache_totals["parts_reused"], "parts_computed": cache_totals["parts_computed"],
+        "devices_reused": cache_totals["devices_reused"],
+        "images_from_cache": {"screening": cache_totals["screening_cached"],
+                              "residuals": cache_totals["residuals_cached"]},
+        "images_computed": {"screening": cache_totals["screening_computed"],
+                            "residuals": cache_totals["residuals_computed"]}}
+    return _finish(out, cfg, record, manifest, classes, all_predictions, all_metrics, failures, excluded, skipped,
+                   read_notes, srnet_k, log)
+
+
+def _line_ranges(lines: list[int]) -> str:
+    """``[2, 3, 4, 9]`` as ``"2–4, 9"``."""
+    parts, start = [], None
+    for i, line in enumerate(lines):
+        if start is None:
+            start = line
+        if i + 1 == len(lines) or lines[i + 1] != line + 1:
+            parts.append(str(start) if start == line else f"{start}–{line}")
+            start = None
+    return ", ".join(parts)
 
 
 def _run_device(out, cfg, manifest, device, classes, root, srnet_k, defect_methods, pool, cache,
-                all_predictions, all_metrics, failures, cache_totals, log):
-    """Every run of one device: split files, defect methods, SRNet; one part file per run."""
+                all_predictions, all_metrics, failures, excluded, skipped, read_notes, cache_totals, log):
+    """Every run of one device: split files, defect methods, SRNet; one part file per run.
+
+    A device that cannot be analysed (no readable image, one class, too few images to split) is
+    added to ``skipped`` with its reason; its unreadable images go to ``failures`` and its content
+    duplicates to ``excluded`` either way.
+    """
     rows = manifest.for_device(device)
     dev = _DeviceData(device, {str(r.path): r for r in rows}, [str(r.path) for r in rows],
-                      device_seed(cfg.seed, device))
+                      device_seed(cfg.seed, device), source=manifest.source, root=root)
+
+    def skip(reason: str) -> None:
+        reason += f" (manifest line(s) {_line_ranges(sorted(r.line for r in rows))})"
+        log(f"{device}: not analysed — {reason}")
+        skipped.append({"device": device, "images": len(dev.order), "reason": reason})
+        failures.extend(_failure_rows(dev))
+        excluded.extend(_duplicate_rows(dev))
+        read_notes.extend(_read_note_rows(dev))
+        cache_totals.update(dev.cache_stats)
+
     if _all_parts_complete(out, dev, cfg, srnet_k, defect_methods):
         splits, records = [read_split(_split_paths(out, device, run)) for run in range(cfg.runs)], {}
+        cache_totals["devices_reused"] += 1
     else:
         if not _probe(dev, cfg):
-            log(f"{device}: skipped — none of its {len(dev.order)} images could be read (see failures.csv)")
-            failures += [{"device": device, "image": p, "reason": r} for p, r in sorted(dev.failures.items())]
-            return
-        records = _screen_device(dev, cfg, pool, cache)
-        readable = [p for p in dev.order if p not in dev.failures]
-        labels = {dev.rows[p].label for p in readable}
+            return skip(f"none of its {len(dev.order)} image(s) could be read (see failures.csv)")
+        records, digests = _screen_device(dev, cfg, pool, cache)
+        _find_duplicates(dev, records, digests)
+        readable = [p for p in dev.order if p not in dev.failures and p not in dev.duplicates]
+        labels = sorted({dev.rows[p].label for p in readable})
+        if not readable:
+            return skip(f"none of its {len(dev.order)} image(s) could be read (see failures.csv)")
         if len(labels) < 2:
-            log(f"{device}: skipped — all its readable images are in one class ({', '.join(map(str, labels))}); "
-                "nothing to tell apart")
-            failures += [{"device": device, "image": p, "reason": r} for p, r in sorted(dev.failures.items())]
-            return
+            return skip(f"all its {len(readable)} readable image(s) are in one class ({labels[0]}): "
+                        "nothing to tell apart; give it images of at least two classes")
         try:
             splits = _load_or_make_splits(out, dev, readable, cfg)
         except ValueError as exc:
-            log(f"{device}: skipped — {exc}")
-            failures += [{"device": device, "image": p, "reason": r} for p, r in sorted(dev.failures.items())]
-            return
+            return skip(f"too few readable images to split: {exc}")
     parts, pending = {}, []
     for split in splits:
         part_path = _part_path(out, device, split.run)
@@ -678,6 +908,11 @@ def _run_device(out, cfg, manifest, device, classes, root, srnet_k, defect_metho
         if part and set(wanted) <= set(part["methods"]):
             for path, reason in part["failures"]:
                 dev.failures.setdefault(path, reason)
+            for path, reason in part.get("duplicates", []):
+                dev.duplicates.setdefault(path, reason)
+            for path, notes in part.get("read_notes", []):
+                dev.read_notes.setdefault(path, tuple(notes))
+            cache_totals["parts_reused"] += 1
         else:
             pending.append((split, wanted))
     need_defects = [split for split, _ in pending
@@ -715,7 +950,10 @@ def _run_device(out, cfg, manifest, device, classes, root, srnet_k, defect_metho
                                            if table else "not calibrated (srnet_calibration_fraction 0): LR 1"))
         part["methods"] = sorted(done | set(wanted))
         part["failures"] = sorted(dev.failures.items())
+        part["duplicates"] = sorted(dev.duplicates.items())
+        part["read_notes"] = sorted((path, list(notes)) for path, notes in dev.read_notes.items())
         write_json(_part_path(out, device, split.run), part)
+        cache_totals["parts_computed"] += 1
         parts[split.run] = part
         accs = ", ".join(f"{m['method']} {m['accuracy']:.3f}" for m in part["metrics"])
         log(f"{device} run {split.run}: {accs}")
@@ -723,7 +961,9 @@ def _run_device(out, cfg, manifest, device, classes, root, srnet_k, defect_metho
         part = parts[split.run]
         all_predictions += [p for p in part["predictions"] if p["method"] in cfg.methods]
         all_metrics += [m for m in part["metrics"] if m["method"] in cfg.methods]
-    failures += [{"device": device, "image": p, "reason": r} for p, r in sorted(dev.failures.items())]
+    failures.extend(_failure_rows(dev))
+    excluded.extend(_duplicate_rows(dev))
+    read_notes.extend(_read_note_rows(dev))
     cache_totals.update(dev.cache_stats)
 
 
@@ -862,8 +1102,28 @@ def write_calibration_figures(folder: Path, predictions: list[dict], methods: li
     return written
 
 
-def _finish(out, cfg, record, manifest, classes, predictions, metrics, failures, srnet_k, log):
+def skipped_markdown(skipped: list[dict]) -> str:
+    """The table of devices that could not be analysed, with their reasons (summary.md)."""
+    lines = ["| device | images | reason |", "|---|---|---|"]
+    lines += [f"| {s['device']} | {s['images']} | {s['reason']} |" for s in skipped]
+    return "\n".join(lines)
+
+
+def _commit(stage: Path, out: Path) -> None:
+    """Move every staged file into the output folder (same file system: each move is a rename)."""
+    for base, _dirs, files in os.walk(stage):
+        for name in sorted(files):
+            source = Path(base) / name
+            target = out / source.relative_to(stage)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(source, target)
+    shutil.rmtree(stage, ignore_errors=True)
+
+
+def _finish(out, cfg, record, manifest, classes, predictions, metrics, failures, excluded, skipped, read_notes,
+            srnet_k, log):
     methods = [m for m in ALL_METHODS if m in cfg.methods]
+    analysed = bool(metrics)
     if cfg.pooled and metrics:
         for run in sorted({m["run"] for m in metrics}):
             for method in methods:
@@ -873,18 +1133,21 @@ def _finish(out, cfg, record, manifest, classes, predictions, metrics, failures,
                     metrics.append({"device": "pooled", "run": run, "method": method, "accuracy": acc,
                                     "n_test": len(preds), "n_train": None, "n_defects": None,
                                     "note": "all devices' test images of this run"})
+    # every aggregate file is written into the staging folder, and moved in at the final commit
+    stage = out / _STAGING
+    shutil.rmtree(stage, ignore_errors=True)
     pcols = (["image", "device", "run", "method", "true", "predicted"] + [f"p_{c}" for c in classes]
              + [f"log10_lr_{c}" for c in classes] + [f"raw_p_{c}" for c in classes])
-    write_csv(out / "predictions.csv", predictions, pcols)
-    write_csv(out / "metrics.csv", metrics, ["device", "run", "method", "accuracy", *EVIDENCE_COLUMNS, "n_test",
-                                             "n_train", "n_defects", "note"])
+    write_csv(stage / "predictions.csv", predictions, pcols)
+    write_csv(stage / "metrics.csv", metrics, ["device", "run", "method", "accuracy", *EVIDENCE_COLUMNS, "n_test",
+                                               "n_train", "n_defects", "note"])
     evidence = pooled_evidence(predictions, methods, classes)
-    write_csv(out / "calibration.csv", evidence, ["device", "method", "runs", "n", "accuracy", *EVIDENCE_COLUMNS])
-    figures = write_calibration_figures(out / "calibration", predictions, methods, classes,
+    write_csv(stage / "calibration.csv", evidence, ["device", "method", "runs", "n", "accuracy", *EVIDENCE_COLUMNS])
+    figures = write_calibration_figures(stage / "calibration", predictions, methods, classes,
                                         method_labels(_srnet_crops(cfg)))
-    write_csv(out / "failures.csv", failures, ["device", "image", "reason"])
-    write_csv(out / "excluded.csv", [{"line": e.line, "image": e.path, "device": e.device, "reason": e.reason}
-                                     for e in manifest.excluded], ["line", "image", "device", "reason"])
+    write_csv(stage / "failures.csv", failures, ["line", "device", "image", "reason"])
+    write_csv(stage / "excluded.csv", excluded, ["line", "image", "device", "reason"])
+    write_csv(stage / "read_notes.csv", read_notes, ["line", "device", "image", "note"])
     chance = {}
     for device in {p["device"] for p in predictions}:
         truths = [p["true"] for p in predictions if p["device"] == device and p["method"] == methods[0]]
@@ -892,7 +1155,11 @@ def _finish(out, cfg, record, manifest, classes, predictions, metrics, failures,
             chance[device] = max(np.mean(np.asarray(truths) == c) for c in classes)
     labels = method_labels(_srnet_crops(cfg))
     sections = []
-    if srnet_k and srnet_k < cfg.runs:
+    if not analysed:
+        sections.append("No device could be analysed, so there are no results. Each device's reason (also in "
+                        "excluded.csv):\n\n" + skipped_markdown(skipped))
+        summary_rows = []
+    elif srnet_k and srnet_k < cfg.runs:
         common = [m for m in metrics if m["run"] < srnet_k]
         summary = summarise(common)
         sections.append(f"All methods side by side on the same first {srnet_k} of {cfg.runs} splits "
@@ -913,18 +1180,41 @@ def _finish(out, cfg, record, manifest, classes, predictions, metrics, failures,
         summary_rows = [{**s, "splits": f"all {cfg.runs}"} for s in summary]
     if evidence:
         sections.append(evidence_markdown(evidence, methods, labels))
+    if skipped and analysed:
+        sections.append(f"{len(skipped)} device(s) could not be analysed (also in excluded.csv):\n\n"
+                        + skipped_markdown(skipped))
     if failures:
         sections.append(f"{len(failures)} image(s) could not be read and were left out: see failures.csv.")
+    duplicates = [e for e in excluded if str(e["reason"]).startswith(("same pixels", "same file bytes"))]
+    if duplicates:
+        sections.append(f"{len(duplicates)} image(s) have the content of an earlier manifest row (the same file "
+                        "bytes or the same pixels) and were left out, so that no picture is both trained on "
+                        "and tested: see excluded.csv.")
     if manifest.excluded:
         sections.append(f"{len(manifest.excluded)} manifest row(s) lie outside every class: see excluded.csv.")
+    if read_notes:
+        sections.append(f"{len({(n['device'], n['image']) for n in read_notes})} image(s) were used with a note "
+                        "from their reader (e.g. a file holding several images, of which the first was read): "
+                        "see read_notes.csv.")
     text = "\n\n".join(sections)
-    write_csv(out / "summary.csv", summary_rows, ["device", "method", "splits", "runs", "mean_accuracy",
-                                                  "std_accuracy", "min_accuracy", "max_accuracy"])
-    atomic_write_text(out / "summary.md", text + "\n")
+    write_csv(stage / "summary.csv", summary_rows, ["device", "method", "splits", "runs", "mean_accuracy",
+                                                    "std_accuracy", "min_accuracy", "max_accuracy"])
+    atomic_write_text(stage / "summary.md", text + "\n")
     if metrics:
-        plot_accuracy_boxes(metrics, methods, out / "accuracy_boxplot.png",
+        plot_accuracy_boxes(metrics, methods, stage / "accuracy_boxplot.png",
                             title=f"Per-run accuracy ({cfg.runs} stratified splits)")
-    record.update(status="complete", finished=utc_now(), n_failures=len(failures),
-                  calibration_figures=[str(f.relative_to(out)) for f in figures])
+    # the commit: "committing" while the files move in, the final status once they are all there
+    status = STATUS_COMPLETE if analysed else STATUS_NOTHING_ANALYSED
+    record.update(status="committing", n_failures=len(failures), n_excluded=len(excluded), skipped_devices=skipped,
+                  calibration_figures=[str(f.relative_to(stage)) for f in figures])
     write_json(out / "config.json", record)
-    return {"summary": summary_rows, "summary_text": text, "metrics": metrics, "out": out, "failures": failures}
+    _commit(stage, out)
+    record.update(status=status, finished=utc_now())
+    write_json(out / "config.json", record)
+    written = ["config.json"] + [name for name in ("parts/", "splits/", "defects/", "calibration/", "srnet/",
+                                                   "cache/")
+                                 if (out / name).is_dir() and any((out / name).iterdir())]
+    written += [name for name in _AGGREGATE_FILES if (out / name).is_file()]
+    return {"summary": summary_rows, "summary_text": text, "metrics": metrics, "out": out, "failures": failures,
+            "excluded": excluded, "skipped": skipped, "status": status, "written": written}
+

@@ -7,7 +7,9 @@ entries, and a renamed or copied file still hits. Entries are ``.npz`` files wri
 most a temporary file that is never read), so a rerun after a crash or ``kill -9`` recomputes
 only what is missing. Any process (a local worker or a Dask worker on another machine that
 sees the same folder) may read and write the cache concurrently: two writers of one key write
-the same bytes.
+the same bytes. A cache folder that cannot be written (full, over quota, read-only) never stops
+the work: the first failed write switches writing off and is kept in :attr:`FeatureCache.write_error`
+for the caller to report once; reading goes on.
 """
 
 from __future__ import annotations
@@ -57,13 +59,31 @@ class FeatureCache:
     root : path or None
         Cache folder (created on first write). None disables caching: every lookup misses
         and nothing is written.
+    writable : bool, default True
+        False: entries are read but never written.
+
+    Attributes
+    ----------
+    write_error : str or None
+        Why writing was switched off (the first failed write: folder and system message), or None.
+    write_error_reported : bool
+        Set by a caller once it has reported :attr:`write_error` (so that it reports it once).
     """
 
-    def __init__(self, root: str | Path | None):
+    def __init__(self, root: str | Path | None, writable: bool = True):
         self.root = None if root is None else Path(root)
+        self.writable = writable
+        self.write_error: str | None = None
+        self.write_error_reported = False
 
     def __reduce__(self):  # picklable for worker processes
-        return (FeatureCache, (None if self.root is None else str(self.root),))
+        return (FeatureCache, (None if self.root is None else str(self.root), self.writable))
+
+    def stop_writing(self, reason: str) -> None:
+        """Switch writing off for the rest of this object's life (and for copies made after)."""
+        self.writable = False
+        if self.write_error is None:
+            self.write_error = reason
 
     def _path(self, kind: str, content: str, params: str) -> Path:
         return self.root / kind / content[:2] / f"{content}-{params}.npz"
@@ -83,13 +103,21 @@ class FeatureCache:
             return None
 
     def store(self, kind: str, content: str, params: str, arrays: dict) -> None:
-        """Write the arrays under this key atomically."""
-        if self.root is None:
+        """Write the arrays under this key atomically; a failed write switches writing off.
+
+        The cache only saves time, so an ``OSError`` (full disk, quota, read-only or unwritable
+        folder) is not raised: it is kept in :attr:`write_error` and nothing more is written.
+        """
+        if self.root is None or not self.writable:
             return
         path = self._path(kind, content, params)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_write(path, "wb") as handle:
-            np.savez(handle, **arrays)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_write(path, "wb") as handle:
+                np.savez(handle, **arrays)
+        except OSError as exc:
+            self.stop_writing(f"the feature cache folder {self.root} cannot be written "
+                              f"({exc.strerror or exc}, at {path.parent})")
 
     def count(self, kind: str) -> int:
         """Number of entries of one kind."""

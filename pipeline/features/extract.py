@@ -12,12 +12,15 @@ Two passes over a device's images, each decoding an image once, shared by every 
 Both are module-level functions of one batch, so that
 :func:`pipeline.features.executor.map_batches` can run them in worker processes (local or
 Dask). Results per image are cached by content (:class:`pipeline.features.cache.FeatureCache`).
+The screening pass also returns each image's file SHA-256 and a fingerprint of its decoded pixels,
+from which a run finds content duplicates (the same picture under another name or format).
 An image that cannot be read is returned as a failure (path, reason), never raised, so that
 one bad file does not stop a run of thousands.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -28,10 +31,10 @@ from pipeline.data.imageio import SensorImage, read_image
 from pipeline.features.cache import FeatureCache, file_digest, fingerprint
 
 __all__ = ["ScreenTask", "ScreenRecord", "ScreenResult", "SparseTask", "SparseResult", "screen_batch",
-           "sparse_batch", "analysis_view", "probe_device", "EXCEED_K", "SIGMA_FLOOR"]
+           "sparse_batch", "analysis_view", "probe_device", "pixel_fingerprint", "EXCEED_K", "SIGMA_FLOOR"]
 
 #: Version of the per-image computations; bump it when a change alters cached results.
-FEATURE_VERSION = 2  # 2: records carry the ISO from the file's metadata
+FEATURE_VERSION = 3  # 2: records carry the ISO from the file's metadata; 3: and a pixel fingerprint
 
 #: Standardised residual threshold whose exceedances the screening records keep (W > k·σ).
 #: On the synthetic default, k = 4 kept recall (0.935) and raised precision (0.973 against
@@ -72,6 +75,9 @@ class ScreenRecord:
         Exposure time from the file's metadata.
     iso : float or None
         ISO speed from the file's metadata.
+    pixel_fingerprint : str or None
+        :func:`pixel_fingerprint` of the analysed pixels (equal for the same picture in another
+        file; a match is a candidate duplicate, confirmed by comparing every pixel).
     """
 
     exceed: np.ndarray
@@ -79,6 +85,7 @@ class ScreenRecord:
     shape: tuple
     exposure: float | None
     iso: float | None = None
+    pixel_fingerprint: str | None = None
 
 
 @dataclass
@@ -86,6 +93,9 @@ class ScreenResult:
     records: dict = field(default_factory=dict)   # path -> ScreenRecord
     failures: list[tuple[str, str]] = field(default_factory=list)
     cache_hits: int = 0
+    digests: dict = field(default_factory=dict)   # path -> SHA-256 of the file's bytes
+    notes: dict = field(default_factory=dict)     # path -> SensorImage.notes of an image read with notes
+    cache_error: str | None = None                # why the cache could not be written, if it could not
 
 
 @dataclass(frozen=True)
@@ -110,6 +120,7 @@ class SparseResult:
     exposures: dict[str, float | None] = field(default_factory=dict)
     isos: dict[str, float | None] = field(default_factory=dict)
     cache_hits: int = 0
+    cache_error: str | None = None
 
 
 def analysis_view(image: SensorImage) -> tuple[np.ndarray, bool, float]:
@@ -130,6 +141,24 @@ def probe_device(path: str) -> tuple[tuple[int, int], str, int]:
     """Frame (height, width), kind and bit depth of one image (a device's images must share them)."""
     image = read_image(path)
     return tuple(image.pixels.shape[:2]), image.kind, int(image.bit_depth)
+
+
+#: Every how many rows of a decoded image go into its pixel fingerprint. Hashing every pixel of a
+#: 12 MP image costs about half a JPEG decode (SHA-256, 20 ms); every 16th row costs 1.5 ms, and a
+#: match is only a candidate that is confirmed by comparing every pixel before anything is excluded.
+PIXEL_FINGERPRINT_ROW_STEP = 16
+
+
+def pixel_fingerprint(pixels: np.ndarray) -> str:
+    """SHA-256 (hex) of the dtype, the shape and every 16th row of decoded pixels.
+
+    One picture stored twice (byte for byte, or as a PNG copy of a JPEG's decoded pixels) has one
+    fingerprint; two different pictures with equal fingerprints would need every sampled row
+    equal, so a match is a near-certain duplicate, which the caller confirms on all pixels.
+    """
+    digest = hashlib.sha256(f"{pixels.dtype.str}{pixels.shape}".encode())
+    digest.update(np.ascontiguousarray(pixels[::PIXEL_FINGERPRINT_ROW_STEP]))
+    return digest.hexdigest()
 
 
 def _content_key(path: str) -> str | None:
@@ -161,15 +190,20 @@ def _exposure_or_none(value) -> float | None:
 
 
 def screen_batch(task: ScreenTask) -> ScreenResult:
-    """The screening record of every image of the batch (from the cache when present)."""
+    """The screening record and file digest of every image of the batch (from the cache when present)."""
     result = ScreenResult()
     params = _screen_params(task)
     for path in task.paths:
-        content = _content_key(path) if task.cache.root is not None else None
+        content = _content_key(path)
+        if content:
+            result.digests[path] = content
         cached = task.cache.load("screen", content, params) if content else None
         if cached is not None:
             result.records[path] = ScreenRecord(cached["exceed"], cached["clipped"], tuple(cached["shape"].tolist()),
-                                                _exposure_or_none(cached["exposure"]), _exposure_or_none(cached["iso"]))
+                                                _exposure_or_none(cached["exposure"]), _exposure_or_none(cached["iso"]),
+                                                cached["pixel_fingerprint"].tobytes().hex())
+            if cached["notes"].size:
+                result.notes[path] = tuple(str(note) for note in cached["notes"])
             result.cache_hits += 1
             continue
         try:
@@ -181,13 +215,18 @@ def screen_batch(task: ScreenTask) -> ScreenResult:
         exceed, clipped = kernels.exceedances(pixels, sigma, EXCEED_K, saturation=saturation, cfa=is_cfa)
         index_type = np.int32 if pixels.size < 2 ** 31 else np.int64
         record = ScreenRecord(exceed.astype(index_type), clipped.astype(index_type), pixels.shape,
-                              image.metadata.exposure_s, image.metadata.iso)
+                              image.metadata.exposure_s, image.metadata.iso, pixel_fingerprint(pixels))
+        if image.notes:
+            result.notes[path] = tuple(image.notes)
         result.records[path] = record
         if content:
             task.cache.store("screen", content, params, {
                 "exceed": record.exceed, "clipped": record.clipped, "shape": np.array(record.shape),
                 "exposure": np.array(np.nan if record.exposure is None else record.exposure),
-                "iso": np.array(np.nan if record.iso is None else record.iso)})
+                "iso": np.array(np.nan if record.iso is None else record.iso),
+                "pixel_fingerprint": np.frombuffer(bytes.fromhex(record.pixel_fingerprint), dtype=np.uint8),
+                "notes": np.array(list(image.notes), dtype=str)})
+    result.cache_error = task.cache.write_error
     return result
 
 
@@ -227,6 +266,7 @@ def sparse_batch(task: SparseTask) -> SparseResult:
                 "residuals": out.residuals[i], "sigma": out.sigma[i],
                 "exposure": np.array(np.nan if exposure is None else exposure),
                 "iso": np.array(np.nan if image.metadata.iso is None else image.metadata.iso)})
+    out.cache_error = task.cache.write_error
     return out
 
 
