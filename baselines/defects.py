@@ -301,12 +301,18 @@ class DefectIdentifier:
         score : ndarray of float32
             Their scores.
         """
-        exceed = np.asarray(exceed)
+        exceed, count = np.asarray(exceed), np.asarray(count)
         if exceed.ndim != 2 or exceed.shape[0] < 2:
             raise ValueError("screening needs (B, n) counts of at least two time blocks of trusted images")
-        z, _ = exceedance_scores_from_counts(exceed, count)
-        index = np.flatnonzero(z >= kernels.score_threshold(self.candidate_false_alarm, exceed.shape[0]))
-        return index, z[index]
+        if count.shape != exceed.shape:
+            raise ValueError(f"exceed and count must have the same (B, n) shape, got {exceed.shape} and {count.shape}")
+        if np.any(count < 0):
+            raise ValueError("exceedance counts must lie between 0 and the block's measured count")
+        # an element that never exceeded scores 0 (or -inf), below any threshold: score only the others
+        active = np.flatnonzero(exceed.any(axis=0))
+        z, _ = exceedance_scores_from_counts(exceed[:, active], count[:, active])
+        keep = z >= kernels.score_threshold(self.candidate_false_alarm, exceed.shape[0])
+        return active[keep], z[keep]
 
     def strongest(self, index, score, shape) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Positions of screened elements, strongest first, at most ``max_candidates``.
