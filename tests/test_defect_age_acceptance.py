@@ -31,6 +31,9 @@ from evidence_validation import evaluate_set
 
 pytestmark = pytest.mark.slow
 RUNS = 10
+#: runs of the extra evaluations (a second split seed, exposure from EXIF): their runs 0..4 use
+#: the same splits as runs 0..4 of the main evaluation, so they pair with it
+EXTRA_RUNS = 5
 
 
 @pytest.fixture(scope="module")
@@ -73,12 +76,13 @@ def test_evidence_is_calibrated(results, name, method):
 
 
 def test_scene_bias_does_not_move_fridrich_goljan(results, roots):
-    """Paired over every (device, run) and two split seeds: the same images' positions in the
-    splits, the scenes differ only in how strongly content follows the class."""
+    """Paired over every (device, run) and two split seeds (10 + 5 runs of 4 devices): the same
+    images' positions in the splits, the scenes differ only in how strongly content follows the class."""
     data, runs, cache = roots
-    base = [results["synthetic"]] + [evaluate_set("synthetic", data, runs, runs=RUNS, seed=1,
+    base = [results["synthetic"]] + [evaluate_set("synthetic", data, runs, runs=EXTRA_RUNS, seed=1,
                                                   cache_dir=cache / "synthetic", with_reference=False)]
-    biased = [results["synthetic-scene-bias"]] + [evaluate_set("synthetic-scene-bias", data, runs, runs=RUNS, seed=1,
+    biased = [results["synthetic-scene-bias"]] + [evaluate_set("synthetic-scene-bias", data, runs, runs=EXTRA_RUNS,
+                                                               seed=1,
                                                                cache_dir=cache / "synthetic-scene-bias",
                                                                with_reference=False)]
     a = np.concatenate([r.paired("fg", sorted(r.accuracy["fg"])) for r in base])
@@ -94,11 +98,12 @@ def test_scene_bias_does_not_move_fridrich_goljan(results, roots):
 
 def test_fg_is_the_same_from_exif_as_from_the_manifest(results, roots):
     data, runs, cache = roots
-    exif = evaluate_set("real-jpeg", data, runs, runs=RUNS, manifest_name="manifest_exif_only.csv",
+    exif = evaluate_set("real-jpeg", data, runs, runs=EXTRA_RUNS, manifest_name="manifest_exif_only.csv",
                         cache_dir=cache / "real-jpeg", with_reference=False)
     assert all(u["exposure"] and u["iso"] for u in exif.uses.values()), exif.uses  # EXIF was read and used
     manifest = results["real-jpeg"]
-    keys = sorted(manifest.accuracy["fg"])
+    keys = sorted(exif.accuracy["fg"])
+    assert len(keys) == EXTRA_RUNS * len({device for device, _ in keys}), keys
     a, b = manifest.paired("fg", keys), exif.paired("fg", keys)
     print(f"FG accuracy, exposure/ISO from the manifest {a.mean():.3f}, from EXIF {b.mean():.3f}")
     assert a.mean() >= 0.9
