@@ -116,6 +116,35 @@ def test_explain_prints_per_defect_evidence(small_dataset, tmp_path, capsys):
     assert main(["explain", str(test_image), "--run", str(tmp_path / "nothing")]) == 2
 
 
+def test_explain_warns_about_a_training_image_and_shows_class_dates(small_dataset, tmp_path, capsys):
+    """Issue 14, point 4: a trusted image of the split is flagged (by path, and as a renamed copy
+    by content), with the runs in which it is held out; each class's date range is shown."""
+    out = tmp_path / "run"
+    assert main(["--manifest", str(small_dataset.manifest_path), "--runs", "3", "--out", str(out),
+                 "--workers", "1", "--no-progress", "--methods", "fg"]) == 0
+    capsys.readouterr()
+    splits = {run: read_csv(out / "splits" / "SIM-alpha01" / f"run_{run:02d}.csv") for run in range(3)}
+    subset = {run: {r["path"]: r["subset"] for r in rows} for run, rows in splits.items()}
+    trained = next(p for p in subset[0] if subset[0][p] == "train" and "test" in
+                   {subset[run].get(p) for run in (1, 2)})
+    held_out = [run for run in (1, 2) if subset[run][trained] == "test"]
+    assert main(["explain", trained, "--run", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("WARNING: this file is one of the TRAINING images of split run 0")
+    assert f"use --split-run {held_out[0]}" in text
+    copy = tmp_path / "renamed.jpg"
+    shutil.copy(trained, copy)
+    assert main(["explain", str(copy), "--run", str(out), "--device", "SIM-alpha01"]) == 0
+    assert capsys.readouterr().out.startswith("WARNING: a file with the same bytes is one of the TRAINING images")
+    assert main(["explain", trained, "--run", str(out), "--split-run", str(held_out[0])]) == 0
+    text = capsys.readouterr().out
+    assert "WARNING" not in text and f"held-out test images of split run {held_out[0]}" in text
+    rows = [r for r in read_csv(small_dataset.manifest_path) if r["device"] == "SIM-alpha01"]
+    for label in {r["label"] for r in rows}:
+        dates = sorted(r["captured_at"][:10] for r in rows if r["label"] == label)
+        assert f"{dates[0]} to {dates[-1]} ({len(dates)} images)" in text
+
+
 def test_srnet_trains_on_the_same_split_files(small_dataset, tmp_path):
     rows = read_csv(small_dataset.manifest_path)
     one = tmp_path / "one_device.csv"

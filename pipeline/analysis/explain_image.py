@@ -23,7 +23,8 @@ from pipeline.analysis.calibration import posterior_from_lr
 from pipeline.analysis.experiment import calibrated_lr_from_table, fg_from_params
 from pipeline.analysis.provenance import read_json
 from pipeline.data.errors import ImageReadError, ManifestError
-from pipeline.data.manifest import load_manifest
+from pipeline.data.manifest import file_sha256, load_manifest
+from pipeline.data.splits import read_split
 from pipeline.features.extract import SparseTask, sparse_batch
 
 __all__ = ["explain_image", "main"]
@@ -57,7 +58,7 @@ def explain_image(image: str | Path, run_dir: str | Path, *, device: str | None 
         manifest = load_manifest(record["manifest"]["path"], check_files=False)
         row = next((r for r in manifest.rows if r.path == image), None)
     except (ManifestError, FileNotFoundError):
-        row = None
+        manifest, row = None, None
     if row is not None:
         device = device or row.device
         exposure, iso = row.exposure_s, row.iso
@@ -114,7 +115,70 @@ def explain_image(image: str | Path, run_dir: str | Path, *, device: str | None 
                       "held_out": _held_out_quality(run_dir, device)}
     return {"image": str(image), "device": device, "run": split_run, "exposure_s": exposure, "iso": iso,
             "sources": sources, "classes": model.classes_.tolist(), "log_likelihood": ll.tolist(),
-            "posterior": posterior.tolist(), "calibrated": calibrated, "defects": defects}
+            "posterior": posterior.tolist(), "calibrated": calibrated, "defects": defects,
+            "splits": split_membership(run_dir, device, image, record),
+            "class_ranges": class_ranges(manifest, device) if manifest is not None else {}}
+
+
+def split_membership(run_dir: Path, device: str, image: Path, record: dict | None = None) -> dict:
+    """The split runs of `device` in which `image` is a training image and those in which it is a
+    test image, found by path or, failing that, by content (the same file bytes under another name).
+
+    Returns
+    -------
+    dict
+        ``train`` and ``test``: sorted lists of run numbers; ``by``: ``"path"``, ``"content"``
+        or None (the image is in no split of the device).
+    """
+    splits = sorted((run_dir / "splits" / device).glob("run_*.csv"))
+    loaded = [read_split(path) for path in splits]
+    found = {"train": [], "test": [], "by": None}
+    for split in loaded:
+        for subset, paths in (("train", split.train_paths), ("test", split.test_paths)):
+            if any(Path(path).resolve() == image for path in paths):
+                found[subset].append(split.run)
+    if found["train"] or found["test"]:
+        found["by"] = "path"
+        return found
+    try:
+        digest = file_sha256(image)
+    except OSError:
+        return found
+    cache = (record or {}).get("feature_cache", {}).get("folder")
+    if cache and Path(cache).is_dir() and not any((Path(cache) / "screen" / digest[:2]).glob(f"{digest}-*")):
+        return found  # the run never saw these bytes: no need to hash every image of its splits
+    digests: dict[str, str | None] = {}
+    for split in loaded:
+        for subset, paths in (("train", split.train_paths), ("test", split.test_paths)):
+            for path in paths:
+                if path not in digests:
+                    try:
+                        digests[path] = file_sha256(path)
+                    except OSError:
+                        digests[path] = None
+                if digests[path] == digest:
+                    found[subset].append(split.run)
+                    break
+    if found["train"] or found["test"]:
+        found["by"] = "content"
+    return found
+
+
+def class_ranges(manifest, device: str) -> dict:
+    """Each class's capture-date (or slot) range and image count among the device's manifest rows."""
+    ranges = {}
+    for label in sorted({r.label for r in manifest.rows if r.device == device}):
+        rows = [r for r in manifest.rows if r.device == device and r.label == label]
+        times = sorted(r.captured_at for r in rows if r.captured_at is not None)
+        slots = sorted(r.timeslot for r in rows if r.timeslot is not None)
+        if times:
+            span = f"{times[0]:%Y-%m-%d} to {times[-1]:%Y-%m-%d}"
+        elif slots:
+            span = f"slots {slots[0]} to {slots[-1]}"
+        else:
+            span = "no capture times"
+        ranges[str(label)] = f"{span} ({len(rows)} images)"
+    return ranges
 
 
 def _held_out_quality(run_dir: Path, device: str) -> dict | None:
@@ -133,7 +197,20 @@ def format_evidence(ev: dict) -> str:
     """The evidence as a plain-text report."""
     unknown = "unknown: the likelihood is averaged over the trusted images' conditions"
     src = ev.get("sources", {})
-    lines = [f"Image   {ev['image']}", f"Device  {ev['device']} (defects and model of split run {ev['run']})",
+    lines = []
+    member = ev.get("splits") or {}
+    if ev["run"] in member.get("train", []):
+        held_out = [r for r in member.get("test", [])]
+        how = "this file" if member.get("by") == "path" else "a file with the same bytes"
+        lines += [f"WARNING: {how} is one of the TRAINING images of split run {ev['run']}: the defects and the model "
+                  "below were fitted on it, so its posterior and likelihood ratios are optimistic and are not "
+                  "evidence about it.",
+                  (f"         It is held out in split run(s) {', '.join(map(str, held_out))}: use --split-run "
+                   f"{held_out[0]}." if held_out else "         It is held out in no split run of this folder."),
+                  ""]
+    elif ev["run"] in member.get("test", []):
+        lines += [f"(This image is one of the held-out test images of split run {ev['run']}.)", ""]
+    lines += [f"Image   {ev['image']}", f"Device  {ev['device']} (defects and model of split run {ev['run']})",
              f"Exposure time: {str(ev['exposure_s']) + ' s (from ' + src.get('exposure', '?') + ')' if ev['exposure_s'] else unknown}",
              f"ISO: {str(ev['iso']) + ' (from ' + src.get('iso', '?') + ')' if ev.get('iso') else unknown}",
              "",
@@ -146,10 +223,12 @@ def format_evidence(ev: dict) -> str:
                      f"{d['spread']:7.2f} {measured:>9} {d['sigma']:7.2f} {d['log_likelihood_ratio']:8.2f}  "
                      f"{d['onset_image'] or ''}")
     lines.append("")
-    lines.append("Age class   log-likelihood   posterior")
+    lines.append("Age class   log-likelihood   posterior   dates of the class's images in the manifest")
     best = int(np.argmax(ev["posterior"]))
+    ranges = ev.get("class_ranges", {})
     for i, (c, ll, p) in enumerate(zip(ev["classes"], ev["log_likelihood"], ev["posterior"])):
-        lines.append(f"{c!s:>9}   {ll:14.2f}   {p:9.4f}{'   <- estimate' if i == best else ''}")
+        lines.append(f"{c!s:>9}   {ll:14.2f}   {p:9.4f}   {ranges.get(str(c), '')}"
+                     f"{'   <- estimate' if i == best else ''}")
     cal = ev.get("calibrated")
     if cal is not None:
         lines.append("")
