@@ -175,6 +175,9 @@ class FridrichGoljanClassifier(ClassifierMixin, BaseEstimator):
     onset_time_ : ndarray, shape (n_defects,)
         Onset time of each defect on the ``time`` axis of :meth:`fit` (``inf`` when the defect
         carries no information).
+    onset_bounds_ : ndarray, shape (n_defects, 2)
+        Time of the last trusted image without and of the first with each defect: the onset lies
+        between them (``inf`` for a defect that carries no information).
     onset_ : ndarray of int, shape (n_defects,)
         Index into ``classes_`` of the first class with a trusted image after the onset
         (``len(classes_)`` for an uninformative defect); for reports.
@@ -341,6 +344,9 @@ class FridrichGoljanClassifier(ClassifierMixin, BaseEstimator):
         onset_time = np.where(informative, 0.5 * (ts[np.minimum(k_safe - 1, n - 1)] + ts[np.minimum(k_safe, n - 1)]),
                               np.inf)
         self.onset_time_ = onset_time
+        self.onset_bounds_ = np.column_stack([
+            np.where(informative, ts[np.minimum(k_safe - 1, n - 1)], np.inf),
+            np.where(informative, ts[np.minimum(k_safe, n - 1)], np.inf)]).reshape(-1, 2)
         self.onset_llr_ = np.asarray(llr, dtype=np.float64)
         after = t[:, None] >= onset_time[None, :]
         # class of the first trusted image after the onset (for reports)
@@ -520,6 +526,82 @@ class FridrichGoljanClassifier(ClassifierMixin, BaseEstimator):
             out[unknown] = logsumexp(stack, axis=0) - np.log(len(per_sample))
         return out
 
+    def onset_probability(self, times) -> np.ndarray:
+        """Probability that each defect's onset came before each time, shape (n_times, n_defects).
+
+        The onset is taken as uniform between the last trusted image without the defect and the
+        first with it (:attr:`onset_bounds_`): the trusted images say no more. A defect that
+        carries no information has probability 0 everywhere.
+        """
+        check_is_fitted(self)
+        times = np.asarray(times, dtype=np.float64).reshape(-1)
+        lo, hi = self.onset_bounds_[:, 0], self.onset_bounds_[:, 1]
+        width = hi - lo
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ramp = np.clip((times[:, None] - lo) / np.where(width > 0, width, 1.0), 0.0, 1.0)
+        step = (times[:, None] >= lo).astype(np.float64)
+        out = np.where(width > 0, ramp, step)
+        return np.where(np.isfinite(lo) & np.isfinite(hi), out, 0.0)
+
+    def time_log_likelihood(self, X, times, *, sigma=None, exposure=None, iso=None, chunk: int = 16):
+        """Log-likelihood of each capture time, per image, with each onset uncertain in its gap.
+
+        For an image taken at time ``t``, defect ``i`` is present with probability ``F_i(t)``
+        (:meth:`onset_probability`), so
+
+            log p(w | t) − Σ_i log p_absent(w_i) = Σ_i log(F_i(t)·exp(λ_i) + 1 − F_i(t)).
+
+        At a time outside every onset's gap this is :meth:`interval_log_likelihood` of the
+        interval holding ``t`` (up to the per-image constant ``L(0)``). Unknown exposure or ISO
+        is averaged over the trusted images' conditions, as there.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_images, n_defects)
+        times : array-like of shape (n_times,)
+            On the ``time`` axis of :meth:`fit`.
+        sigma, exposure, iso
+            As in :meth:`predict_proba`.
+        chunk : int, default 16
+            Images evaluated at once (memory: chunk × n_times × n_defects floats).
+
+        Returns
+        -------
+        ndarray of shape (n_images, n_times)
+        """
+        check_is_fitted(self)
+        X = validate_data(self, X, reset=False, dtype=np.float64, ensure_all_finite="allow-nan")
+        times = np.asarray(times, dtype=np.float64).reshape(-1)
+        if not np.isfinite(times).all():
+            raise ValueError("times must be finite numbers on the time axis of fit")
+        n = X.shape[0]
+        tau, gain = self._conditions(n, exposure, iso)
+        s = self._sigma(X, sigma)
+        F = self.onset_probability(times)
+        with np.errstate(divide="ignore"):
+            log_f, log_not_f = np.log(F), np.log1p(-F)
+
+        def summed(lam):
+            out = np.empty((lam.shape[0], times.size))
+            for start in range(0, lam.shape[0], max(1, int(chunk))):
+                part = lam[start:start + chunk]
+                out[start:start + chunk] = np.logaddexp(log_f[None] + part[:, None, :], log_not_f[None]).sum(-1)
+            return out
+
+        known = np.isfinite(tau) & np.isfinite(gain)
+        out = np.zeros((n, times.size))
+        if known.any():
+            out[known] = summed(self._lambda(X[known], s[known], tau[known], gain[known]))
+        unknown = np.flatnonzero(~known)
+        if unknown.size:
+            per_sample = []
+            for tau_s, gain_s in self.condition_samples_:
+                t_u = np.where(np.isfinite(tau[unknown]), tau[unknown], tau_s)
+                g_u = np.where(np.isfinite(gain[unknown]), gain[unknown], gain_s)
+                per_sample.append(summed(self._lambda(X[unknown], s[unknown], t_u, g_u)))
+            out[unknown] = logsumexp(np.stack(per_sample), axis=0) - np.log(len(per_sample))
+        return out
+
     def class_log_likelihood(self, X, *, sigma=None, exposure=None, iso=None):
         """``log P(w | class)`` up to a common constant, shape (n_images, n_classes)."""
         ll = self.interval_log_likelihood(X, sigma=sigma, exposure=exposure, iso=iso)
@@ -543,7 +625,7 @@ class FridrichGoljanClassifier(ClassifierMixin, BaseEstimator):
     # ------------------------------------------------------------------ persistence
     _ARRAYS = ("classes_", "onset_time_", "onset_", "dark_current_", "offset_", "spread_", "masked_",
                "noise_scale_", "sigma_", "onset_llr_", "condition_samples_", "interval_log_weight_",
-               "defect_interval_", "interval_edges_", "typical_mean_")
+               "defect_interval_", "interval_edges_", "typical_mean_", "onset_bounds_")
     _SCALARS = ("tone_exponent_", "base_iso_", "uses_exposure_", "uses_iso_", "llr_threshold_", "n_features_in_")
 
     def to_params(self) -> dict:
@@ -563,6 +645,8 @@ class FridrichGoljanClassifier(ClassifierMixin, BaseEstimator):
     def from_params(cls, params: dict) -> "FridrichGoljanClassifier":
         """Rebuild a fitted model from :meth:`to_params`."""
         model = cls(**params["params"])
+        if "onset_bounds_" not in params:  # saved before the bounds were kept: the onset is a point
+            params = {**params, "onset_bounds_": [[t, t] for t in params["onset_time_"]]}
         for k in cls._ARRAYS:
             a = np.asarray(params[k])
             if a.dtype.kind == "f":
@@ -573,5 +657,6 @@ class FridrichGoljanClassifier(ClassifierMixin, BaseEstimator):
         model.onset_ = model.onset_.astype(np.intp)
         model.defect_interval_ = model.defect_interval_.astype(np.intp)
         model.condition_samples_ = model.condition_samples_.reshape(-1, 2)
+        model.onset_bounds_ = model.onset_bounds_.reshape(-1, 2)
         model.interval_log_weight_ = model.interval_log_weight_.reshape(len(model.classes_), -1)
         return model
