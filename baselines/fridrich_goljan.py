@@ -508,22 +508,24 @@ class FridrichGoljanClassifier(ClassifierMixin, BaseEstimator):
         """
         check_is_fitted(self)
         X = validate_data(self, X, reset=False, dtype=np.float64, ensure_all_finite="allow-nan")
-        n = X.shape[0]
-        tau, gain = self._conditions(n, exposure, iso)
-        s = self._sigma(X, sigma)
+        tau, gain = self._conditions(X.shape[0], exposure, iso)
+        return self._marginalised(X, self._sigma(X, sigma), tau, gain, self._interval_sums,
+                                  self.interval_log_weight_.shape[1])
+
+    def _marginalised(self, X, s, tau, gain, evaluate, width):
+        """``evaluate(λ)`` of each image, shape (n_images, width): at its own conditions where they
+        are known, else the log of its mean over the trusted images' conditions."""
         known = np.isfinite(tau) & np.isfinite(gain)
-        out = np.zeros((n, self.interval_log_weight_.shape[1]))
+        out = np.zeros((X.shape[0], width))
         if known.any():
-            out[known] = self._interval_sums(self._lambda(X[known], s[known], tau[known], gain[known]))
+            out[known] = evaluate(self._lambda(X[known], s[known], tau[known], gain[known]))
         unknown = np.flatnonzero(~known)
         if unknown.size:
-            per_sample = []
-            for tau_s, gain_s in self.condition_samples_:
-                t_u = np.where(np.isfinite(tau[unknown]), tau[unknown], tau_s)
-                g_u = np.where(np.isfinite(gain[unknown]), gain[unknown], gain_s)
-                per_sample.append(self._interval_sums(self._lambda(X[unknown], s[unknown], t_u, g_u)))
-            stack = np.stack(per_sample)
-            out[unknown] = logsumexp(stack, axis=0) - np.log(len(per_sample))
+            per_sample = [evaluate(self._lambda(X[unknown], s[unknown],
+                                                np.where(np.isfinite(tau[unknown]), tau[unknown], tau_s),
+                                                np.where(np.isfinite(gain[unknown]), gain[unknown], gain_s)))
+                          for tau_s, gain_s in self.condition_samples_]
+            out[unknown] = logsumexp(np.stack(per_sample), axis=0) - np.log(len(per_sample))
         return out
 
     def onset_probability(self, times) -> np.ndarray:
@@ -574,9 +576,7 @@ class FridrichGoljanClassifier(ClassifierMixin, BaseEstimator):
         times = np.asarray(times, dtype=np.float64).reshape(-1)
         if not np.isfinite(times).all():
             raise ValueError("times must be finite numbers on the time axis of fit")
-        n = X.shape[0]
-        tau, gain = self._conditions(n, exposure, iso)
-        s = self._sigma(X, sigma)
+        tau, gain = self._conditions(X.shape[0], exposure, iso)
         F = self.onset_probability(times)
         with np.errstate(divide="ignore"):
             log_f, log_not_f = np.log(F), np.log1p(-F)
@@ -588,19 +588,7 @@ class FridrichGoljanClassifier(ClassifierMixin, BaseEstimator):
                 out[start:start + chunk] = np.logaddexp(log_f[None] + part[:, None, :], log_not_f[None]).sum(-1)
             return out
 
-        known = np.isfinite(tau) & np.isfinite(gain)
-        out = np.zeros((n, times.size))
-        if known.any():
-            out[known] = summed(self._lambda(X[known], s[known], tau[known], gain[known]))
-        unknown = np.flatnonzero(~known)
-        if unknown.size:
-            per_sample = []
-            for tau_s, gain_s in self.condition_samples_:
-                t_u = np.where(np.isfinite(tau[unknown]), tau[unknown], tau_s)
-                g_u = np.where(np.isfinite(gain[unknown]), gain[unknown], gain_s)
-                per_sample.append(summed(self._lambda(X[unknown], s[unknown], t_u, g_u)))
-            out[unknown] = logsumexp(np.stack(per_sample), axis=0) - np.log(len(per_sample))
-        return out
+        return self._marginalised(X, self._sigma(X, sigma), tau, gain, summed, times.size)
 
     def class_log_likelihood(self, X, *, sigma=None, exposure=None, iso=None):
         """``log P(w | class)`` up to a common constant, shape (n_images, n_classes)."""

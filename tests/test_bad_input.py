@@ -27,7 +27,6 @@ crafted file fails its own test instead of stalling the suite or ending it.
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import os
@@ -52,6 +51,7 @@ from pipeline.data.exif import ExifWarning
 from pipeline.data.imageio import read_image
 from pipeline.data.manifest import load_manifest
 from pipeline.ml_age import main as ml_age_main
+from csv_rows import read_csv, write_rows
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -636,19 +636,6 @@ RUN_CFG = {"methods": ("fg", "nb"), "runs": 2, "workers": 1, "progress": False}
 
 def _quiet(*_args):
     pass
-
-
-def read_csv(path: Path) -> list[dict]:
-    with open(path, newline="") as fh:
-        return list(csv.DictReader(fh))
-
-
-def write_rows(path: Path, rows: list[dict]) -> Path:
-    with open(path, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
 
 
 @pytest.fixture(scope="module")

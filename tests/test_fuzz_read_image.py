@@ -70,6 +70,7 @@ def _address_space() -> int:
 
 def _read_in_child(path: str, memory: int, output: str, connection) -> None:
     """Runs in the forked child: stdout and stderr to `output`, memory limited, one read."""
+    import faulthandler
     import logging
     import resource
     import warnings
@@ -77,6 +78,7 @@ def _read_in_child(path: str, memory: int, output: str, connection) -> None:
     from pipeline.data.errors import ImageReadError
     from pipeline.data.imageio import read_image
 
+    faulthandler.disable()  # pytest's would print a crash on the terminal; the exit signal tells it here
     descriptor = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
     os.dup2(descriptor, 1)
     os.dup2(descriptor, 2)

@@ -10,7 +10,6 @@ devices, so that any dependence of their results on the other devices would show
 
 from __future__ import annotations
 
-import csv
 import json
 import shutil
 from pathlib import Path
@@ -20,6 +19,7 @@ from PIL import Image
 from pipeline.analysis.experiment import ExperimentConfig, run_experiment
 from pipeline.data.imageio import read_image
 from pipeline.data.manifest import load_manifest
+from csv_rows import read_csv, write_rows
 
 CLEAN = ("SIM-beta01", "SIM-gamma01")
 CFG = {"methods": ("fg", "nb"), "runs": 2, "workers": 1, "progress": False}
@@ -27,19 +27,6 @@ CFG = {"methods": ("fg", "nb"), "runs": 2, "workers": 1, "progress": False}
 
 def _quiet(*_args):
     pass
-
-
-def read_csv(path: Path) -> list[dict]:
-    with open(path, newline="") as fh:
-        return list(csv.DictReader(fh))
-
-
-def write_rows(path: Path, rows: list[dict]) -> Path:
-    with open(path, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
 
 
 def device_lines(path: Path, devices) -> list[str]:

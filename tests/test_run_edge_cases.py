@@ -8,7 +8,6 @@ splits, in-process (``workers=1``).
 
 from __future__ import annotations
 
-import csv
 import errno
 import json
 import logging
@@ -32,6 +31,7 @@ from pipeline.data.errors import ImageReadError
 from pipeline.data.imageio import read_image
 from pipeline.data.manifest import load_manifest
 from pipeline.ml_age import EXIT_ERROR, EXIT_NOTHING_ANALYSED, build_parser, main
+from csv_rows import read_csv, write_rows
 
 REPO = Path(__file__).resolve().parents[1]
 CFG = {"methods": ("fg", "nb"), "runs": 1, "workers": 1, "progress": False}
@@ -39,19 +39,6 @@ CFG = {"methods": ("fg", "nb"), "runs": 1, "workers": 1, "progress": False}
 
 def _quiet(*_args):
     pass
-
-
-def read_csv(path: Path) -> list[dict]:
-    with open(path, newline="") as fh:
-        return list(csv.DictReader(fh))
-
-
-def write_rows(path: Path, rows: list[dict]) -> Path:
-    with open(path, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
 
 
 def status_of(out: Path) -> str:
