@@ -68,7 +68,7 @@ from pipeline.features.extract import ScreenTask, SparseTask, probe_device, scre
 from pipeline.features.screening import screen_candidates
 
 __all__ = ["ExperimentConfig", "run_experiment", "ConfigMismatchError", "OutputFolderError", "DEFECT_METHODS",
-           "ALL_METHODS", "STATUS_COMPLETE", "STATUS_NOTHING_ANALYSED"]
+           "ALL_METHODS", "STATUS_COMPLETE", "STATUS_NOTHING_ANALYSED", "device_features"]
 
 logger = logging.getLogger(__name__)
 
@@ -517,6 +517,58 @@ def _device_defect_features(dev: _DeviceData, splits: list[Split], records: dict
         out[split.run] = _identify_run(dev, train, test, W, S, rows, cols, chans, exif_exposure, exif_iso,
                                        identifier)
     return out
+
+
+def device_features(rows, splits: list[Split], cfg: ExperimentConfig, *, pool=None,
+                    cache: FeatureCache | None = None) -> tuple[dict, dict]:
+    """The two extraction passes of an experiment for one device, on splits the caller chose.
+
+    Dating uses it with folds of all trusted images (and one split training on all of them);
+    ``run_experiment`` does the same internally with its repeated stratified splits.
+
+    Parameters
+    ----------
+    rows : list of ManifestRow
+        The device's images (one device).
+    splits : list of Split
+        Each split's training images identify its defects; its training and test images are
+        measured at them. Run numbers must be distinct.
+    cfg : ExperimentConfig
+        Detection parameters, workers, batch size, progress.
+    pool : executor, optional
+        From :func:`pipeline.features.executor.make_pool`; a local one of ``cfg.workers`` if None.
+    cache : FeatureCache, optional
+        Per-image cache (none by default).
+
+    Returns
+    -------
+    features : dict
+        ``run -> {"train", "test", "W", "S", "tau", "iso", "time", "ok", "table", "onset_paths",
+        "n_candidates"}``; ``W`` and ``S`` hold the residuals and noise levels at the split's
+        identified defects for its training then test images.
+    device : dict
+        ``frame``, ``kind``, ``bit_depth`` of the device and ``failures`` (path -> reason).
+
+    Raises
+    ------
+    ValueError
+        If none of the images can be read.
+    """
+    if len({r.device for r in rows}) != 1:
+        raise ValueError("device_features needs the rows of exactly one device")
+    rows = sorted(rows, key=lambda r: r.time_key)
+    dev = _DeviceData(rows[0].device, {str(r.path): r for r in rows}, [str(r.path) for r in rows], seed=0)
+    cache = cache or FeatureCache(None)
+    if pool is None:
+        with make_pool(cfg.executor, workers=cfg.workers, scheduler=cfg.scheduler) as own:
+            return device_features(rows, splits, cfg, pool=own, cache=cache)
+    if not _probe(dev, cfg):
+        raise ValueError(f"none of the {len(rows)} image(s) of {dev.device} could be read: "
+                         + "; ".join(f"{p}: {r}" for p, r in list(dev.failures.items())[:3]))
+    records, _ = _screen_device(dev, cfg, pool, cache)
+    features = _device_defect_features(dev, splits, records, cfg, pool, cache)
+    return features, {"frame": dev.frame, "kind": dev.kind, "bit_depth": dev.bit_depth,
+                      "failures": dict(dev.failures)}
 
 
 def _identify_run(dev, train, test, W, S, rows, cols, chans, exif_exposure, exif_iso, identifier):
