@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _model(args) -> DeviceModel:
     if args.model is not None:
         return DeviceModel.load(args.model, device=args.device)
-    manifest = load_manifest(args.trusted)
+    manifest = load_manifest(args.trusted, needs_labels=False)
     device = args.device
     if device is None:
         if len(manifest.devices) != 1:

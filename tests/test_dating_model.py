@@ -138,6 +138,20 @@ def test_the_command_with_trusted_images_and_with_the_saved_model(camera, tmp_pa
     assert "not dated (refused)" in capsys.readouterr().out
 
 
+def test_a_manifest_built_from_exif_without_labels_is_enough(camera, tmp_path, capsys):
+    """The README's workflow: `manifest build` writes no label column; dating needs none."""
+    columns = ("path", "device", "captured_at", "exposure_s", "iso")
+    unlabelled = write_rows(tmp_path / "built.csv", [{k: r[k] for k in columns} for r in camera["trusted"]])
+    from pipeline.data.errors import ManifestError
+
+    with pytest.raises(ManifestError, match="no label column"):
+        load_manifest(unlabelled)
+    manifest = load_manifest(unlabelled, needs_labels=False)
+    assert len(manifest.rows) == len(camera["trusted"]) and {r.label for r in manifest.rows} == {None}
+    assert main([camera["questioned"][0]["path"], "--trusted", str(unlabelled), "--no-progress", "--workers", "1"]) == 0
+    assert "most probable interval between onsets" in capsys.readouterr().out
+
+
 def test_too_few_trusted_images_or_no_capture_times_fail_clearly(camera, tmp_path, capsys):
     few = write_rows(tmp_path / "few.csv", camera["trusted"][:12])
     assert main([camera["questioned"][0]["path"], "--trusted", str(few), "--no-progress"]) == 2

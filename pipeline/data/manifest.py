@@ -76,7 +76,7 @@ class Manifest:
     Attributes
     ----------
     rows : list of ManifestRow
-        Rows with a class label, in file order.
+        Rows with a class label (with ``needs_labels=False`` also those without: label None), in file order.
     excluded : list of Exclusion
         Valid rows outside every class of the class specification (never dropped silently:
         runs write them to their outputs).
@@ -398,7 +398,7 @@ def _separator_hint(columns: list[str]) -> str | None:
     return None
 
 
-def _header_problems(columns: list[str], class_spec, delimiter: str) -> list[ManifestProblem]:
+def _header_problems(columns: list[str], class_spec, delimiter: str, needs_labels: bool = True) -> list[ManifestProblem]:
     """Problems of the header alone (line 1); the rows are checked whatever they are."""
     problems = []
     if delimiter != ",":
@@ -421,14 +421,14 @@ def _header_problems(columns: list[str], class_spec, delimiter: str) -> list[Man
     if "captured_at" not in columns and "timeslot" not in columns:
         problems.append(ManifestProblem(1, "the manifest needs a captured_at or a timeslot column to order "
                                            "images in time"))
-    if "label" not in columns and class_spec is None:
+    if needs_labels and "label" not in columns and class_spec is None:
         problems.append(ManifestProblem(1, "no label column and no class specification: add a label column or "
                                            "pass a class specification (e.g. --classes ntif)"))
     return problems
 
 
 def load_manifest(path: str | Path, *, class_spec: ClassSpec | str | Path | None = None,
-                  check_files: bool = True) -> Manifest:
+                  check_files: bool = True, needs_labels: bool = True) -> Manifest:
     """Read, validate and label a manifest.
 
     Parameters
@@ -443,6 +443,10 @@ def load_manifest(path: str | Path, *, class_spec: ClassSpec | str | Path | None
     check_files : bool, default True
         Whether a row whose image file does not exist (or is not a regular file) is a problem.
         Files are looked at with ``os.stat`` only, never opened.
+    needs_labels : bool, default True
+        Whether every row needs an age class (a ``label`` column or a class specification). Dating
+        (``pipeline.date``) needs capture times, not classes: with False, rows without a label are
+        kept with label None.
 
     Returns
     -------
@@ -492,11 +496,12 @@ def load_manifest(path: str | Path, *, class_spec: ClassSpec | str | Path | None
     if delimiter != ",":  # read the rows as the file means them, so that their problems are listed too
         records, csv_problem = _read_records(lines, delimiter)
         columns = [c.strip() for c in records[0][2]] if records else columns
-    problems = _header_problems(columns, class_spec, delimiter)
+    problems = _header_problems(columns, class_spec, delimiter, needs_labels)
     rows: list[ManifestRow] = []
     excluded: list[Exclusion] = []
     if "path" in columns:
-        _check_rows(records[1:], columns, source.parent, class_spec, check_files, problems, rows, excluded)
+        _check_rows(records[1:], columns, source.parent, class_spec, check_files, needs_labels, problems, rows,
+                    excluded)
     if csv_problem is not None:
         problems.append(csv_problem)
     if len(records) == 1 and not problems:
@@ -507,7 +512,7 @@ def load_manifest(path: str | Path, *, class_spec: ClassSpec | str | Path | None
 
 
 def _check_rows(records, columns: list[str], base: Path, class_spec: ClassSpec | None, check_files: bool,
-                problems: list, rows: list, excluded: list) -> None:
+                needs_labels: bool, problems: list, rows: list, excluded: list) -> None:
     """Validate every record after the header, adding to `problems`, `rows` and `excluded`.
 
     Checks that a header problem makes meaningless (a missing device, time or label column)
@@ -535,7 +540,7 @@ def _check_rows(records, columns: list[str], base: Path, class_spec: ClassSpec |
         lacking = [c for c in REQUIRED_COLUMNS if c in cut_off]
         if times and all(c in cut_off for c in times):
             lacking += times
-        if "label" in cut_off and class_spec is None:
+        if needs_labels and "label" in cut_off and class_spec is None:
             lacking.append("label")
         if lacking:
             problems.append(ManifestProblem(
@@ -603,11 +608,11 @@ def _check_rows(records, columns: list[str], base: Path, class_spec: ClassSpec |
             if label is None:
                 excluded.append(Exclusion(line_no, raw_path, device, reason))
                 continue
-        elif label is None and "label" in columns and not values.get("label"):
+        elif needs_labels and label is None and "label" in columns and not values.get("label"):
             problems.append(ManifestProblem(
                 line_no, "empty label and no class specification to derive it from", raw_path, "label"))
             continue
         extra = {k: v for k, v in values.items() if k not in KNOWN_COLUMNS}
-        if image_path is not None and label is not None:
+        if image_path is not None and (label is not None or not needs_labels):
             rows.append(ManifestRow(line_no, image_path, device, captured_at, timeslot, label, exposure,
                                     iso, values.get("make") or None, values.get("model") or None, extra))
