@@ -1,29 +1,25 @@
-"""Issue 5 acceptance: SRNet learns what is learnable and is honest about what is not.
+"""Issue 5 acceptance: SRNet is honest about what it cannot learn.
 
-Two small synthetic datasets of one camera (SIM-alpha01, 256x192, 40 images per age class)
-that differ only in the simulator's ``scene_bias``; both have sparse in-field defects
+A small synthetic dataset of one camera (SIM-alpha01, 256x192, 40 images per age class) with
+``scene_bias = 0`` (scene content says nothing about age) and sparse in-field defects
 (``defects.rate_per_year = 5``: about six defects arrive between the two age classes).
-On each, ``python -m pipeline.ml_age`` runs one stratified split with 30 % of each class held
-out (24 test images, 56 training images) and SRNet five-crop fusion at the ``cpu`` preset,
-unchanged, on the same split files as the defect-based methods.
+``python -m pipeline.ml_age`` runs one stratified split with 30 % of each class held out (24 test
+images, 56 training images) and SRNet five-crop fusion at the ``cpu`` preset, unchanged, on the
+same split files as the defect-based methods. SRNet must be near chance, judged by the exact
+(Clopper-Pearson) 95 % interval of its correct count, which must contain the chance level; and
+the defect-based methods of the same run, scored on the very same test images, must be ahead:
+Fridrich-Goljan clearly above chance (one-sided exact binomial test at the same 5 % level) and
+every defect-based method (Fridrich-Goljan, Naive Bayes, SVM) above SRNet in the run's metrics
+and summary. (A paired McNemar test of Fridrich-Goljan against SRNet is not asserted: with 24
+test images it reached p = 0.003 on two of three seeds tried and p = 0.06 on the third.)
 
-* ``scene_bias = 1``: the two classes are shot in disjoint scene groups (indoor / outdoor), a
-  content shortcut that any image classifier can learn. Fused SRNet accuracy on the held-out
-  images must be >= 0.9.
-* ``scene_bias = 0``: scene content says nothing about age, and the only age trace is a handful
-  of sparse defects. SRNet must be near chance, judged by the exact (Clopper-Pearson) 95 %
-  interval of its correct count, which must contain the chance level; and the defect-based
-  methods of the same run, scored on the very same test images, must be ahead: Fridrich-Goljan
-  clearly above chance (one-sided exact binomial test at the same 5 % level) and every
-  defect-based method (Fridrich-Goljan, Naive Bayes, SVM) above SRNet in the run's metrics and
-  summary. (A paired McNemar test of Fridrich-Goljan against SRNet is not asserted: with 24
-  test images it reached p = 0.003 on two of three seeds tried and p = 0.06 on the third.)
-
-The first case is what makes the second meaningful: the same training recipe that is near
-chance without a shortcut does learn one when there is one, so "near chance" is not a broken
-network. Both datasets, the splits and SRNet's initialisation are fixed by seeds. This is the
-papers' finding (learned features key on content, not age traces), reproduced with ground
-truth.
+"Near chance" is not a broken network: the same recipe (the ``cpu`` preset, the same simulator
+seed and camera model and serial, ``scene_bias = 1``) learns a content shortcut well above chance in
+``tests/test_cross_device_transfer.py::test_the_content_shortcut_is_learnt_on_each_biased_device``
+(and to >= 90 % in ``tests/test_explain_saliency.py``). A third training of the same shortcut here,
+five crops instead of one, was removed to keep the suite's time (it reached >= 90 % too).
+The dataset, the split and SRNet's initialisation are fixed by seeds. This is the papers'
+finding (learned features key on content, not age traces), reproduced with ground truth.
 """
 
 from __future__ import annotations
@@ -80,12 +76,6 @@ def run_ml_age(tmp_path_factory, name, scene_bias, methods):
 
 
 @pytest.fixture(scope="module")
-def shortcut(tmp_path_factory):
-    """scene_bias = 1: the classes' scene groups are disjoint."""
-    return run_ml_age(tmp_path_factory, "shortcut", 1.0, ("srnet",))
-
-
-@pytest.fixture(scope="module")
 def sparse_defects(tmp_path_factory):
     """scene_bias = 0: only the sparse defects carry age information."""
     return run_ml_age(tmp_path_factory, "sparse", 0.0, DEFECT_METHODS + ("srnet",))
@@ -109,15 +99,6 @@ def assert_held_out(run, method):
     test = {r["path"] for r in split if r["subset"] == "test"}
     assert test and train and not test & train
     assert {str(run["root"] / image) for image in run["predictions"][method]} == test
-
-
-def test_srnet_learns_a_strong_scene_shortcut(shortcut):
-    srnet = shortcut["config"]["srnet"]
-    assert srnet["preset"] == "cpu" and len(srnet["crops"]) == 5 and srnet["fusion"] == "mean"
-    k, n, chance = correct(shortcut, "srnet")
-    assert_held_out(shortcut, "srnet")
-    assert n >= 20
-    assert k / n >= 0.9, f"SRNet five-crop accuracy {k}/{n} with scene_bias = 1 (chance {chance:.2f})"
 
 
 def test_srnet_is_near_chance_without_scene_bias(sparse_defects):
