@@ -547,7 +547,8 @@ def device_features(rows, splits: list[Split], cfg: ExperimentConfig, *, pool=No
         "n_candidates"}``; ``W`` and ``S`` hold the residuals and noise levels at the split's
         identified defects for its training then test images.
     device : dict
-        ``frame``, ``kind``, ``bit_depth`` of the device and ``failures`` (path -> reason).
+        ``frame``, ``kind``, ``bit_depth`` of the device, ``failures`` (path -> reason) and
+        ``sha256`` (path -> SHA-256 of the file, from the screening pass).
 
     Raises
     ------
@@ -565,10 +566,10 @@ def device_features(rows, splits: list[Split], cfg: ExperimentConfig, *, pool=No
     if not _probe(dev, cfg):
         raise ValueError(f"none of the {len(rows)} image(s) of {dev.device} could be read: "
                          + "; ".join(f"{p}: {r}" for p, r in list(dev.failures.items())[:3]))
-    records, _ = _screen_device(dev, cfg, pool, cache)
+    records, digests = _screen_device(dev, cfg, pool, cache)
     features = _device_defect_features(dev, splits, records, cfg, pool, cache)
     return features, {"frame": dev.frame, "kind": dev.kind, "bit_depth": dev.bit_depth,
-                      "failures": dict(dev.failures)}
+                      "failures": dict(dev.failures), "sha256": digests}
 
 
 def _identify_run(dev, train, test, W, S, rows, cols, chans, exif_exposure, exif_iso, identifier):

@@ -65,11 +65,6 @@ def date_of(value: float) -> datetime:
     return EPOCH + timedelta(days=float(value))
 
 
-def _folds(n: int, folds: int) -> list[np.ndarray]:
-    index = np.arange(n)
-    return [index[index % folds == k] for k in range(folds)]
-
-
 @dataclass
 class DeviceModel:
     """Defects and the Fridrich–Goljan model of one device, fitted on all its trusted images.
@@ -138,9 +133,9 @@ class DeviceModel:
                              f"(four per cross-fitting fold) to locate onsets and calibrate")
         paths = [str(r.path) for r in rows]
         splits = []
-        for k, held in enumerate(_folds(len(paths), folds)):
-            train = [p for i, p in enumerate(paths) if i % folds != k]
-            splits.append(Split(k, k, tuple(train), (0,) * len(train), tuple(paths[i] for i in held), (0,) * len(held)))
+        for k in range(folds):  # fold k holds out every folds-th image in time order, from the k-th
+            train, held = [p for i, p in enumerate(paths) if i % folds != k], paths[k::folds]
+            splits.append(Split(k, k, tuple(train), (0,) * len(train), tuple(held), (0,) * len(held)))
         full = Split(folds, folds, tuple(paths), (0,) * len(paths), (), ())
         features, info = device_features(rows, splits + [full], cfg, cache=cache)
         fg, defects = _fit_fg(features[folds], cfg)
@@ -151,7 +146,7 @@ class DeviceModel:
         ok = features[folds]["ok"]
         times = features[folds]["time"][ok]
         period = (float(times.min()), float(times.max()))
-        trusted = {file_sha256(p): p for p, good in zip(paths, ok) if good}
+        trusted = {info["sha256"][p]: p for p, good in zip(paths, ok) if good and p in info["sha256"]}
         calibration = _cross_fit(features, splits, fg, period, cfg, level)
         provenance = {"manifest": str(manifest.source), "manifest_sha256": manifest.sha256,
                       "created": utc_now(), "versions": package_versions(), "folds": folds, "level": level,
