@@ -15,6 +15,8 @@ do to make it fail.
 
 from __future__ import annotations
 
+import math
+
 import warnings
 
 import numpy as np
@@ -192,6 +194,49 @@ def test_rank_shift_z_matches_scipy_mannwhitneyu():
     assert checked == len(cases) and width == 61
 
 
+def test_rank_shift_pvalue_is_exact_for_a_small_part_and_asymptotic_otherwise():
+    # scipy as the oracle: its exact one-sided Mann–Whitney p-value where either part has at
+    # most EXACT_RANK_MAX images, the normal approximation of rank_shift_z elsewhere. A p-value
+    # from the normal approximation everywhere, or a two-sided one, misses by orders of
+    # magnitude on the small-part cases (perfect separation of 5 vs 59: 1.3e-7 against 1.1e-4).
+    from baselines.defects import EXACT_RANK_MAX, rank_shift_pvalue
+
+    rng = np.random.default_rng(11)
+    n = 64
+    series, onsets = [], []
+    for k in (1, 3, 5, 9, EXACT_RANK_MAX, EXACT_RANK_MAX + 1, 30, n - 12, n - 5, n - 2):
+        for shift in (0.0, 1.5, 6.0):
+            x = rng.standard_normal(n) + np.where(np.arange(n) >= k, shift, 0.0)
+            series.append(x)
+            onsets.append(k)
+    z = np.stack(series)
+    got = rank_shift_pvalue(z, np.array(onsets))
+    for x, k, p in zip(series, onsets, got):
+        small = min(k, n - k) <= EXACT_RANK_MAX
+        want = stats.mannwhitneyu(x[k:], x[:k], alternative="greater",
+                                  method="exact" if small else "asymptotic", use_continuity=False).pvalue
+        np.testing.assert_allclose(p, want, rtol=1e-6, atol=1e-300, err_msg=f"onset {k}, exact {small}")
+    separated = np.r_[np.zeros(5), np.ones(59) * 5.0] + np.linspace(0, 0.1, 64)
+    assert rank_shift_pvalue(separated[None, :], np.array([5]))[0] == pytest.approx(1 / math.comb(64, 5))
+    # an empty part or all-tied values say nothing
+    assert list(rank_shift_pvalue(np.ones((2, 10)), np.array([0, 4]))) == [1.0, 1.0]
+
+
+def test_an_onset_among_the_first_trusted_images_is_identified():
+    # A strong defect present from the 6th of 64 images on. With the normal approximation of the
+    # rank test (z = 3.7 for perfect separation of 5 vs 59, below the Bonferroni quantile 4.1)
+    # no onset among the first or last six images could ever be confirmed.
+    rng = np.random.default_rng(5)
+    n, m = 64, 40
+    sigma = np.full((n, m), 2.0, dtype=np.float32)
+    w = (rng.standard_normal((n, m)) * sigma).astype(np.float32)
+    onset = np.where(np.arange(m) < m // 2, 5, n - 6)
+    w += np.where(np.arange(n)[:, None] >= onset[None, :], 40.0, 0.0).astype(np.float32)
+    found = identify(DefectIdentifier(), w, sigma, None)
+    assert len(found) == m
+    np.testing.assert_array_equal(np.sort(found.onset_index), np.sort(onset))
+
+
 def test_rank_shift_z_u_statistic_and_sign():
     # the statistic is U of the *after* part: a clear rise gives a large positive z, a drop a
     # large negative one (a two-sided or flipped statistic would not tell them apart)
@@ -277,7 +322,7 @@ def test_the_false_alarm_check_has_power():
     mp = pytest.MonkeyPatch()
     try:
         mp.setattr(kernels, "llr_threshold", lambda *a, **k: -np.inf)
-        mp.setattr(defects_module, "rank_shift_z", lambda z, onset: np.full(np.shape(z)[0], np.inf))
+        mp.setattr(defects_module, "rank_shift_pvalue", lambda z, onset: np.zeros(np.shape(z)[0]))
         broken = identify(DefectIdentifier(onset_false_alarm=1e-2), w, sigma, tau)
     finally:
         mp.undo()
