@@ -24,6 +24,10 @@ Both states are robust, so that no single defect casts an unbounded vote:
 * absent: ``(1 − η)·N(0, a²σ²) + η·N(0, a²σ² + μ̄²)`` — a healthy pixel that texture makes bright
   (probability ``η``) is not taken for proof of a defect.
 
+A defect only adds charge, so a residual below zero never counts more for "present" than a
+residual of zero does (the present state's Gaussian spread would otherwise read a clearly
+negative residual as a defect with a low amplitude).
+
 Onsets are located in time at the resolution of the trusted images (the Fridrich–Goljan GLR
 change point, :func:`kernels.onset_changepoints`, on the time-ordered trusted images with
 residuals clipped at ``clip_z`` noise levels); the onset time is the midpoint between the last
@@ -31,6 +35,16 @@ image without and the first image with the defect. Sorted onsets cut time into i
 image taken in interval ``m`` shows exactly the defects with onset before it, and
 
     L(m) = Σ_{onset_i before interval m} λ_i,   λ_i = log p_present(w_i) − log p_absent(w_i).
+
+For dating in calendar time (:meth:`time_log_likelihood`) the onset is not taken as known:
+its position among the trusted images has a posterior, ``P(onset in gap q) ∝ (u_q − u_{q−1})
+· exp(Σ_{trusted j with t_j ≥ u_q} λ_ij)`` over the gaps between consecutive distinct trusted
+times ``u`` (a uniform prior in time over the trusted period, and the fitted present/absent
+model as likelihood, so one masked image after the onset costs at most ``−log ε``), uniform
+inside each gap (:attr:`onset_cdf_`). A weak defect whose change point the trusted images
+cannot pin down spreads its onset over several gaps; a strong one keeps it in one. (Taking the
+change point as certain made held-out trusted dates fall outside the 95 % ranges of the
+posterior about twice as often as they should on real mosaics.)
 
 An age class is a period of time, so its likelihood marginalises the capture time over the
 class: ``P(w | k) = Σ_m q_{k,m} exp(L(m))`` with ``q_{k,m}`` the share of class ``k``'s trusted
@@ -176,8 +190,14 @@ class FridrichGoljanClassifier(ClassifierMixin, BaseEstimator):
         Onset time of each defect on the ``time`` axis of :meth:`fit` (``inf`` when the defect
         carries no information).
     onset_bounds_ : ndarray, shape (n_defects, 2)
-        Time of the last trusted image without and of the first with each defect: the onset lies
-        between them (``inf`` for a defect that carries no information).
+        Trusted capture times between which the onset lies with posterior probability at least
+        0.99 (:attr:`onset_cdf_`); for a clear change point, the last trusted image without and
+        the first with the defect (``inf`` for a defect that carries no information).
+    onset_knots_ : ndarray, shape (n_knots,)
+        The distinct trusted capture times, sorted.
+    onset_cdf_ : ndarray, shape (n_defects, n_knots)
+        Posterior probability that each defect's onset came at or before each knot (linear in
+        between: uniform inside a gap); all 0 for a defect that carries no information.
     onset_ : ndarray of int, shape (n_defects,)
         Index into ``classes_`` of the first class with a trusted image after the onset
         (``len(classes_)`` for an uninformative defect); for reports.
@@ -398,7 +418,34 @@ class FridrichGoljanClassifier(ClassifierMixin, BaseEstimator):
 
         # intervals between sorted onsets and each class's share of them
         self._set_intervals(t, y_idx, informative)
+        self._fit_onset_posterior(X, s, np.where(known, tau, np.nanmedian(tau[known]) if known.any() else 1.0),
+                                  np.where(known, gain, np.nanmedian(gain[known]) if known.any() else 1.0), t)
         return self
+
+    def _fit_onset_posterior(self, X, s, tau, gain, t):
+        """Posterior of each informative defect's onset over the gaps between trusted times."""
+        knots = np.unique(t)
+        m = X.shape[1]
+        cdf = np.zeros((m, knots.size))
+        lam = self._lambda(X, s, tau, gain)                       # (n, m), 0 where not informative
+        if knots.size >= 2 and m:
+            at_knot = np.searchsorted(knots, t)
+            per_knot = np.zeros((knots.size, m))
+            np.add.at(per_knot, at_knot, lam)
+            # log-likelihood of "present from knot q on" = sum of λ over images at or after knot q
+            from_q = np.cumsum(per_knot[::-1], axis=0)[::-1][1:]   # q = 1 .. Q-1
+            with np.errstate(divide="ignore"):
+                log_w = from_q + np.log(np.diff(knots))[:, None]
+            log_w -= logsumexp(log_w, axis=0, keepdims=True)
+            cdf[:, 1:] = np.cumsum(np.exp(log_w), axis=0).T
+            cdf = np.clip(cdf / np.maximum(cdf[:, -1:], 1e-300), 0.0, 1.0)
+        informative = np.isfinite(self.onset_time_)
+        cdf[~informative] = 0.0
+        self.onset_knots_ = knots
+        self.onset_cdf_ = cdf
+        lo = np.array([knots[max(int(np.searchsorted(row, 0.005, side="right")) - 1, 0)] for row in cdf])
+        hi = np.array([knots[min(int(np.searchsorted(row, 0.995, side="left")), knots.size - 1)] for row in cdf])
+        self.onset_bounds_ = np.where(informative[:, None], np.column_stack([lo, hi]), np.inf).reshape(-1, 2)
 
     def _fit_masking(self, X, mu, a2s2, present):
         """EM for ε, the weight of 'looks healthy' among present images, with a Beta prior."""
@@ -475,7 +522,18 @@ class FridrichGoljanClassifier(ClassifierMixin, BaseEstimator):
                                   np.log(self.outlier_weight) + _norm_logpdf(w, a2s2 + self.typical_mean_ ** 2 + 1e-12))
         log_defect = _norm_logpdf(w - mu, self.spread_ ** 2 + a2s2)
         log_present = np.logaddexp(np.log1p(-self.masked_) + log_defect, np.log(self.masked_) + log_absent)
-        lam = np.where(np.isfinite(X), log_present - log_absent, 0.0)
+        lam = log_present - log_absent
+        # A defect only adds charge, so a residual below 0 cannot favour "present" more than 0
+        # does (the likelihood ratio of a non-negative shift rises with w). The Gaussian spread of
+        # the present state would otherwise let a wide-spread defect read a clearly negative
+        # residual as evidence of presence.
+        zero = np.zeros_like(w)
+        log_absent0 = np.logaddexp(np.log1p(-self.outlier_weight) + _norm_logpdf(zero, a2s2),
+                                   np.log(self.outlier_weight) + _norm_logpdf(zero, a2s2 + self.typical_mean_ ** 2 + 1e-12))
+        lam0 = np.logaddexp(np.log1p(-self.masked_) + _norm_logpdf(-mu, self.spread_ ** 2 + a2s2),
+                            np.log(self.masked_) + log_absent0) - log_absent0
+        lam = np.where(w < 0, np.minimum(lam, lam0), lam)
+        lam = np.where(np.isfinite(X), lam, 0.0)
         return np.where(np.isfinite(self.onset_time_), lam, 0.0)
 
     def _interval_sums(self, lam):
@@ -531,12 +589,17 @@ class FridrichGoljanClassifier(ClassifierMixin, BaseEstimator):
     def onset_probability(self, times) -> np.ndarray:
         """Probability that each defect's onset came before each time, shape (n_times, n_defects).
 
-        The onset is taken as uniform between the last trusted image without the defect and the
-        first with it (:attr:`onset_bounds_`): the trusted images say no more. A defect that
-        carries no information has probability 0 everywhere.
+        The posterior of the onset over the gaps between trusted images (:attr:`onset_cdf_`),
+        uniform inside each gap: the trusted images say no more. A defect that carries no
+        information has probability 0 everywhere.
         """
         check_is_fitted(self)
         times = np.asarray(times, dtype=np.float64).reshape(-1)
+        if getattr(self, "onset_cdf_", None) is not None:
+            out = np.empty((times.size, self.onset_cdf_.shape[0]))
+            for i, row in enumerate(self.onset_cdf_):
+                out[:, i] = np.interp(times, self.onset_knots_, row, left=0.0, right=row[-1] if row.size else 0.0)
+            return out
         lo, hi = self.onset_bounds_[:, 0], self.onset_bounds_[:, 1]
         width = hi - lo
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -613,7 +676,8 @@ class FridrichGoljanClassifier(ClassifierMixin, BaseEstimator):
     # ------------------------------------------------------------------ persistence
     _ARRAYS = ("classes_", "onset_time_", "onset_", "dark_current_", "offset_", "spread_", "masked_",
                "noise_scale_", "sigma_", "onset_llr_", "condition_samples_", "interval_log_weight_",
-               "defect_interval_", "interval_edges_", "typical_mean_", "onset_bounds_")
+               "defect_interval_", "interval_edges_", "typical_mean_", "onset_bounds_", "onset_knots_",
+               "onset_cdf_")
     _SCALARS = ("tone_exponent_", "base_iso_", "uses_exposure_", "uses_iso_", "llr_threshold_", "n_features_in_")
 
     def to_params(self) -> dict:
@@ -635,7 +699,11 @@ class FridrichGoljanClassifier(ClassifierMixin, BaseEstimator):
         model = cls(**params["params"])
         if "onset_bounds_" not in params:  # saved before the bounds were kept: the onset is a point
             params = {**params, "onset_bounds_": [[t, t] for t in params["onset_time_"]]}
+        legacy = "onset_cdf_" not in params  # saved before the onset posterior: uniform in its bounds
         for k in cls._ARRAYS:
+            if legacy and k in ("onset_knots_", "onset_cdf_"):
+                setattr(model, k, None)
+                continue
             a = np.asarray(params[k])
             if a.dtype.kind == "f":
                 a = np.where(np.abs(a) >= 1e308, np.copysign(np.inf, a), a)
@@ -646,5 +714,7 @@ class FridrichGoljanClassifier(ClassifierMixin, BaseEstimator):
         model.defect_interval_ = model.defect_interval_.astype(np.intp)
         model.condition_samples_ = model.condition_samples_.reshape(-1, 2)
         model.onset_bounds_ = model.onset_bounds_.reshape(-1, 2)
+        if not legacy:
+            model.onset_cdf_ = model.onset_cdf_.reshape(len(model.onset_time_), -1)
         model.interval_log_weight_ = model.interval_log_weight_.reshape(len(model.classes_), -1)
         return model

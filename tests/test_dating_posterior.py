@@ -1,12 +1,12 @@
 """The capture-time likelihood of Fridrich–Goljan with uncertain onsets, and the posterior an
 examiner reads from it (issue 14, the library half of ``pipeline.date``).
 
-References here are brute force and do not share the code under test: the time likelihood is
-checked against an average over onset times drawn on a fine grid inside each onset's gap, the
-posterior's ranges and likelihood ratios against closed forms of step likelihoods.
+References here are brute force and do not share the code under test: each onset's posterior
+against its definition (gap length times the trusted images' present/absent ratios after it), the
+time likelihood against an average over onset times drawn on a fine grid inside every gap with
+that posterior's weights, the posterior's ranges and likelihood ratios against closed forms of
+step likelihoods.
 """
-
-import itertools
 
 import numpy as np
 import pytest
@@ -24,48 +24,81 @@ def _fitted(seed=4, n=200, onsets=(25.0, 40.0, 60.0, 75.0, 90.0), amplitude=8.0)
     train = np.arange(0, n, 2)
     fg = FridrichGoljanClassifier().fit(X[train], y[train], time=time[train])
     test = np.arange(1, n, 2)
-    return fg, X[test], time[test], time[train]
+    return fg, X[test], time[test], time[train], X[train]
 
 
-def test_onset_bounds_are_the_trusted_images_around_each_onset():
-    fg, _, _, trusted = _fitted()
-    lo, hi = fg.onset_bounds_.T
-    for j in np.flatnonzero(np.isfinite(fg.onset_time_)):
-        assert lo[j] in trusted and hi[j] in trusted
-        assert lo[j] < fg.onset_time_[j] < hi[j]
-        assert not np.any((trusted > lo[j]) & (trusted < hi[j]))  # consecutive trusted images
+def _onset_weights(fg, trusted_X, trusted_time, j):
+    """Brute force: P(onset of defect j in the gap before each distinct trusted time), from the
+    definition — uniform prior in time, likelihood of "present from that gap on" = product over
+    the trusted images at or after it of their present/absent likelihood ratio."""
+    lam = fg.defect_log_likelihood_ratios(trusted_X)[:, j]
+    knots = np.unique(trusted_time)
+    log_w = np.array([np.log(knots[q] - knots[q - 1]) + lam[trusted_time >= knots[q]].sum()
+                      for q in range(1, knots.size)])
+    w = np.exp(log_w - log_w.max())
+    return knots, w / w.sum()
 
 
-def test_time_likelihood_equals_an_average_over_onsets_in_their_gaps():
-    fg, X, _, _ = _fitted()
-    lam = fg.defect_log_likelihood_ratios(X[:6])
+def test_the_onset_posterior_follows_its_definition_and_holds_the_change_point():
+    fg, _, _, trusted, trusted_X = _fitted()
     informative = np.flatnonzero(np.isfinite(fg.onset_time_))
-    lo, hi = fg.onset_bounds_[informative].T
-    times = np.linspace(0, 100, 41)
-    got = fg.time_log_likelihood(X[:6], times)
-    # brute force: every combination of onset times on a 25-point grid inside each gap (the two
-    # gaps that matter at a given time), averaged; defects whose gap is elsewhere are 0 or 1
-    for i in range(6):
+    assert informative.size == 5
+    for j in informative:
+        knots, weights = _onset_weights(fg, trusted_X, trusted, j)
+        np.testing.assert_allclose(fg.onset_knots_, knots)
+        np.testing.assert_allclose(fg.onset_cdf_[j], np.r_[0.0, np.cumsum(weights)], atol=1e-9)
+        # an 8σ step: the gap around the GLR's onset holds most of the mass, and the reported
+        # bounds are trusted images around it
+        q = int(np.searchsorted(knots, fg.onset_time_[j]))
+        assert weights[q - 1] > 0.8
+        lo, hi = fg.onset_bounds_[j]
+        assert lo in trusted and hi in trusted and lo < fg.onset_time_[j] < hi
+    # a weak step spreads its onset over several gaps, and the bounds say so
+    weak, _, _, weak_trusted, weak_X = _fitted(amplitude=1.2, onsets=(50.0,))
+    if np.isfinite(weak.onset_time_[0]):
+        _, weights = _onset_weights(weak, weak_X, weak_trusted, 0)
+        assert weights.max() < 0.8
+        lo, hi = weak.onset_bounds_[0]
+        assert np.sum((weak_trusted > lo) & (weak_trusted < hi)) >= 2
+
+
+def test_time_likelihood_averages_over_onsets_drawn_from_their_posterior():
+    fg, X, _, trusted, trusted_X = _fitted(amplitude=3.0)
+    lam = fg.defect_log_likelihood_ratios(X[:4])
+    informative = np.flatnonzero(np.isfinite(fg.onset_time_))
+    times = np.linspace(0, 100, 21)
+    got = fg.time_log_likelihood(X[:4], times)
+    # brute force: each defect's onset on a fine grid inside every gap, weighted by its gap's
+    # posterior; the joint average over the defects whose onset is uncertain at t
+    draws = {}
+    for j in informative:
+        knots, weights = _onset_weights(fg, trusted_X, trusted, j)
+        points = [(lo + (hi - lo) * (np.arange(400) + 0.5) / 400, np.full(400, w / 400))
+                  for lo, hi, w in zip(knots[:-1], knots[1:], weights) if w > 1e-12]
+        draws[j] = (np.concatenate([p for p, _ in points]), np.concatenate([w for _, w in points]))
+    for i in range(4):
         for t_index, t in enumerate(times):
-            inside = [j for j in range(informative.size) if lo[j] < t < hi[j]]
-            fixed = sum(lam[i, informative[j]] for j in range(informative.size) if t >= hi[j])
-            if not inside:
-                expected = fixed
-            else:
-                grids = [np.linspace(lo[j], hi[j], 25) for j in inside]
-                values = [sum(lam[i, informative[j]] for j, onset in zip(inside, combo) if onset < t)
-                          for combo in itertools.product(*grids)]
-                expected = fixed + np.log(np.mean(np.exp(values)))
-            assert got[i, t_index] == pytest.approx(expected, abs=0.15), (i, t)
+            total = 0.0
+            for j in informative:
+                onset, weight = draws[j]
+                p_before = weight[onset < t].sum()
+                total += np.log(p_before * np.exp(lam[i, j]) + (1 - p_before))
+            assert got[i, t_index] == pytest.approx(total, abs=0.01), (i, t)
 
 
-def test_outside_every_gap_the_time_likelihood_is_the_interval_likelihood():
-    fg, X, time, _ = _fitted()
-    edges = fg.interval_edges_
-    gaps = fg.onset_bounds_[np.isfinite(fg.onset_time_)]
+def test_a_model_saved_before_the_onset_posterior_uses_its_gap():
+    # models saved without onset_cdf_ take the onset as uniform in its bounds: outside every gap
+    # the time likelihood is then the interval likelihood of point onsets
+    fg, X, _, _, _ = _fitted()
+    params = fg.to_params()
+    del params["onset_cdf_"], params["onset_knots_"]
+    old = FridrichGoljanClassifier.from_params(params)
+    edges = old.interval_edges_
+    gaps = old.onset_bounds_[np.isfinite(old.onset_time_)]
     times = np.array([t for t in np.linspace(0.5, 99.5, 60) if not np.any((gaps[:, 0] <= t) & (t <= gaps[:, 1]))])
-    by_time = fg.time_log_likelihood(X, times)
-    by_interval = fg.interval_log_likelihood(X)[:, np.searchsorted(edges, times, side="right")]
+    assert times.size > 20
+    by_time = old.time_log_likelihood(X, times)
+    by_interval = old.interval_log_likelihood(X)[:, np.searchsorted(edges, times, side="right")]
     np.testing.assert_allclose(by_time, by_interval, atol=1e-9)
 
 
@@ -87,7 +120,7 @@ def test_unknown_exposure_is_averaged_over_the_trusted_conditions():
 
 
 def test_saved_models_without_bounds_load_with_point_onsets():
-    fg, X, _, _ = _fitted()
+    fg, X, _, _, _ = _fitted()
     params = fg.to_params()
     np.testing.assert_allclose(FridrichGoljanClassifier.from_params(params).onset_bounds_, fg.onset_bounds_)
     del params["onset_bounds_"]
@@ -137,7 +170,7 @@ def test_grid_keeps_every_onset_bound_and_refuses_bad_input():
 def test_dating_an_image_from_its_defects_covers_its_time():
     """End to end on the fitted model: the 95 % range of held-out images covers their true time
     in (about) 95 % of cases; a constant answer (the whole period's middle 95 %) is far wider."""
-    fg, X, time, trusted = _fitted(n=400)
+    fg, X, time, trusted, _ = _fitted(n=400)
     grid = time_grid(trusted.min(), trusted.max(), fg.onset_bounds_, points=1001)
     ll = fg.time_log_likelihood(X, grid)
     inside = (time >= trusted.min()) & (time <= trusted.max())

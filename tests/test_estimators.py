@@ -32,7 +32,8 @@ def test_nb_and_svm_pass_check_estimator():
 
 def reference_class_loglik(fg, X, s, tau, gain):
     """Naive per-image, per-interval, per-class log-likelihood from the fitted parameters, with
-    scipy's densities: the robust mixtures written out one defect at a time."""
+    scipy's densities: the robust mixtures written out one defect at a time, a negative residual
+    capped at the ratio of a residual 0 (as the module documents)."""
     n, m = X.shape
     kappa = fg.tone_exponent_
     n_int = fg.interval_log_weight_.shape[1]
@@ -49,6 +50,11 @@ def reference_class_loglik(fg, X, s, tau, gain):
                       + eta * norm.pdf(X[i, j], 0, np.sqrt(sd0 ** 2 + fg.typical_mean_[j] ** 2 + 1e-12)))
             present = (1 - eps) * norm.pdf(X[i, j], mu, np.sqrt(fg.spread_[j] ** 2 + sd0 ** 2)) + eps * absent
             lam = np.log(present) - np.log(absent)
+            if X[i, j] < 0:  # a defect only adds charge: no more for "present" than a residual of 0
+                absent0 = (1 - eta) * norm.pdf(0, 0, sd0) + eta * norm.pdf(
+                    0, 0, np.sqrt(sd0 ** 2 + fg.typical_mean_[j] ** 2 + 1e-12))
+                present0 = (1 - eps) * norm.pdf(0, mu, np.sqrt(fg.spread_[j] ** 2 + sd0 ** 2)) + eps * absent0
+                lam = min(lam, np.log(present0) - np.log(absent0))
             for interval in range(n_int):
                 if fg.defect_interval_[j] <= interval:
                     L[interval] += lam
@@ -147,6 +153,25 @@ def test_fg_missing_defect_costs_a_bounded_vote():
     bright = rng.normal(size=(1, m))
     bright[0, 0] = 500.0
     assert fg.defect_log_likelihood_ratios(bright)[0, 0] < 12.0
+
+
+def test_fg_a_negative_residual_never_counts_for_a_defect():
+    # A defect whose amplitude varies a lot between images (a wide present-state spread): by
+    # the Gaussian densities alone a residual of -8σ is likelier "present" (wide) than "absent"
+    # (narrow) — a defect only adds charge, so the ratio must not exceed that of a residual 0,
+    # and must not fall as the residual rises.
+    rng = np.random.default_rng(12)
+    n, m = 200, 3
+    y = np.repeat([0, 1], n // 2)
+    X = rng.normal(size=(n, m)) + (y[:, None] == 1) * rng.uniform(5.0, 60.0, size=(n, m))
+    fg = FridrichGoljanClassifier().fit(X, y)
+    assert fg.spread_[0] > 5.0
+    sweep = np.linspace(-40.0, 40.0, 161)
+    columns = np.column_stack([sweep, np.zeros_like(sweep), np.zeros_like(sweep)])
+    lam = fg.defect_log_likelihood_ratios(columns)[:, 0]
+    at_zero = lam[sweep == 0.0][0]
+    assert np.all(lam[sweep < 0] <= at_zero + 1e-12)
+    assert np.all(np.diff(lam) >= -1e-9)
 
 
 def test_fg_unknown_exposure_is_marginalised_and_omission_raises():
