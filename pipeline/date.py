@@ -2,7 +2,7 @@
 
     python -m pipeline.date QUESTIONED... --trusted MANIFEST [--device ID] [--save-model FILE]
     python -m pipeline.date QUESTIONED... --model FILE
-        [--before-after DATE]... [--level 0.95] [--json FILE] [--allow-trusted]
+        [--before-after DATE]... [--level 0.95] [--json FILE] [--report DIR] [--allow-trusted]
 
 Fits the defects and the Fridrich–Goljan model on **all** trusted images of the device (or loads
 a saved model), and for each questioned image prints the most probable interval between
@@ -13,21 +13,35 @@ SHA-256) is refused; one of another frame is excluded with the reason. The prior
 time is uniform over the trusted period (first to last trusted image): an image taken outside it
 is placed at the nearer end, so the trusted images should span the period in question.
 
+With --report DIR, each dated image also gets an evidence report: DIR/<image stem>.html, a
+self-contained page (figures embedded, nothing fetched, no script) with the defect table, crops of
+the defects in the questioned and the trusted images, the defects' timelines, the posterior over
+capture date, the sensor's defect map, the calibration check and the exact configuration, each
+captioned for an examiner; and DIR/<image stem>.json with every number behind it. Two questioned
+images with the same stem get -2, -3, ... in the order given.
+
+The saved model is two files: FILE (JSON) and its companion with the suffix .npz beside it (the
+trusted images' residuals at the defects, the mean crops, the calibration pairs), whose SHA-256 the
+JSON records; keep them together.
+
 Exit status: 0 every questioned image dated; 1 some refused or excluded (each says why);
-2 error (manifest, model, too few trusted images, no dated defects).
+2 error (manifest, model, too few trusted images, no dated defects, a report that could not be
+written).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
 
 from pipeline.analysis.experiment import ExperimentConfig
+from pipeline.data.atomic import atomic_write_text
 from pipeline.data.errors import ManifestError
 from pipeline.data.manifest import load_manifest, parse_capture_time
-from pipeline.dating.model import DeviceModel, ModelFormatError
+from pipeline.dating.model import DatingEvidence, DeviceModel, ModelFormatError
 
 EXIT_OK, EXIT_SOME_NOT_DATED, EXIT_ERROR = 0, 1, 2
 
@@ -41,12 +55,15 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--trusted", type=Path, help="manifest of the trusted, dated images")
     source.add_argument("--model", type=Path, help="a device model saved with --save-model")
     p.add_argument("--device", help="device id (default: the manifest's only device)")
-    p.add_argument("--save-model", type=Path, help="write the fitted device model here (JSON)")
+    p.add_argument("--save-model", type=Path,
+                   help="write the fitted device model here (JSON, with its .npz companion beside it)")
     p.add_argument("--before-after", action="append", default=[], metavar="DATE",
                    help="a date D for the likelihood ratio 'before D' vs 'after D' (repeatable)")
     p.add_argument("--level", type=float, default=0.95, help="credible level of the date range (default 0.95)")
     p.add_argument("--folds", type=int, default=5, help="cross-fitting folds for the calibration (default 5)")
     p.add_argument("--json", type=Path, help="also write every result as JSON to this file")
+    p.add_argument("--report", type=Path, metavar="DIR",
+                   help="write an evidence report (HTML + JSON) of each dated image into this folder")
     p.add_argument("--allow-trusted", action="store_true", help="date trusted images too (for checks only)")
     p.add_argument("--workers", type=int, default=None, help="worker processes (default: all cores)")
     p.add_argument("--no-progress", action="store_true")
@@ -110,25 +127,61 @@ def format_dating(result: dict) -> str:
     return "\n".join(lines)
 
 
+def _run_record(args, argv) -> dict:
+    from pipeline.dating.report import run_record
+
+    command = "python -m pipeline.date " + shlex.join(str(a) for a in (sys.argv[1:] if argv is None else argv))
+    if args.model is not None:
+        return run_record(command, model_file=args.model, source=f"loaded from {args.model}")
+    source = f"fitted in this run on {args.trusted}" + (f", saved to {args.save_model}" if args.save_model else "")
+    return run_record(command, model_file=args.save_model, source=source)
+
+
+def _write_report(model: DeviceModel, dating: DatingEvidence, folder: Path, stem: str, run: dict, dates) -> bool:
+    from pipeline.dating.report import build_report, write_report
+
+    try:
+        html_path, _ = write_report(build_report(model, dating, run=run, before_after=dates), folder, stem)
+    except (OSError, ValueError) as exc:
+        print(f"error: no evidence report for {dating.result['image']}: {exc}", file=sys.stderr)
+        return False
+    print(f"  evidence report: {html_path}")
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         dates = [parse_capture_time(text) for text in args.before_after]
         model = _model(args)
+        run = _run_record(args, argv) if args.report is not None else None
     except (ManifestError, ModelFormatError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR
-    results = []
-    for path in args.questioned:
+    if args.report is not None:
+        from pipeline.dating.report import report_stems
+
+        stems = report_stems(args.questioned)
+    results, reports_ok = [], True
+    for n, path in enumerate(args.questioned):
         try:
-            result = model.date(path, before_after=dates, level=args.level, allow_trusted=args.allow_trusted)
+            dating = model.evidence(path, before_after=dates, level=args.level, allow_trusted=args.allow_trusted)
         except OSError as exc:
-            result = {"image": str(path), "status": "excluded", "reason": f"cannot read it ({exc.strerror or exc})"}
-        results.append(result)
-        print(format_dating(result))
-    if args.json is not None:
-        args.json.write_text(json.dumps({"device": model.device, "provenance": model.provenance,
-                                         "results": results}, indent=1))
+            dating = DatingEvidence({"image": str(path), "status": "excluded",
+                                     "reason": f"cannot read it ({exc.strerror or exc})"})
+        results.append(dating.result)
+        print(format_dating(dating.result))
+        if args.report is not None and dating.result["status"] == "dated":
+            reports_ok &= _write_report(model, dating, args.report, stems[n], run, dates)
+    try:
+        if args.json is not None:
+            atomic_write_text(args.json, json.dumps({"device": model.device, "provenance": model.provenance,
+                                                     "results": results}, indent=1))
+    except OSError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    if not reports_ok:
+        return EXIT_ERROR
     return EXIT_OK if all(r["status"] == "dated" for r in results) else EXIT_SOME_NOT_DATED
 
 

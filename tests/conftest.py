@@ -91,3 +91,13 @@ def small_dataset(tmp_path_factory):
     from pipeline.data.simulator import default_dataset
 
     return default_dataset(tmp_path_factory.mktemp("small-sim"), progress=False, workers=1, **SMALL_DATASET)
+
+
+@pytest.fixture(scope="session")
+def dating_camera(tmp_path_factory):
+    """The dating tests' synthetic camera, fitted once through ``python -m pipeline.date`` for the
+    whole session (shared by test_dating_model.py and test_dating_report.py; see dating_camera.py).
+    Read-only: tests that change files copy them first."""
+    from dating_camera import build_dating_camera
+
+    return build_dating_camera(tmp_path_factory)
