@@ -14,10 +14,11 @@ import argparse
 import datetime
 import os
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
+
+from machine import commit, cpu
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
@@ -49,24 +50,6 @@ ROWS = [("synthetic", 0), ("synthetic-scene-bias", 0), ("real-dng", 0), ("real-d
         ("real-jpeg", 1)]
 
 
-def _commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              cwd=Path(__file__).parent, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--runs", type=int, default=10)
@@ -89,7 +72,7 @@ def main(argv=None) -> int:
                 + f" | {e['fg']['n']} | {time.perf_counter() - start:.0f} |")
         print(line, flush=True)
         lines.append(line)
-    text = HEADER.format(commit=_commit(), date=datetime.date.today().isoformat(), cpu=_cpu(),
+    text = HEADER.format(commit=commit(), date=datetime.date.today().isoformat(), cpu=cpu(),
                          cores=os.cpu_count(), machine=f"{platform.machine()} {platform.system()}",
                          python=platform.python_version(), runs=args.runs) + "\n" + "\n".join(lines) + "\n"
     if args.out:

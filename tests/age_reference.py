@@ -95,7 +95,7 @@ import numpy as np
 from scipy.special import logsumexp
 
 __all__ = ["Capture", "DeviceDefects", "Truth", "read_mosaic", "read_developed", "mosaic_residuals",
-           "developed_residuals", "RawReference", "JpegReference", "ReferenceResult", "reference_accuracy",
+           "developed_residuals", "RawReference", "JpegReference", "JpegTimeReference", "time_credible_range", "ReferenceResult", "reference_accuracy",
            "RAW_SUFFIXES"]
 
 MAD_SCALE = 1.482602218505602
@@ -689,6 +689,114 @@ class JpegReference(_Reference):
         U = self._log_amplitudes(infos)[:, self.used_]
         post = self.log_prior_[None, :] + self.class_log_density(X, U).sum(axis=2)
         return np.exp(post - logsumexp(post, axis=1, keepdims=True))
+
+
+class JpegTimeReference(JpegReference):
+    """Capture-time likelihood of a developed image, given the true defects and onsets.
+
+    The dating counterpart of :class:`JpegReference`: instead of one density per age class, each
+    defect gets two, learned on the training images — its feature in the images taken *before*
+    its true onset (absent) and in those taken at or after it (present), each a KDE with the
+    same kernels, amplitude conditioning, bandwidth floors and broad component as the class
+    densities. ``log p(image | t)`` is the sum over defects of the present or absent log
+    density, whichever state the truth gives at ``t``. A defect is used when at least
+    ``min_per_state`` training images lie on each side of its onset; the others say nothing
+    about time within the training period.
+    """
+
+    def __init__(self, defects: DeviceDefects, *, min_per_state: int = 2, **kwargs):
+        super().__init__(defects, informative_only=True, **kwargs)
+        if min_per_state < 1:
+            raise ValueError(f"min_per_state must be at least 1, got {min_per_state}")
+        self.min_per_state = min_per_state
+
+    def fit(self, paths, capture_info, labels=None) -> "JpegTimeReference":
+        """Learn each used defect's absent and present densities (``labels`` are not needed)."""
+        infos = _as_captures(paths, capture_info)
+        times = _time_seconds([c.captured_at for c in infos])
+        onset = _time_seconds(self.defects.onset)
+        present = onset[None, :] <= times[:, None]
+        counts = present.sum(axis=0)
+        self.used_ = np.flatnonzero((counts >= self.min_per_state) & (len(times) - counts >= self.min_per_state))
+        X = self._features(paths)[:, self.used_]
+        U = self._log_amplitudes(infos)[:, self.used_]
+        floor = self.bandwidth_floor if self.bandwidth_floor is not None else self.DEFAULT_FLOOR[self.feature]
+        self.states_ = []  # per used defect: (absent, present) of (samples, bandwidth, amplitudes, bandwidth)
+        for k, j in enumerate(self.used_):
+            per_state = []
+            for state in (False, True):
+                rows = present[:, j] == state
+                x, u = X[rows, k:k + 1], U[rows, k:k + 1]
+                per_state.append((x[:, 0], float(self._scott(x, floor)[0]), u[:, 0],
+                                  float(self._scott(u, self.AMPLITUDE_FLOOR)[0])))
+            self.states_.append(per_state)
+        self.broad_mean_ = X.mean(axis=0) if len(X) else np.zeros(X.shape[1])
+        self.broad_sd_ = 3.0 * np.maximum(X.std(axis=0), 1.0) if len(X) else np.ones(X.shape[1])
+        self.onset_s_ = onset[self.used_]
+        return self
+
+    def _log_density(self, x: float, u: float, k: int, state: int) -> float:
+        samples, h, amplitudes, b = self.states_[k][state]
+        log_kernel = -0.5 * ((x - samples) / h) ** 2
+        if self.condition_on_amplitude:
+            log_weight = -0.5 * ((u - amplitudes) / b) ** 2
+            kde = logsumexp(log_kernel + log_weight) - logsumexp(log_weight)
+        else:
+            kde = logsumexp(log_kernel) - math.log(len(samples))
+        kde = kde - math.log(h) - _LOG_SQRT_2PI
+        broad = (-0.5 * ((x - self.broad_mean_[k]) / self.broad_sd_[k]) ** 2 - math.log(self.broad_sd_[k])
+                 - _LOG_SQRT_2PI)
+        return float(np.logaddexp(math.log1p(-self.epsilon) + kde, math.log(self.epsilon) + broad))
+
+    def defect_log_ratios(self, path, info: Capture) -> np.ndarray:
+        """``log p(x | present) − log p(x | absent)`` of each used defect in one image."""
+        x = self._features([path])[0, self.used_]
+        u = self._log_amplitudes([info])[0, self.used_]
+        return np.array([self._log_density(x[k], u[k], k, 1) - self._log_density(x[k], u[k], k, 0)
+                         for k in range(len(self.used_))])
+
+    def time_log_likelihood(self, path, info: Capture, times_s) -> np.ndarray:
+        """``log p(image | capture time t)`` (up to a constant shared by all t) for each t."""
+        if len(self.used_) == 0:
+            return np.zeros(len(times_s))
+        present = self.onset_s_[None, :] <= np.asarray(times_s, dtype=np.int64)[:, None]
+        return present.astype(np.float64) @ self.defect_log_ratios(path, info)
+
+
+def time_credible_range(log_likelihood, start_s: int, end_s: int, onsets_s, level: float = 0.95):
+    """Equal-tailed credible range of capture time under a uniform prior on ``[start, end]``.
+
+    ``log_likelihood(times_s)`` must be constant between consecutive onsets (it is for both
+    references: a defect is present from its onset on), so the posterior is piecewise uniform and
+    its quantiles are exact.
+
+    Returns
+    -------
+    low_s, high_s : float
+        The range (seconds).
+    edges_s : ndarray
+        ``start``, the onsets inside the period, ``end``: the inter-onset intervals.
+    mass : ndarray
+        Posterior probability of each interval.
+    """
+    onsets_s = np.asarray(onsets_s, dtype=np.int64)
+    inner = np.unique(onsets_s[(onsets_s > start_s) & (onsets_s < end_s)])
+    edges = np.concatenate([[start_s], inner, [end_s]]).astype(np.int64)
+    ll = np.asarray(log_likelihood(edges[:-1]), dtype=np.float64)
+    lengths = np.diff(edges).astype(np.float64)
+    keep = lengths > 0
+    log_mass = np.where(keep, ll + np.log(np.where(keep, lengths, 1.0)), -np.inf)
+    mass = np.exp(log_mass - logsumexp(log_mass))
+    cdf = np.concatenate([[0.0], np.cumsum(mass)])
+
+    def quantile(q):
+        k = int(np.clip(np.searchsorted(cdf, q, side="left") - 1, 0, len(mass) - 1))
+        while mass[k] == 0 and k < len(mass) - 1:
+            k += 1
+        return edges[k] + (q - cdf[k]) / mass[k] * lengths[k] if mass[k] > 0 else float(edges[k])
+
+    tail = (1.0 - level) / 2.0
+    return float(quantile(tail)), float(quantile(1.0 - tail)), edges, mass
 
 
 # ----------------------------------------------------------------------------- splits of a run folder

@@ -64,8 +64,10 @@ it is). The quantisation step is measured on the source: the Sony ARW stores onl
 the rawpipe sensor multiples of 4, the Canon every value. Exposures are ``1/n`` s with ``n`` log-uniform over 15..1000; ISO is drawn
 from {100, 200, 400, 800, 1600}; ``BASE_ISO`` = 100. Class 0 captures fall in
 ``CLASS_PERIODS[0]`` (three months), class 1 in ``CLASS_PERIODS[1]`` (three months, 15 months
-later). The source file's own exposure and ISO are ignored: only the defects follow the drawn
-settings.
+later). With ``capture_times="continuous"`` (the dating benchmark's sets) the same number of
+captures falls uniformly over the whole span ``CLASS_PERIODS[0][0]`` .. ``CLASS_PERIODS[1][1]``
+(21 months), labelled 0 before its midpoint and 1 after. The source file's own exposure and ISO
+are ignored: only the defects follow the drawn settings.
 
 Outputs of :func:`build` (``kind='dng'`` or ``'jpeg'``), in one folder:
 
@@ -452,7 +454,7 @@ def _log_normal_mixture(rng, n: int, spec) -> np.ndarray:
 
 
 def _plan_device(seed: int, index: int, source: SourceMosaic, images_per_class: int,
-                 mean_defects: float, frame_shape) -> _Plan:
+                 mean_defects: float, frame_shape, capture_times: str = "classes") -> _Plan:
     rng = np.random.default_rng([int(seed), int(index), 0x5EED])
     height, width = frame_shape
     count = int(rng.poisson(mean_defects))
@@ -476,15 +478,24 @@ def _plan_device(seed: int, index: int, source: SourceMosaic, images_per_class: 
     crops: set = set()
     low, high = np.log(SHUTTER_DENOMINATORS[0]), np.log(SHUTTER_DENOMINATORS[1])
     captures = []
-    for label, (start, end) in enumerate(CLASS_PERIODS):
-        for _ in range(images_per_class):
+    if capture_times == "continuous":
+        start, end = CLASS_PERIODS[0][0], CLASS_PERIODS[-1][1]
+        middle = start + (end - start) / 2
+        periods, per_period = [(start, end)], images_per_class * len(CLASS_PERIODS)
+    else:
+        periods, per_period = list(CLASS_PERIODS), images_per_class
+    for label, (start, end) in enumerate(periods):
+        for _ in range(per_period):
             while True:  # a distinct even offset for every capture
                 crop = (margin + 2 * int(rng.integers(0, (max_row - margin) // 2 + 1)),
                         margin + 2 * int(rng.integers(0, (max_col - margin) // 2 + 1)))
                 if crop not in crops:
                     crops.add(crop)
                     break
-            captures.append({"time": _random_time(rng, start, end), "label": label,
+            when = _random_time(rng, start, end)
+            if capture_times == "continuous":
+                label = int(when >= middle)
+            captures.append({"time": when, "label": label,
                              "shutter_n": int(round(math.exp(rng.uniform(low, high)))),
                              "iso": int(rng.choice(ISO_VALUES)), "crop": crop})
     plan.captures = sorted(captures, key=lambda capture: capture["time"])
@@ -613,7 +624,7 @@ class BuildResult:
 
 def build(out_dir, seed: int = 0, kind: str = "jpeg", *, images_per_class: int = 40, devices=None,
           mean_defects: float = 48.0, frame_shape=FRAME_SHAPE, cache: Path | None = None,
-          overwrite: bool = False, progress: bool = False) -> BuildResult:
+          overwrite: bool = False, progress: bool = False, capture_times: str = "classes") -> BuildResult:
     """Build one dated dataset of real mosaics with injected defects.
 
     Parameters
@@ -640,6 +651,9 @@ def build(out_dir, seed: int = 0, kind: str = "jpeg", *, images_per_class: int =
         Replace an existing non-empty `out_dir`.
     progress : bool
         Print one line per device.
+    capture_times : {'classes', 'continuous'}
+        Captures inside the two class periods, or spread uniformly over the whole span from the
+        first class's start to the last one's end (labels split at its midpoint).
 
     Returns
     -------
@@ -647,6 +661,8 @@ def build(out_dir, seed: int = 0, kind: str = "jpeg", *, images_per_class: int =
     """
     if kind not in ("jpeg", "dng"):
         raise ValueError(f"kind must be 'jpeg' or 'dng', not {kind!r}")
+    if capture_times not in ("classes", "continuous"):
+        raise ValueError(f"capture_times must be 'classes' or 'continuous', not {capture_times!r}")
     if images_per_class < 1:
         raise ValueError("images_per_class must be at least 1")
     height, width = (int(v) for v in frame_shape)
@@ -667,7 +683,8 @@ def build(out_dir, seed: int = 0, kind: str = "jpeg", *, images_per_class: int =
         for index, name in enumerate(names):
             device_index = [d.device for d in DEVICES].index(name)
             source = load_source(name, cache)
-            plan = _plan_device(seed, device_index, source, images_per_class, mean_defects, (height, width))
+            plan = _plan_device(seed, device_index, source, images_per_class, mean_defects, (height, width),
+                                capture_times)
             counts[name] = len(plan.onsets)
             serial = f"{name}-seed{seed}"
             (staging / name).mkdir()
@@ -755,6 +772,7 @@ def main(argv=None) -> int:
     parser.add_argument("--kind", choices=("jpeg", "dng"), default="jpeg")
     parser.add_argument("--images-per-class", type=int, default=40)
     parser.add_argument("--devices", nargs="+", choices=[d.device for d in DEVICES])
+    parser.add_argument("--capture-times", choices=("classes", "continuous"), default="classes")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     parser.add_argument("--fetch-only", action="store_true", help="only fill the cache and verify it")
     args = parser.parse_args(argv)
@@ -766,7 +784,8 @@ def main(argv=None) -> int:
         if args.out is None:
             parser.error("--out is required unless --fetch-only")
         result = build(args.out, args.seed, args.kind, images_per_class=args.images_per_class,
-                       devices=args.devices, overwrite=args.overwrite, progress=True)
+                       devices=args.devices, overwrite=args.overwrite, progress=True,
+                       capture_times=args.capture_times)
     except (FetchError, FileExistsError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

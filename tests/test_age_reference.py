@@ -363,6 +363,49 @@ def test_jpeg_reference_needs_the_defects_it_is_told_about(tmp_path):
     assert right >= 0.95 and 0.25 <= wrong <= 0.75, (right, wrong)
 
 
+def test_time_credible_range_of_a_step_likelihood_is_exact():
+    # all the mass on [a, b) (a step of 60 nats): the range is the middle 95 % of [a, b); a flat
+    # likelihood gives the middle 95 % of the whole period; the interval masses follow the lengths
+    start, end, a, b = 0, 1000, 300, 500
+    step = lambda t: np.where((np.asarray(t) >= a) & (np.asarray(t) < b), 60.0, 0.0)
+    low, high, edges, mass = ar.time_credible_range(step, start, end, [a, b, 2000], 0.95)
+    assert low == pytest.approx(a + 0.025 * (b - a), rel=1e-9) and high == pytest.approx(a + 0.975 * (b - a), rel=1e-9)
+    assert list(edges) == [0, 300, 500, 1000] and mass[1] == pytest.approx(1.0, abs=1e-20)
+    low, high, _, mass = ar.time_credible_range(lambda t: np.zeros(len(t)), start, end, [a, b], 0.9)
+    assert (low, high) == pytest.approx((50.0, 950.0)) and mass == pytest.approx([0.3, 0.2, 0.5])
+
+
+def test_jpeg_time_reference_dates_held_out_images(tmp_path):
+    # Per-defect densities before and after each true onset, learned on the other images: the
+    # 95 % ranges of held-out DEV-A images cover their true times and are far narrower than the
+    # period; DEV-B (no onset inside the period) uses no defect and answers with the prior.
+    root, _ = make_dataset(tmp_path, "jpeg", seed=6, runs=1)
+    truth = ar.Truth.find(root)
+    for device in ("DEV-A", "DEV-B"):
+        captures = sorted((c for c in truth.captures.values() if c.device == device), key=lambda c: c.captured_at)
+        held = captures[2::5]
+        trusted = [c for c in captures if c not in held]
+        ref = ar.JpegTimeReference(truth.defects[device]).fit([c.path for c in trusted], trusted)
+        seconds = np.array([c.captured_at for c in trusted], dtype="datetime64[s]").astype(np.int64)
+        start, end = int(seconds.min()), int(seconds.max())
+        onsets = truth.defects[device].onset.astype("datetime64[s]").astype(np.int64)
+        covered, widths = [], []
+        for c in held:
+            t = int(np.datetime64(c.captured_at, "s").astype(np.int64))
+            if not start <= t <= end:
+                continue
+            low, high, _, _ = ar.time_credible_range(lambda times: ref.time_log_likelihood(c.path, c, times),
+                                                     start, end, onsets)
+            covered.append(low <= t <= high)
+            widths.append(high - low)
+        if device == "DEV-A":
+            assert ref.used_.size >= 5
+            assert np.mean(covered) >= 0.85 and np.median(widths) < 0.3 * (end - start), (covered, widths)
+        else:
+            assert ref.used_.size == 0
+            np.testing.assert_allclose(widths, 0.95 * (end - start), rtol=1e-9)
+
+
 def test_truth_adapter_reads_both_layouts(tmp_path):
     # The simulator's manifest.csv/defects.csv and the real-mosaic sets' captures_truth.csv/
     # defects_truth.csv carry the same columns (plus others, ignored); paths resolve however

@@ -186,3 +186,22 @@ def test_seed_decides_the_defects_and_a_subset_of_devices_draws_the_same(sources
                                                          for t in onsets)
     with pytest.raises(FileExistsError):
         rm.build(tmp_path / "a", seed=1, kind="dng", images_per_class=1)
+
+
+def test_continuous_capture_times_span_the_whole_period(sources, tmp_path):
+    # the dating benchmark's sets: captures uniform from the first class's start to the last
+    # class's end (the gap between the classes included), labelled by the midpoint; the
+    # defects are those of the class-based build with the same seed
+    built = rm.build(tmp_path / "c", seed=3, kind="dng", images_per_class=20, devices=["real-canon-550d"],
+                     capture_times="continuous")
+    rows = _rows(built.manifest)
+    times = [datetime.fromisoformat(r["captured_at"]) for r in rows]
+    start, end = rm.CLASS_PERIODS[0][0], rm.CLASS_PERIODS[-1][1]
+    middle = start + (end - start) / 2
+    assert len(rows) == 40 and all(start <= t <= end for t in times)
+    assert sum(rm.CLASS_PERIODS[0][1] < t < rm.CLASS_PERIODS[1][0] for t in times) >= 20  # the gap is 15 of 21 months
+    assert all(int(r["label"]) == int(t >= middle) for r, t in zip(rows, times))
+    classes = rm.build(tmp_path / "k", seed=3, kind="dng", images_per_class=1, devices=["real-canon-550d"])
+    assert _rows(classes.defects_truth) == _rows(built.defects_truth)
+    with pytest.raises(ValueError, match="capture_times"):
+        rm.build(tmp_path / "x", seed=3, kind="dng", images_per_class=1, capture_times="weekly")
