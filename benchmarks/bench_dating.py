@@ -2,6 +2,7 @@
 of a camera from the others, against a reference that knows the true defect onsets.
 
     python benchmarks/bench_dating.py [--folds 5] [--work /tmp/agetrace-dating] [--out FILE] [--sets ...]
+        [--data-seeds 0 1]
 
 Sets (capture times spread continuously over the whole period, not two classes):
 
@@ -10,7 +11,8 @@ Sets (capture times spread continuously over the whole period, not two classes):
   13–25, 60 images each: 120 images per camera over 25 slots, 672 days);
 * ``real-dng`` and ``real-jpeg``: the real Bayer mosaics of three cameras with injected defects
   (``tests/real_mosaics.py``, ``capture_times="continuous"``: 80 captures per camera uniform over
-  2019-03-01 .. 2020-12-01), as CFA DNG and as LibRaw-developed JPEG.
+  2019-03-01 .. 2020-12-01), as CFA DNG and as LibRaw-developed JPEG; ``--data-seeds`` draws
+  independent defects, scenes, times and exposures (seeds 0 and 1, as in ``VALIDATION.md``).
 
 Protocol: per camera, the images in time order are dealt into ``--folds`` folds (image ``i`` to
 fold ``i mod folds``); each fold in turn is questioned and the others are the trusted images:
@@ -31,7 +33,7 @@ Reported per set: the coverage of the 95 % ranges (share of questioned images wh
 time lies inside), the median width in days, the reference's coverage and median width, the
 ratio of the two widths, and the share of questioned images whose true time lies in the most
 probable inter-onset interval (the model's own intervals for the model, the true ones for the
-reference). Per-image rows go to ``<work>/dating_<set>.csv``.
+reference). Per-image rows go to ``<work>/dating_<set>_seed<data seed>.csv``.
 """
 
 from __future__ import annotations
@@ -117,9 +119,9 @@ def conformal_level(needs, level: float) -> float:
 
 
 def date_set(name: str, work: Path, *, folds: int = 5, level: float = 0.95, workers: int | None = None,
-             devices=None, detection: dict | None = None) -> list[dict]:
+             devices=None, detection: dict | None = None, seed: int = 0) -> list[dict]:
     """Every questioned image of one set, dated by the model and by the reference (one dict each)."""
-    folder, kind = build_set(name, work)
+    folder, kind = build_set(name, work, seed)
     truth = Truth.find(folder)
     rows = _rows(folder)
     cache = FeatureCache(work / "feature-cache")
@@ -134,7 +136,7 @@ def date_set(name: str, work: Path, *, folds: int = 5, level: float = 0.95, work
         for fold in range(folds):
             questioned = ordered[fold::folds]
             trusted = [r for i, r in enumerate(ordered) if i % folds != fold]
-            manifest = load_manifest(write_rows(work / f"trusted-{name}-{device}-{fold}.csv", trusted),
+            manifest = load_manifest(write_rows(work / f"trusted-{name}-{seed}-{device}-{fold}.csv", trusted),
                                      needs_labels=False)
             started = time.perf_counter()
             model = DeviceModel.fit(manifest, device, cfg, cache=cache, level=level)
@@ -232,7 +234,8 @@ def table(summaries: dict, args, seconds: dict) -> str:
     """The markdown tables of the benchmark (one row per set)."""
     head = (f"Commit {commit()}, {datetime.date.today()}. Machine: {cpu()}, {os.cpu_count()} cores, "
             f"Python {platform.python_version()}. Command: `python benchmarks/bench_dating.py --folds {args.folds}"
-            f"{' --sets ' + ' '.join(args.sets) if tuple(args.sets) != SETS else ''}`.")
+            f"{' --sets ' + ' '.join(args.sets) if tuple(args.sets) != SETS else ''}"
+            f"{' --data-seeds ' + ' '.join(map(str, args.data_seeds)) if args.data_seeds != [0] else ''}`.")
     lines = [head, "",
              "| set | questioned (inside the trusted period) | coverage of the 95 % ranges | median width (days) "
              "| oracle at its own 95 %: coverage, median width | width / oracle's "
@@ -267,6 +270,7 @@ def main(argv=None) -> int:
     p.add_argument("--folds", type=int, default=5, help="outer folds per camera (default 5)")
     p.add_argument("--sets", nargs="+", default=list(SETS), choices=SETS)
     p.add_argument("--devices", nargs="+", help="only these cameras (for a quick look)")
+    p.add_argument("--data-seeds", nargs="+", type=int, default=[0], help="data seeds of the real sets (default 0)")
     p.add_argument("--work", type=Path, default=Path("/tmp/agetrace-dating"))
     p.add_argument("--workers", type=int, default=None)
     p.add_argument("--out", type=Path, help="also write the markdown table here")
@@ -276,20 +280,22 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     args.work.mkdir(parents=True, exist_ok=True)
     summaries, seconds = {}, {}
-    for name in args.sets:
+    runs = [(name, seed) for name in args.sets for seed in ([0] if name == "synthetic" else args.data_seeds)]
+    for name, seed in runs:
+        label = name if name == "synthetic" else f"{name}, data seed {seed}"
         started = time.perf_counter()
         detection = {k: v for k, v in (("onset_false_alarm", args.onset_false_alarm),
                                        ("fg_false_alarm", args.fg_false_alarm)) if v is not None}
         records = date_set(name, args.work, folds=args.folds, workers=args.workers, devices=args.devices,
-                           detection=detection)
-        seconds[name] = time.perf_counter() - started
-        with open(args.work / f"dating_{name}.csv", "w", newline="") as fh:
+                           detection=detection, seed=seed)
+        seconds[label] = time.perf_counter() - started
+        with open(args.work / f"dating_{name}_seed{seed}.csv", "w", newline="") as fh:
             columns = sorted({k for r in records for k in r})
             writer = csv.DictWriter(fh, fieldnames=columns)
             writer.writeheader()
             writer.writerows(records)
-        summaries[name] = summarise(records)
-        LOG.info("%s: %s", name, summaries[name])
+        summaries[label] = summarise(records)
+        LOG.info("%s: %s", label, summaries[label])
     text = table(summaries, args, seconds)
     print(text)
     if args.out:
