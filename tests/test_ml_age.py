@@ -84,6 +84,12 @@ def test_resume_recomputes_only_missing_parts(small_dataset, tmp_path):
     with pytest.raises(ConfigMismatchError, match="test_size"):
         run_experiment(manifest, out, ExperimentConfig(runs=2, test_size=0.2, workers=1, progress=False),
                        log=lambda *_: None)
+    # parts made by another version of the code are not mixed with this one's
+    record = json.loads((out / "config.json").read_text())
+    assert len(record["code"]) == 64
+    (out / "config.json").write_text(json.dumps({**record, "code": "0" * 64}))
+    with pytest.raises(ConfigMismatchError, match="another version of agetrace's code"):
+        run_experiment(manifest, out, cfg, log=lambda *_: None)
 
 
 def test_bad_image_is_recorded_and_run_goes_on(dataset_copy, tmp_path, capsys):

@@ -21,7 +21,9 @@ Layout of an output folder::
                                 (e.g. "the file holds 2 images (an MPO ...); only the first was read")
 
 Each part is written atomically when its (device, run) is complete, so an interrupted run
-resumes where it stopped and never recomputes finished work. The aggregate files (every file
+resumes where it stopped and never recomputes finished work — with the same manifest, settings
+and code: ``config.json`` records a fingerprint of the source (:func:`pipeline.analysis.provenance.code_fingerprint`),
+and a folder holding parts made by other code is refused rather than mixed. The aggregate files (every file
 above from ``predictions.csv`` on, and ``calibration/``) are written last, into ``.staging/``,
 and moved into the folder only at the final commit: ``config.json``'s ``status`` is
 ``"running"`` while they are absent (a rerun first removes those of an earlier run),
@@ -55,7 +57,7 @@ from baselines.fridrich_goljan import FridrichGoljanClassifier
 from baselines.residual_classifiers import ResidualNaiveBayes, ResidualSVM
 from pipeline.analysis.calibration import (EvidenceCalibrator, cross_fitted_scores, evidence_metrics, log_scores,
                                           reliability_figure, tippett_figure, top_label)
-from pipeline.analysis.provenance import package_versions, read_json, utc_now, write_json
+from pipeline.analysis.provenance import code_fingerprint, package_versions, read_json, utc_now, write_json
 from pipeline.analysis.report import method_labels, plot_accuracy_boxes, summarise, summary_markdown, write_csv
 from pipeline.data.atomic import FOLDER_ERRNOS, atomic_write, atomic_write_text, remove_stale_temporaries
 from pipeline.data.errors import ImageReadError
@@ -300,6 +302,7 @@ def _prepare_output(out: Path, cfg: ExperimentConfig, manifest: Manifest, extra:
                      "excluded": len(manifest.excluded)},
         "device_seeds": {d: device_seed(cfg.seed, d) for d in manifest.devices},
         "versions": package_versions(),
+        "code": code_fingerprint(),
         **extra,
     }
     if "srnet" in cfg.methods:
@@ -313,6 +316,11 @@ def _prepare_output(out: Path, cfg: ExperimentConfig, manifest: Manifest, extra:
             raise ConfigMismatchError(
                 f"{out} holds a run on another manifest (sha256 {old.get('manifest', {}).get('sha256')}); "
                 "use a new --out folder")
+        if old.get("code") != record["code"]:
+            raise ConfigMismatchError(
+                f"{out} holds a run made by another version of agetrace's code (source fingerprint "
+                f"{str(old.get('code'))[:12]}, this one {record['code'][:12]}); resuming would mix results of the "
+                "two: use a new --out folder")
         differing = sorted(k for k in record["result_config"]
                            if old.get("result_config", {}).get(k) != record["result_config"][k])
         if differing:

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import platform
 import sys
 from datetime import datetime, timezone
+from functools import lru_cache
 from importlib import metadata
+from pathlib import Path
 
 from pipeline.data.atomic import atomic_write_text
 
-__all__ = ["package_versions", "write_json", "read_json", "utc_now"]
+__all__ = ["package_versions", "code_fingerprint", "write_json", "read_json", "utc_now"]
 
 _PACKAGES = ("agetrace", "numpy", "scipy", "numba", "llvmlite", "scikit-learn", "scikit-image", "pillow",
              "simplejpeg", "rawpy", "tifffile", "matplotlib", "tqdm", "torch", "dask", "distributed")
@@ -25,6 +28,30 @@ def package_versions() -> dict:
         except metadata.PackageNotFoundError:
             versions[name] = None
     return versions
+
+
+#: the packages whose source computes results (their every .py file enters the fingerprint)
+_CODE_PACKAGES = ("baselines", "kernels", "pipeline")
+
+
+@lru_cache(maxsize=1)
+def code_fingerprint() -> str:
+    """SHA-256 of the source of the packages that compute results (``baselines``, ``kernels``,
+    ``pipeline``): file paths relative to the project and their bytes, in sorted order.
+
+    The package version does not change when the code does between releases; this does, so a
+    run folder resumed after the code changed is refused instead of mixing results of two
+    versions. (Any edit counts, a comment too: the safe side.)
+    """
+    digest = hashlib.sha256()
+    root = Path(__file__).resolve().parents[2]
+    for package in _CODE_PACKAGES:
+        for path in sorted((root / package).rglob("*.py")):
+            digest.update(path.relative_to(root).as_posix().encode())
+            digest.update(b"\0")
+            digest.update(path.read_bytes())
+            digest.update(b"\0")
+    return digest.hexdigest()
 
 
 def utc_now() -> str:

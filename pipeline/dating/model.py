@@ -78,7 +78,7 @@ from baselines.fridrich_goljan import FridrichGoljanClassifier
 from pipeline.analysis.calibration import EvidenceCalibrator, cllr
 from pipeline.analysis.experiment import (ExperimentConfig, calibrated_lr_from_table, calibration_table,
                                           device_features, fg_side_arrays)
-from pipeline.analysis.provenance import package_versions, utc_now
+from pipeline.analysis.provenance import code_fingerprint, package_versions, utc_now
 from pipeline.data.atomic import atomic_write, atomic_write_text
 from pipeline.data.manifest import Manifest, file_sha256
 from pipeline.data.splits import Split
@@ -275,7 +275,8 @@ class DeviceModel:
                   "crop_after_mean": after_mean, "crop_after_count": crops.after_count.astype(np.int32),
                   **pairs}
         provenance = {"manifest": str(manifest.source), "manifest_sha256": manifest.sha256,
-                      "created": utc_now(), "versions": package_versions(), "folds": folds, "level": level,
+                      "created": utc_now(), "versions": package_versions(), "code": code_fingerprint(),
+                      "folds": folds, "level": level,
                       "parameters": {k: getattr(cfg, k) for k in ("n_blocks", "candidate_false_alarm",
                                                                   "onset_false_alarm", "fg_false_alarm")},
                       "unreadable": info["failures"]}
