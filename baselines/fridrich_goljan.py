@@ -191,8 +191,9 @@ class FridrichGoljanClassifier(ClassifierMixin, BaseEstimator):
         carries no information).
     onset_bounds_ : ndarray, shape (n_defects, 2)
         Trusted capture times between which the onset lies with posterior probability at least
-        0.99 (:attr:`onset_cdf_`); for a clear change point, the last trusted image without and
-        the first with the defect (``inf`` for a defect that carries no information).
+        0.99 (:attr:`onset_cdf_`), widened where needed to hold the change point's gap (so
+        :attr:`onset_time_` lies inside); for a clear change point, the last trusted image
+        without and the first with the defect (``inf`` for a defect that carries no information).
     onset_knots_ : ndarray, shape (n_knots,)
         The distinct trusted capture times, sorted.
     onset_cdf_ : ndarray, shape (n_defects, n_knots)
@@ -445,6 +446,10 @@ class FridrichGoljanClassifier(ClassifierMixin, BaseEstimator):
         self.onset_cdf_ = cdf
         lo = np.array([knots[max(int(np.searchsorted(row, 0.005, side="right")) - 1, 0)] for row in cdf])
         hi = np.array([knots[min(int(np.searchsorted(row, 0.995, side="left")), knots.size - 1)] for row in cdf])
+        if knots.size >= 2:  # and always the change point's own gap: the onset the intervals use lies inside
+            at = np.clip(np.searchsorted(knots, np.where(informative, self.onset_time_, knots[0])), 1, knots.size - 1)
+            lo = np.minimum(lo, knots[at - 1])
+            hi = np.maximum(hi, knots[at])
         self.onset_bounds_ = np.where(informative[:, None], np.column_stack([lo, hi]), np.inf).reshape(-1, 2)
 
     def _fit_masking(self, X, mu, a2s2, present):
@@ -699,7 +704,7 @@ class FridrichGoljanClassifier(ClassifierMixin, BaseEstimator):
         model = cls(**params["params"])
         if "onset_bounds_" not in params:  # saved before the bounds were kept: the onset is a point
             params = {**params, "onset_bounds_": [[t, t] for t in params["onset_time_"]]}
-        legacy = "onset_cdf_" not in params  # saved before the onset posterior: uniform in its bounds
+        legacy = params.get("onset_cdf_") is None  # saved before the onset posterior: uniform in its bounds
         for k in cls._ARRAYS:
             if legacy and k in ("onset_knots_", "onset_cdf_"):
                 setattr(model, k, None)

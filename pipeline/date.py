@@ -112,7 +112,9 @@ def format_dating(result: dict) -> str:
         lines.append("  (the posterior's own range: too few trusted images to check it on held-out ones)")
     lines.append("  likelihood ratio 'taken before D' vs 'taken after D':")
     for entry in result["before_after"]:
-        if entry["log10_lr"] is None:
+        if entry.get("note"):
+            lines.append(f"    D = {entry['date']}: {entry['note']}")
+        elif entry["log10_lr"] is None:
             lines.append(f"    D = {entry['date']}: not calibrated (too few trusted images); model's own "
                          f"log10 LR {entry['raw_log10_lr']:+.2f}")
         else:
@@ -122,8 +124,8 @@ def format_dating(result: dict) -> str:
     lines.append("  defects carrying the evidence (largest |log-likelihood ratio| first):")
     for c in result["contributions"][:10]:
         measured = "clipped" if c["measured"] is None else f"{c['measured']:.1f}"
-        lines.append(f"    ({c['row']}, {c['col']}, ch {c['channel']}) onset {c['onset']}: measured {measured}, "
-                     f"LLR present vs absent {c['log_likelihood_ratio']:+.2f}")
+        lines.append(f"    ({c['row']}, {c['col']}, ch {c['channel']}) onset (99 % range) {c['onset']}: "
+                     f"measured {measured}, LLR present vs absent {c['log_likelihood_ratio']:+.2f}")
     return "\n".join(lines)
 
 

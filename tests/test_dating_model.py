@@ -59,6 +59,14 @@ def test_before_after_ratios_point_the_right_way(camera):
     assert np.median(lr["early"]) > 1 and np.median(lr["late"]) < -1, lr
     bounds = model.calibration["table"]["bounds"][1]
     assert all(bounds[0] - 1e-9 <= v <= bounds[1] + 1e-9 for v in lr["early"] + lr["late"])
+    # a D outside the trusted period gets no LR: 'after D' (or 'before D') would be empty there, and
+    # the prior's edge would show as the strongest support the calibration allows
+    outside = model.date(early[0]["path"], before_after=[datetime(2030, 1, 1), datetime(2010, 1, 1)])["before_after"]
+    entries = [e for e in outside if e["date"][:4] in ("2030", "2010")]
+    assert len(entries) == 2
+    for entry in entries:
+        assert entry["log10_lr"] is None and entry["raw_log10_lr"] is None
+        assert "outside the trusted period" in entry["note"]
 
 
 def test_a_trusted_image_is_refused_unless_allowed(camera):

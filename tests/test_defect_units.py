@@ -220,6 +220,12 @@ def test_rank_shift_pvalue_is_exact_for_a_small_part_and_asymptotic_otherwise():
     assert rank_shift_pvalue(separated[None, :], np.array([5]))[0] == pytest.approx(1 / math.comb(64, 5))
     # an empty part or all-tied values say nothing
     assert list(rank_shift_pvalue(np.ones((2, 10)), np.array([0, 4]))) == [1.0, 1.0]
+    # tied values keep the tie-corrected normal approximation (scipy's exact distribution is that
+    # of untied data and would understate p: before [0, 0], after [0, 1] gives 1/3, not 1/2)
+    for row, k in ((np.array([0.0, 0.0, 0.0, 1.0]), 2), (np.array([0, 0, 1, 1, 1, 2, 2, 0, 3, 3.0]), 3)):
+        want = stats.mannwhitneyu(row[k:], row[:k], alternative="greater", method="asymptotic",
+                                  use_continuity=False).pvalue
+        assert rank_shift_pvalue(row[None, :], np.array([k]))[0] == pytest.approx(want, rel=1e-9)
 
 
 def test_an_onset_among_the_first_trusted_images_is_identified():

@@ -286,7 +286,7 @@ class DeviceModel:
     # ------------------------------------------------------------------ dating
     def grid(self) -> np.ndarray:
         """The times (days) on which posteriors are evaluated: the trusted period, every onset bound."""
-        return time_grid(self.period[0], self.period[1], self.fg.onset_bounds_, points=GRID_POINTS)
+        return time_grid(self.period[0], self.period[1], _grid_times(self.fg), points=GRID_POINTS)
 
     def onsets(self) -> np.ndarray:
         """Sorted onset times (days) of the defects that carry information: the interval edges."""
@@ -419,8 +419,16 @@ class DeviceModel:
         return 1.0 if rank > len(needed) else max(level, float(needed[rank - 1]))
 
     def _lr(self, posterior, when: float) -> dict:
+        entry = {"date": f"{date_of(when):%Y-%m-%d %H:%M}", "raw_log10_lr": None, "log10_lr": None, "bounds": None}
+        if not self.period[0] < when < self.period[1]:
+            # the prior spans the trusted period only: "before D" or "after D" would be empty, and
+            # its LR the prior's edge, not evidence (nor was such a D ever calibrated)
+            entry["note"] = (f"D lies outside the trusted period ({date_of(self.period[0]):%Y-%m-%d} to "
+                             f"{date_of(self.period[1]):%Y-%m-%d}): the model cannot weigh 'before D' against "
+                             "'after D' there")
+            return entry
         raw = float(np.clip(posterior.log10_lr_before(when), -RAW_LR_CLIP, RAW_LR_CLIP))
-        entry = {"date": f"{date_of(when):%Y-%m-%d %H:%M}", "raw_log10_lr": raw, "log10_lr": None, "bounds": None}
+        entry["raw_log10_lr"] = raw
         if self.calibration is not None:
             table = self.calibration["table"]
             entry["log10_lr"] = float(calibrated_lr_from_table(table, np.array([[0.0, raw * np.log(10)]]))[0, 1])
@@ -521,6 +529,17 @@ def _load_arrays(path: Path, body: dict, n_defects: int) -> dict:
     return {name: arrays[name] for name in ARRAY_FIELDS}
 
 
+def _grid_times(fg: FridrichGoljanClassifier) -> np.ndarray:
+    """Times that must be grid points: every onset bound and every trusted time at which some
+    onset's posterior CDF bends (it is linear only between consecutive trusted times)."""
+    times = [np.asarray(fg.onset_bounds_, dtype=float).reshape(-1)]
+    if getattr(fg, "onset_cdf_", None) is not None and fg.onset_cdf_.size:
+        moving = np.any((fg.onset_cdf_ > 0) & (fg.onset_cdf_ < 1), axis=0)
+        moving |= np.concatenate([moving[1:], [False]])  # the knot before a gap that holds mass
+        times.append(np.asarray(fg.onset_knots_, dtype=float)[moving])
+    return np.concatenate(times)
+
+
 def _plain(value):
     if isinstance(value, np.generic):
         return value.item()
@@ -580,7 +599,7 @@ def _cross_fit(features, splits, full_fg, period, cfg, level) -> tuple[dict | No
             continue
         fg, _ = _fit_fg(feats, cfg)
         train_time = feats["time"][:n_train][feats["ok"][:n_train]]
-        grid = time_grid(train_time.min(), train_time.max(), fg.onset_bounds_, points=GRID_POINTS)
+        grid = time_grid(train_time.min(), train_time.max(), _grid_times(fg), points=GRID_POINTS)
         side = {k: v[test] for k, v in fg_side_arrays(feats).items()}
         ll = fg.time_log_likelihood(feats["W"][test], grid, **side)
         for row, true_time in zip(ll, feats["time"][test]):

@@ -37,8 +37,10 @@ def time_grid(start: float, end: float, onset_bounds=None, *, points: int = 2001
     ----------
     start, end : float
         The period (``end > start``).
-    onset_bounds : array-like of shape (n_defects, 2), optional
-        :attr:`~baselines.fridrich_goljan.FridrichGoljanClassifier.onset_bounds_`.
+    onset_bounds : array-like, optional
+        Times that must be grid points (any shape, flattened): the onset bounds
+        (:attr:`~baselines.fridrich_goljan.FridrichGoljanClassifier.onset_bounds_`) and the
+        trusted times at which an onset's posterior CDF bends.
     points : int, default 2001
         Points of the even grid.
 

@@ -149,6 +149,8 @@ def run_record(command_line: str, *, model_file: str | Path | None = None, sourc
     source : str
         How the model came to be, in words (e.g. "fitted in this run on trusted.csv").
     """
+    import json
+
     from pipeline.data.manifest import file_sha256
     from pipeline.dating.model import companion_path
 
@@ -156,7 +158,11 @@ def run_record(command_line: str, *, model_file: str | Path | None = None, sourc
               "model_sha256": None, "model_arrays_file": None, "model_arrays_sha256": None}
     if model_file is not None:
         model_file = Path(model_file).resolve()
-        arrays = companion_path(model_file)
+        try:  # the npz the JSON names (what DeviceModel.load reads and checks), not a guess from its name
+            named = json.loads(model_file.read_text(encoding="utf-8"))["arrays"]["file"]
+            arrays = model_file.parent / Path(named).name
+        except (OSError, ValueError, KeyError, TypeError):
+            arrays = companion_path(model_file)
         record.update(model_file=str(model_file), model_sha256=file_sha256(model_file),
                       model_arrays_file=str(arrays), model_arrays_sha256=file_sha256(arrays))
     return record
@@ -263,7 +269,7 @@ def build_report(model: DeviceModel, dating: DatingEvidence, *, top: int = TOP_D
             "interval_probability": result["interval"]["probability"], "onsets_days": _nums(model.onsets()),
             "period_days": _nums(model.period)}
     defect_map = {"frame": [int(v) for v in model.frame], "rows": rows.tolist(), "cols": cols.tolist(),
-                  "onset_days": _nums(np.where(informative, fg.onset_bounds_.mean(axis=1), np.nan)),
+                  "onset_days": _nums(np.where(informative, fg.onset_time_, np.nan)),
                   "informative": informative.tolist(), "rank": [rank[i] if i in shown else None
                                                                 for i in range(rows.size)]}
     content = {
@@ -305,7 +311,8 @@ def _calibration_numbers(model: DeviceModel) -> dict:
                    coverage_nominal=model.calibration["coverage_nominal"],
                    median_width_days_nominal=model.calibration["median_width_days_nominal"])
         if has_both:
-            out.update(cllr=_num(cllr(calibrated, before)), cllr_min=_num(cllr_min(calibrated, before)))
+            # the best any monotone recalibration of the model's own values could reach (PAV on the raw ones)
+            out.update(cllr=_num(cllr(calibrated, before)), cllr_min=_num(cllr_min(raw, before)))
     return out
 
 
@@ -371,20 +378,22 @@ def _captions(content: dict, model: DeviceModel) -> dict:
                     f"{n_trusted} trusted images taken from {result['period']['from']} to {result['period']['to']}. "
                     "The model can only place the image within that period. Conditions used: "
                     f"{_fmt_exposure(result)}. A likelihood ratio (LR) above 1 supports 'taken before D', below 1 "
-                    "'taken after D'; the calibrated values are bounded by what the trusted images can support."),
+                    "'taken after D', both within the trusted period (from its first day to D, and from D to its "
+                    "last); the calibrated values are bounded by what the trusted images can support."),
         "defects": ("Each row is one sensor defect: a pixel that, from some date on, reads brighter than its "
                     "neighbours and stays so. Row and column give its position on the sensor (0, 0 is the top-left "
-                    "pixel); channel is the colour in which it shows. " + typing + " Onset from/to: the range of "
-                    "capture dates within which the trusted images place the defect's appearance (at its "
-                    "narrowest, from the last trusted image without it to the first with it). The residual is "
+                    "pixel); channel is the colour in which it shows. " + typing + " Onset from/to: the model's 99 % range "
+                    "for the date the defect appeared, from the trusted images (a probability under the model, not "
+                    "a certainty; at its narrowest, from the last trusted image without it to the first with it). The residual is "
                     "the pixel's value minus the median of its 3×3 same-colour neighbourhood, in the image's "
                     "pixel-value units (DN). 'Expected if present' is the residual the model expects at the "
                     "questioned image's exposure and ISO (the trusted images' median where they are unknown) once "
                     "the defect exists; 'measured' is the questioned "
                     "image's own ('clipped': a saturated neighbour made it unmeasurable, and it counts for "
-                    "nothing); local noise σ is the typical residual of a healthy "
-                    "pixel there. LLR is the natural-log likelihood ratio 'defect present in this image' against "
-                    "'absent': positive supports 'taken after the onset', negative 'before', 0 nothing. Defects "
+                    "nothing); local noise σ is the local noise level measured there (the model scales it "
+                    "per defect by how the healthy residuals actually spread before the onset). LLR is the natural-log likelihood ratio 'defect present in this image' against "
+                    "'absent' (at the conditions used; shown for reading, the posterior averages over unknown "
+                    "ones): positive supports 'taken after the onset', negative 'before', 0 nothing. Defects "
                     "with an onset inside the trusted period come first, largest |LLR| first; the others (present "
                     "throughout, or never confirmed) carry no dating evidence and come last."),
         "crops": (f"The {n_shown} defects with the largest |LLR|, one per block, numbered as in the table. Left: the "
@@ -392,12 +401,13 @@ def _captions(content: dict, model: DeviceModel) -> dict:
                   "residual of the trusted images taken before the defect's onset; right: of those taken after it "
                   "(n: images averaged at the defect pixel). The defect pixel is outlined. Red is brighter than "
                   "its neighbourhood, blue darker, white neither; the three panels of a block share one colour "
-                  "scale (DN). A questioned image whose defect pixel stands out like the 'after' mean was likely "
-                  "taken after the onset; one that looks like the 'before' mean, before it. Grey: no value "
+                  "scale (DN). A questioned image whose defect pixel stands out like the 'after' mean is consistent "
+                  "with a capture after the onset, one that looks like the 'before' mean with one before it; a "
+                  "single defect can be masked (short exposure, texture), and the LLR is the model's measure. Grey: no value "
                   "(outside the frame, or a saturated neighbourhood)."),
         "timelines": ("The same defects followed through time. Each dot is one trusted image: its residual at the "
                       "defect (DN) against its capture date; grey dots were taken before the onset, black after. "
-                      "The shaded band is the onset's date range (as in the table) and the vertical line the onset "
+                      "The shaded band is the onset's 99 % date range (as in the table) and the vertical line the onset "
                       "date the model splits the images at. The red line is the questioned image's residual at "
                       "that defect; the dashed line is the level the model expects for a present defect at the "
                       "questioned image's exposure and ISO; the dotted line at 0 is a healthy pixel's. Trusted "
@@ -415,11 +425,11 @@ def _captions(content: dict, model: DeviceModel) -> dict:
                       f"{post['interval_probability']:.3f}). Ticks along the bottom: the defect onsets."),
         "defect-map": (f"The sensor's frame as its images store it, {model.frame[1]} pixels wide and "
                        f"{model.frame[0]} high, row 0 at the top. Filled circles: defects with an onset inside the "
-                       "trusted period, coloured by onset date (colour bar: the midpoint of the onset range in the "
-                       "table). Grey crosses: defects without one (no dating information). Numbers: the defects of "
-                       "sections 2 and 3 (their row in the table). New defects arrive at random places on a sensor, "
-                       "so no pattern is expected."),
-        "configuration": ("Everything needed to repeat this dating: the model's format and how it was fitted, the "
+                       "trusted period, coloured by onset date (colour bar: the onset the model splits the trusted images at, "
+                       "inside the 99 % range of the table). Grey crosses: defects without one (no dating information). Numbers: the defects of "
+                       "sections 2 and 3 (their row in the table)."),
+        "configuration": ("What is needed to repeat this dating (with the model file; a model fitted and not "
+                          "saved has no file hash here): the model's format and how it was fitted, the "
                           "trusted manifest and the questioned file with their SHA-256 hashes, the exposure and ISO "
                           "used and where they came from, the software versions, and the command that made this "
                           "report."),
@@ -789,7 +799,10 @@ def _defect_table(content: dict) -> str:
 def _lr_table(result: dict) -> str:
     rows = []
     for entry in result["before_after"]:
-        if entry["log10_lr"] is None:
+        if entry.get("note"):
+            rows.append(f"<tr><td>{html.escape(entry['date'])}</td>"
+                        f"<td colspan=\"4\">{html.escape(entry['note'])}</td></tr>")
+        elif entry["log10_lr"] is None:
             rows.append(f"<tr><td>{html.escape(entry['date'])}</td><td>not calibrated</td><td>—</td><td>—</td>"
                         f"<td>{entry['raw_log10_lr']:+.2f}</td></tr>")
         else:
