@@ -15,6 +15,7 @@ do to make it fail.
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import warnings
@@ -220,12 +221,25 @@ def test_rank_shift_pvalue_is_exact_for_a_small_part_and_asymptotic_otherwise():
     assert rank_shift_pvalue(separated[None, :], np.array([5]))[0] == pytest.approx(1 / math.comb(64, 5))
     # an empty part or all-tied values say nothing
     assert list(rank_shift_pvalue(np.ones((2, 10)), np.array([0, 4]))) == [1.0, 1.0]
-    # tied values keep the tie-corrected normal approximation (scipy's exact distribution is that
-    # of untied data and would understate p: before [0, 0], after [0, 1] gives 1/3, not 1/2)
-    for row, k in ((np.array([0.0, 0.0, 0.0, 1.0]), 2), (np.array([0, 0, 1, 1, 1, 2, 2, 0, 3, 3.0]), 3)):
-        want = stats.mannwhitneyu(row[k:], row[:k], alternative="greater", method="asymptotic",
-                                  use_continuity=False).pvalue
-        assert rank_shift_pvalue(row[None, :], np.array([k]))[0] == pytest.approx(want, rel=1e-9)
+    # tied values: never below the exact permutation p-value of the midrank statistic (brute force
+    # over every split; scipy's untied exact distribution on midranks goes below it: before
+    # [0, 0], after [0, 1] gives 1/3 where the permutation p is 1/2), and still far below the
+    # normal approximation for a clear step
+    def permutation_p(row, k):
+        ranks = stats.rankdata(row)
+        observed = ranks[k:].sum()
+        sums = [ranks[list(after)].sum() for after in itertools.combinations(range(row.size), row.size - k)]
+        return np.mean(np.asarray(sums) >= observed - 1e-9)
+
+    tied_cases = [(np.array([0.0, 0.0, 0.0, 1.0]), 2), (np.array([0, 0, 1, 1, 1, 2, 2, 0, 3, 3.0]), 3),
+                  (np.array([0, 1, 0, 0, 2, 2, 3, 2, 2, 3, 3, 3.0]), 4), (np.array([0, 0, 0, 0, 5, 5, 0, 5, 5, 5.0]), 4)]
+    for row, k in tied_cases:
+        got = rank_shift_pvalue(row[None, :], np.array([k]))[0]
+        assert got >= permutation_p(row, k) - 1e-12, (row, k)
+    assert rank_shift_pvalue(np.array([[0.0, 0.0, 0.0, 1.0]]), np.array([2]))[0] == pytest.approx(2 / 3)
+    step = np.r_[np.zeros(5), np.round(np.linspace(4, 9, 59))]
+    normal = stats.norm.sf(rank_shift_z(step[None, :], np.array([5]))[0])
+    assert rank_shift_pvalue(step[None, :], np.array([5]))[0] < normal / 100
 
 
 def test_an_onset_among_the_first_trusted_images_is_identified():
