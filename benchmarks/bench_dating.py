@@ -57,7 +57,7 @@ from machine import commit, cpu  # noqa: E402
 from csv_rows import read_csv, write_rows  # noqa: E402
 from age_reference import JpegTimeReference, RawReference, Truth, parse_time, time_credible_range  # noqa: E402
 
-from pipeline.analysis.experiment import ExperimentConfig  # noqa: E402
+from pipeline.analysis.config import ExperimentConfig  # noqa: E402
 from pipeline.data.manifest import load_manifest  # noqa: E402
 from pipeline.dating.model import DeviceModel  # noqa: E402
 from pipeline.features.cache import FeatureCache  # noqa: E402
@@ -72,7 +72,7 @@ LOG = logging.getLogger("bench_dating")
 def build_set(name: str, work: Path, seed: int = 0) -> tuple[Path, str]:
     """The set's folder (built once) and the reference's kind."""
     if name == "synthetic":
-        from pipeline.data.simulator import default_dataset
+        from pipeline.sim import default_dataset
 
         return Path(default_dataset(progress=False, **SYNTHETIC).manifest_path).parent, "jpeg"
     import real_mosaics

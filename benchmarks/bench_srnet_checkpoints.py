@@ -18,7 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from pipeline.analysis.experiment import ExperimentConfig, run_experiment
+from pipeline.analysis.config import ExperimentConfig
+from pipeline.analysis.experiment import run_experiment
 from bench_srnet_paper import one_device_manifest  # a sibling script: benchmarks/ is on sys.path
 from pipeline.data.manifest import load_manifest
 
@@ -36,7 +37,7 @@ def main(argv: list[str]) -> int:
     cfg = ExperimentConfig(methods=("srnet",), runs=1, workers=1, progress=False,
                            srnet_overrides={"checkpoint_every_s": every_s})
     before, started = _written_bytes(), time.perf_counter()
-    run_experiment(load_manifest(manifest), folder / "run", cfg, log=lambda *_: None)
+    run_experiment(load_manifest(manifest), folder / "run", cfg)
     print(f"checkpoint_every_s={every_s:g}: {time.perf_counter() - started:.1f} s, "
           f"{(_written_bytes() - before) / 1e6:.0f} MB written ({folder})")
     return 0

@@ -30,9 +30,10 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.analysis.experiment import ExperimentConfig, run_experiment
+from pipeline.analysis.config import ExperimentConfig
+from pipeline.analysis.experiment import run_experiment
 from pipeline.data.manifest import load_manifest
-from pipeline.data.simulator import default_dataset
+from pipeline.sim import default_dataset
 from pipeline.srnet.checkpoint import load_checkpoint
 from pipeline.srnet.crops import CROP_NAMES
 

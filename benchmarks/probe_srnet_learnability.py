@@ -32,9 +32,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     args = parser.parse_args()
 
-    from pipeline.analysis.experiment import ExperimentConfig, run_experiment
+    from pipeline.analysis.config import ExperimentConfig
+    from pipeline.analysis.experiment import run_experiment
     from pipeline.data.manifest import load_manifest
-    from pipeline.data.simulator import default_dataset
+    from pipeline.sim import default_dataset
 
     width, height = (int(v) for v in args.size.split("x"))
     overrides = {"seed": args.sim_seed, "scenes.scene_bias": args.scene_bias, "defects.rate_per_year": args.rate,
@@ -49,7 +50,7 @@ def main() -> None:
                            srnet_overrides={"epochs": args.epochs, "lr_drop_epoch": max(1, args.epochs * 3 // 4),
                                             "patch": args.patch, "batch_size": args.batch, "num_threads": args.threads})
     out = Path(tempfile.mkdtemp()) / "run"
-    run_experiment(load_manifest(dataset.manifest_path), out, cfg, log=lambda *_: None)
+    run_experiment(load_manifest(dataset.manifest_path), out, cfg)
     t2 = time.perf_counter()
     with open(out / "metrics.csv", newline="") as fh:
         metrics = list(csv.DictReader(fh))

@@ -1,7 +1,7 @@
 """Train each age estimator on one device and test it on every device (cross-device matrix).
 
     python -m pipeline.cross_device [--manifest M] [--methods fg,nb,svm,srnet] [--runs N]
-                                    [--out DIR] [--experiment DIR] [--seed S] [--workers N]
+                                    [--out DIR] [--experiment DIR] [--seed S] [--workers N] [-q | -v]
 
 With no manifest it runs on the embedded synthetic default (generated once and cached). It
 first runs the age experiment of ``python -m pipeline.ml_age`` (into ``OUT/experiment``, or
@@ -17,25 +17,43 @@ import argparse
 import sys
 from pathlib import Path
 
-from pipeline.analysis.experiment import ALL_METHODS, ConfigMismatchError, parse_methods
+from pipeline.analysis.config import ALL_METHODS, ConfigMismatchError
+from pipeline.analysis.cross_device import (ExperimentIncompleteError, experiment_config_from, experiment_run_config,
+                                            prepare_output, run_cross_device)
+from pipeline.analysis.experiment import run_experiment
+from pipeline.analysis.runfolder import RunFolder
+from pipeline.cli import (add_dataset_options, add_run_options, add_split_options, comma_list, default_manifest,
+                          new_parser, run_command)
+from pipeline.data.errors import ImageReadError, ManifestError
+from pipeline.data.manifest import load_manifest
+from pipeline.logs import get_logger
+
+logger = get_logger(__name__)
 
 DEFAULT_METHODS = "fg,nb,svm"
+
+#: exit statuses of the command
+EXIT_OK, EXIT_ERROR = 0, 2
+
+#: the errors that are the user's to fix
+ERRORS = (ManifestError, ConfigMismatchError, ExperimentIncompleteError, ImageReadError, ValueError,
+          FileNotFoundError)
+
+_parse_methods = comma_list(ALL_METHODS, "method")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface."""
-    p = argparse.ArgumentParser(prog="python -m pipeline.cross_device", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--manifest", type=Path, help="CSV manifest of dated images (default: the experiment's manifest "
-                                                 "with --experiment, else the synthetic dataset)")
-    p.add_argument("--classes", help="class specification (shipped name such as ntif/plus, or a TOML path) "
-                                     "deriving labels for rows without one")
-    p.add_argument("--methods", type=parse_methods, default=parse_methods(DEFAULT_METHODS),
-                   help=f"comma-separated, from {','.join(ALL_METHODS)} (default {DEFAULT_METHODS})")
-    p.add_argument("--runs", type=int, default=None, help="repeated stratified splits (default 10, or the "
-                                                          "--experiment folder's)")
-    p.add_argument("--test-size", type=float, default=None, help="test fraction per class (default 0.1)")
-    p.add_argument("--seed", type=int, default=None, help="root seed of the splits (default 0)")
+    p = new_parser("python -m pipeline.cross_device", __doc__.split("\n\n")[0],
+                   f"Exit status: {EXIT_OK} done; {EXIT_ERROR} error (one line on stderr naming the problem).")
+    add_dataset_options(p, manifest_help="CSV manifest of dated images (default: the experiment's manifest with "
+                                         "--experiment, else the synthetic dataset)")
+    add_split_options(p, runs=None, test_size=None, seed=None,
+                      runs_help="repeated stratified splits (default 10, or the --experiment folder's)",
+                      test_size_help="test fraction per class (default 0.1, or the --experiment folder's)",
+                      seed_help="root seed of the splits (default 0, or the --experiment folder's)")
+    p.add_argument("--methods", type=_parse_methods, default=_parse_methods(DEFAULT_METHODS),
+                   help=f"comma-separated, from {','.join(ALL_METHODS)}")
     p.add_argument("--out", type=Path, default=Path("agetrace-out/cross_device"), help="output folder")
     p.add_argument("--experiment", type=Path, default=None,
                    help="age-experiment folder to build on, e.g. a `python -m pipeline.ml_age` output (its finished "
@@ -44,64 +62,53 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--srnet-preset", default=None, choices=["cpu", "paper"], help="SRNet training preset (default cpu)")
     p.add_argument("--srnet-runs", type=int, default=None,
                    help="train SRNet on the first k splits only (default: the preset's choice)")
-    p.add_argument("--strict", action="store_true", help="stop at the first unreadable image")
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_run_options(p)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit status (0 done, 2 bad input)."""
-    from pipeline.analysis.cross_device import ExperimentIncompleteError, experiment_config_from, run_cross_device
-    from pipeline.analysis.provenance import read_json
-    from pipeline.data.errors import ImageReadError, ManifestError
-    from pipeline.data.manifest import load_manifest
+    return run_command(_run, build_parser().parse_args(argv), ERRORS, status=EXIT_ERROR)
 
-    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
-    log = print
+
+def _run(args: argparse.Namespace) -> int:
     experiment_dir = args.experiment if args.experiment is not None else args.out / "experiment"
-    try:
-        if args.workers is not None and args.workers < 1:
-            raise ValueError(f"--workers must be >= 1, got {args.workers}")
-        if args.runs is not None and args.runs < 1:
-            raise ValueError(f"--runs must be >= 1, got {args.runs}")
-        extra = {}
-        manifest_path = args.manifest
-        if manifest_path is not None and not manifest_path.is_file():
-            raise FileNotFoundError(f"--manifest {manifest_path}: no such file; give the CSV manifest of your images "
-                                    "(`python -m pipeline.manifest build` writes one) or leave --manifest out to "
-                                    "use the synthetic dataset")
-        if args.experiment is not None and not (args.experiment / "config.json").is_file() \
-                and args.experiment.exists() and any(args.experiment.iterdir()):
-            raise FileNotFoundError(f"--experiment {args.experiment}: not an age-experiment folder (no config.json); "
-                                    "give a `python -m pipeline.ml_age` output folder or a new, empty one")
-        if manifest_path is None and args.experiment is not None and (args.experiment / "config.json").is_file():
-            recorded = read_json(args.experiment / "config.json")
-            manifest_path = Path(recorded["manifest"]["path"])
-            extra = {k: recorded[k] for k in ("synthetic",) if k in recorded}
-            log(f"No --manifest: using the manifest of {args.experiment}: {manifest_path}")
-        if manifest_path is None:
-            from pipeline.data.simulator import default_dataset
-
-            log("No --manifest: using the embedded synthetic aging camera (generated once, then cached).")
-            dataset = default_dataset(progress=not args.no_progress)
-            manifest_path = Path(dataset.manifest_path)
-            extra = {"synthetic": {"root": str(dataset.root), "defects": str(dataset.defects_path)}}
-        manifest = load_manifest(manifest_path, class_spec=args.classes)
-        cfg = experiment_config_from(experiment_dir, methods=args.methods, runs=args.runs, test_size=args.test_size,
-                                     seed=args.seed, srnet_preset=args.srnet_preset, srnet_runs=args.srnet_runs,
-                                     strict=args.strict, workers=args.workers, progress=not args.no_progress)
-        log(f"Manifest {manifest.source} ({len(manifest.rows)} images, {len(manifest.devices)} devices, "
-            f"sha256 {manifest.sha256[:12]}…); methods {','.join(cfg.methods)}; {cfg.runs} runs; out {args.out}")
-        result = run_cross_device(manifest, args.out, cfg, experiment_dir=experiment_dir, extra_record=extra, log=log)
-    except (ManifestError, ConfigMismatchError, ExperimentIncompleteError, ImageReadError, ValueError,
-            FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    if args.workers is not None and args.workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {args.workers}")
+    if args.runs is not None and args.runs < 1:
+        raise ValueError(f"--runs must be >= 1, got {args.runs}")
+    extra = {}
+    manifest_path = args.manifest
+    if manifest_path is not None and not manifest_path.is_file():
+        raise FileNotFoundError(f"--manifest {manifest_path}: no such file; give the CSV manifest of your images "
+                                "(`python -m pipeline.manifest build` writes one) or leave --manifest out to "
+                                "use the synthetic dataset")
+    if args.experiment is not None and not (args.experiment / "config.json").is_file() \
+            and args.experiment.exists() and any(args.experiment.iterdir()):
+        raise FileNotFoundError(f"--experiment {args.experiment}: not an age-experiment folder (no config.json); "
+                                "give a `python -m pipeline.ml_age` output folder or a new, empty one")
+    if manifest_path is None and args.experiment is not None and (args.experiment / "config.json").is_file():
+        recorded = RunFolder(args.experiment).record
+        manifest_path = Path(recorded.manifest.path)
+        extra = {k: recorded.extra[k] for k in ("synthetic",) if k in recorded.extra}
+        logger.info(f"No --manifest: using the manifest of {args.experiment}: {manifest_path}")
+    if manifest_path is None:
+        manifest_path, extra = default_manifest(progress=not args.no_progress)
+    manifest = load_manifest(manifest_path, class_spec=args.classes)
+    cfg = experiment_config_from(experiment_dir, methods=args.methods, runs=args.runs, test_size=args.test_size,
+                                 seed=args.seed, srnet_preset=args.srnet_preset, srnet_runs=args.srnet_runs,
+                                 strict=args.strict, workers=args.workers, progress=not args.no_progress)
+    logger.info(f"Manifest {manifest.source} ({len(manifest.rows)} images, {len(manifest.devices)} devices, "
+                f"sha256 {manifest.sha256[:12]}…); methods {','.join(cfg.methods)}; {cfg.runs} runs; out {args.out}")
+    prepare_output(args.out)  # refuse another program's folder before the experiment runs
+    logger.info(f"Age experiment (own-device training and testing) in {experiment_dir}")
+    run_experiment(manifest, experiment_dir, experiment_run_config(cfg, experiment_dir), extra_record=extra)
+    result = run_cross_device(manifest, args.out, cfg, experiment_dir=experiment_dir, extra_record=extra)
     print()
     print(result["report"])
     print(f"\nWrote {result['out']}/: {', '.join(result['files'])}; the age experiment it builds on is in "
           f"{experiment_dir}/")
-    return 0
+    return EXIT_OK
 
 
 if __name__ == "__main__":

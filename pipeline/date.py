@@ -2,7 +2,7 @@
 
     python -m pipeline.date QUESTIONED... --trusted MANIFEST [--device ID] [--save-model FILE]
     python -m pipeline.date QUESTIONED... --model FILE
-        [--before-after DATE]... [--level 0.95] [--json FILE] [--report DIR] [--allow-trusted]
+        [--before-after DATE]... [--level 0.95] [--json FILE] [--report DIR] [--allow-trusted] [-q | -v]
 
 Fits the defects and the Fridrich–Goljan model on **all** trusted images of the device (or loads
 a saved model), and for each questioned image prints the most probable interval between
@@ -37,19 +37,22 @@ import shlex
 import sys
 from pathlib import Path
 
-from pipeline.analysis.experiment import ExperimentConfig
+from pipeline.analysis.config import ExperimentConfig
+from pipeline.cli import add_run_options, new_parser, run_command
 from pipeline.data.atomic import atomic_write_text
 from pipeline.data.errors import ManifestError
 from pipeline.data.manifest import load_manifest, parse_capture_time
 from pipeline.dating.model import DatingEvidence, DeviceModel, ModelFormatError
+from pipeline.dating.report import build_report, report_stems, run_record, write_report
 
 EXIT_OK, EXIT_SOME_NOT_DATED, EXIT_ERROR = 0, 1, 2
 
+#: the errors that are the user's to fix
+ERRORS = (ManifestError, ModelFormatError, ValueError, OSError)
+
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m pipeline.date", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog=__doc__.split("\n\n", 1)[1])
+    p = new_parser("python -m pipeline.date", __doc__.split("\n\n")[0], __doc__.split("\n\n", 1)[1])
     p.add_argument("questioned", nargs="+", type=Path, help="image(s) to date")
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--trusted", type=Path, help="manifest of the trusted, dated images")
@@ -59,14 +62,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write the fitted device model here (JSON, with its .npz companion beside it)")
     p.add_argument("--before-after", action="append", default=[], metavar="DATE",
                    help="a date D for the likelihood ratio 'before D' vs 'after D' (repeatable)")
-    p.add_argument("--level", type=float, default=0.95, help="credible level of the date range (default 0.95)")
-    p.add_argument("--folds", type=int, default=5, help="cross-fitting folds for the calibration (default 5)")
+    p.add_argument("--level", type=float, default=0.95, help="credible level of the date range")
+    p.add_argument("--folds", type=int, default=5, help="cross-fitting folds for the calibration")
     p.add_argument("--json", type=Path, help="also write every result as JSON to this file")
     p.add_argument("--report", type=Path, metavar="DIR",
                    help="write an evidence report (HTML + JSON) of each dated image into this folder")
     p.add_argument("--allow-trusted", action="store_true", help="date trusted images too (for checks only)")
     p.add_argument("--workers", type=int, default=None, help="worker processes (default: all cores)")
-    p.add_argument("--no-progress", action="store_true")
+    add_run_options(p, strict=False)
     return p
 
 
@@ -130,8 +133,6 @@ def format_dating(result: dict) -> str:
 
 
 def _run_record(args, argv) -> dict:
-    from pipeline.dating.report import run_record
-
     command = "python -m pipeline.date " + shlex.join(str(a) for a in (sys.argv[1:] if argv is None else argv))
     if args.model is not None:
         return run_record(command, model_file=args.model, source=f"loaded from {args.model}")
@@ -140,8 +141,6 @@ def _run_record(args, argv) -> dict:
 
 
 def _write_report(model: DeviceModel, dating: DatingEvidence, folder: Path, stem: str, run: dict, dates) -> bool:
-    from pipeline.dating.report import build_report, write_report
-
     try:
         html_path, _ = write_report(build_report(model, dating, run=run, before_after=dates), folder, stem)
     except (OSError, ValueError) as exc:
@@ -152,17 +151,15 @@ def _write_report(model: DeviceModel, dating: DatingEvidence, folder: Path, stem
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        dates = [parse_capture_time(text) for text in args.before_after]
-        model = _model(args)
-        run = _run_record(args, argv) if args.report is not None else None
-    except (ManifestError, ModelFormatError, ValueError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
-    if args.report is not None:
-        from pipeline.dating.report import report_stems
+    """Run the command line; returns the exit status (see the end of ``--help``)."""
+    return run_command(lambda args: _date(args, argv), build_parser().parse_args(argv), ERRORS, status=EXIT_ERROR)
 
+
+def _date(args: argparse.Namespace, argv: list[str] | None) -> int:
+    dates = [parse_capture_time(text) for text in args.before_after]
+    model = _model(args)
+    run = _run_record(args, argv) if args.report is not None else None
+    if args.report is not None:
         stems = report_stems(args.questioned)
     results, reports_ok = [], True
     for n, path in enumerate(args.questioned):
@@ -175,13 +172,9 @@ def main(argv: list[str] | None = None) -> int:
         print(format_dating(dating.result))
         if args.report is not None and dating.result["status"] == "dated":
             reports_ok &= _write_report(model, dating, args.report, stems[n], run, dates)
-    try:
-        if args.json is not None:
-            atomic_write_text(args.json, json.dumps({"device": model.device, "provenance": model.provenance,
-                                                     "results": results}, indent=1))
-    except OSError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
+    if args.json is not None:
+        atomic_write_text(args.json, json.dumps({"device": model.device, "provenance": model.provenance,
+                                                 "results": results}, indent=1))
     if not reports_ok:
         return EXIT_ERROR
     return EXIT_OK if all(r["status"] == "dated" for r in results) else EXIT_SOME_NOT_DATED

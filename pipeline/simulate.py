@@ -7,6 +7,8 @@
 Without ``--out`` the dataset goes to ``$AGETRACE_CACHE/synthetic/<hash>`` (default
 ``~/.cache/agetrace/synthetic/<hash>``) and an existing complete copy is reused. The folder is
 printed on the last line of standard output.
+
+Exit status: 0 done; 2 error (one line on stderr naming the problem).
 """
 
 from __future__ import annotations
@@ -16,7 +18,14 @@ import sys
 import time
 from collections import Counter
 
-from pipeline.data.simulator import cached_dataset, load_config, simulate
+from pipeline.cli import add_run_options, new_parser, run_command
+from pipeline.sim import cached_dataset, load_config, simulate
+
+#: exit statuses of the command
+EXIT_OK, EXIT_ERROR = 0, 2
+
+#: the errors that are the user's to fix
+ERRORS = (FileNotFoundError, FileExistsError, ValueError)
 
 
 def _parse_set(items: list[str]) -> dict[str, str]:
@@ -30,9 +39,9 @@ def _parse_set(items: list[str]) -> dict[str, str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.simulate",
-                                     description="Generate the synthetic aging-camera dataset "
-                                                 "(images, manifest.csv, defects.csv, config.json).")
+    parser = new_parser("python -m pipeline.simulate", "Generate the synthetic aging-camera dataset "
+                                                       "(images, manifest.csv, defects.csv, config.json).",
+                        __doc__.split("\n\n", 1)[1])
     parser.add_argument("--config", help="simulation TOML (default: data_manifests/synthetic_default.toml)")
     parser.add_argument("--out", help="output folder (default: the cache, reused when complete)")
     parser.add_argument("--seed", type=int, help="random seed (overrides the configuration's)")
@@ -40,32 +49,27 @@ def build_parser() -> argparse.ArgumentParser:
                         help="override a configuration value by dotted key, e.g. defects.rate_per_year=30 "
                              "(repeatable; values are TOML: 1.0, \"text\", [1, 5])")
     parser.add_argument("--workers", type=int, help="worker processes (default: all cores)")
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_run_options(parser, strict=False, progress_help="hide the progress bar")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run the command line; returns the exit status (0 done, 2 error)."""
+    return run_command(_run, build_parser().parse_args(argv), ERRORS, status=EXIT_ERROR)
+
+
+def _run(args: argparse.Namespace) -> int:
     overrides = _parse_set(args.overrides)
     if args.seed is not None:
         overrides["seed"] = args.seed
-    try:
-        config = load_config(args.config, overrides)
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    config = load_config(args.config, overrides)
     if args.workers is not None and args.workers < 1:
-        print("error: --workers must be >= 1", file=sys.stderr)
-        return 2
+        raise ValueError("--workers must be >= 1")
     start = time.perf_counter()
-    try:
-        if args.out:
-            dataset = simulate(config, args.out, workers=args.workers, progress=not args.no_progress)
-        else:
-            dataset = cached_dataset(config, workers=args.workers, progress=not args.no_progress)
-    except FileExistsError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    if args.out:
+        dataset = simulate(config, args.out, workers=args.workers, progress=not args.no_progress)
+    else:
+        dataset = cached_dataset(config, workers=args.workers, progress=not args.no_progress)
     elapsed = time.perf_counter() - start
     images = Counter(row["device"] for row in dataset.manifest_rows())
     defects = Counter(row["device"] for row in dataset.defect_rows())
@@ -73,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{device}: {images[device]} images, {defects.get(device, 0)} defects")
     print(f"{sum(images.values())} images in {elapsed:.1f} s")
     print(dataset.root)
-    return 0
+    return EXIT_OK
 
 
 if __name__ == "__main__":

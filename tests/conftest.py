@@ -88,7 +88,7 @@ SMALL_DATASET["capture.images_per_class"] = 16
 
 @pytest.fixture(scope="session")
 def small_dataset(tmp_path_factory):
-    from pipeline.data.simulator import default_dataset
+    from pipeline.sim import default_dataset
 
     return default_dataset(tmp_path_factory.mktemp("small-sim"), progress=False, workers=1, **SMALL_DATASET)
 

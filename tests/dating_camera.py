@@ -40,7 +40,7 @@ def build_dating_camera(tmp_path_factory) -> dict:
         status), ``defects_csv`` (the simulator's ground truth) and ``dated`` (how many
         questioned images the run was given).
     """
-    from pipeline.data.simulator import default_dataset
+    from pipeline.sim import default_dataset
     from pipeline.date import main
     from pipeline.dating.model import DeviceModel
 

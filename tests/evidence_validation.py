@@ -26,8 +26,9 @@ from pathlib import Path
 import numpy as np
 
 from age_reference import reference_accuracy
-from pipeline.analysis.calibration import evidence_metrics
-from pipeline.analysis.experiment import ExperimentConfig, run_experiment
+from pipeline.analysis.metrics import evidence_metrics
+from pipeline.analysis.config import ExperimentConfig
+from pipeline.analysis.experiment import run_experiment
 from pipeline.data.manifest import load_manifest
 
 SETS = ("synthetic", "synthetic-scene-bias", "real-dng", "real-jpeg")
@@ -54,7 +55,7 @@ class SetResult:
 def dataset_folder(name: str, data_root: Path, seed: int = 0) -> tuple[Path, str]:
     """Build (or reuse) one set; returns its folder and the reference's kind."""
     if name.startswith("synthetic"):
-        from pipeline.data.simulator import default_dataset
+        from pipeline.sim import default_dataset
 
         overrides = {"scenes.scene_bias": 1.0} if name == "synthetic-scene-bias" else {}
         return Path(default_dataset(progress=False, **overrides).manifest_path).parent, "jpeg"
@@ -81,7 +82,7 @@ def evaluate_set(name: str, data_root: Path, out_root: Path, *, runs: int = 10, 
     out = Path(out_root) / f"{name}-{Path(manifest_name).stem}-seed{seed}"
     cfg = ExperimentConfig(methods=DEFECT_METHODS, runs=runs, seed=seed, progress=False,
                            cache_dir=str(cache_dir) if cache_dir else None)
-    run_experiment(manifest, out, cfg, log=lambda *_: None)
+    run_experiment(manifest, out, cfg)
     result = SetResult(name, out)
     metrics = _read_csv(out / "metrics.csv")
     for method in DEFECT_METHODS:

@@ -448,7 +448,7 @@ def test_reference_on_the_simulator(tmp_path_factory, fmt, floor):
     # staying far above the 0.5 of a constant predictor. On DNG the measured residual at
     # present defects must also follow the model g·(τD + c) (clipped at white): median ratio
     # within 5 % of 1 for the strong ones.
-    from pipeline.data.simulator import default_dataset
+    from pipeline.sim import default_dataset
     from pipeline.data.splits import Split, stratified_splits, write_split
 
     dataset = default_dataset(tmp_path_factory.mktemp(f"sim-{fmt}"), progress=False, workers=1,

@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 
 from pipeline.analysis.audit import FOUND, NO_BIAS, AuditConfig, run_audit
-from pipeline.analysis.audit.camera import disjoint_groups, protocol_sets, spread_sample
-from pipeline.analysis.audit.cnn import CnnSettings, colour_jitter
+from pipeline.analysis.audit.cnn import CnnSettings, colour_jitter, disjoint_groups, protocol_sets, spread_sample
 from pipeline.analysis.audit.data import (
     COLOUR_FEATURE_NAMES,
     block_mean,
@@ -23,8 +22,8 @@ from pipeline.analysis.audit.data import (
 from pipeline.analysis.audit.splits import cnn_split, content_splits
 from pipeline.audit import main
 from pipeline.data.manifest import load_manifest
-from pipeline.data.simulator import default_dataset
 from pipeline.data.splits import read_split, stratified_splits
+from pipeline.sim import default_dataset
 
 SIZE = {f"models.{m}.{k}": v for m in ("alpha", "beta", "gamma") for k, v in (("width", 96), ("height", 72))}
 
@@ -132,7 +131,7 @@ def test_spread_sample_takes_evenly_from_every_device():
 
 
 def test_splits_are_the_experiments_and_the_cnn_test_is_balanced(scene_biased, tmp_path):
-    from pipeline.analysis.experiment import device_seed
+    from pipeline.data.splits import device_seed
 
     manifest = load_manifest(scene_biased.manifest_path)
     bank = load_bank(manifest, patch=32, progress=False)
@@ -168,7 +167,7 @@ def test_splits_are_the_experiments_and_the_cnn_test_is_balanced(scene_biased, t
 
 
 def test_scene_bias_is_found_by_the_content_check(scene_biased):
-    result = run_audit(load_manifest(scene_biased.manifest_path), None, cheap(checks=("content",)), log=lambda *a: None)
+    result = run_audit(load_manifest(scene_biased.manifest_path), None, cheap(checks=("content",)))
     (content,) = result["results"]
     assert content.verdict == FOUND
     for key in ("colour_accuracy", "thumbnail_accuracy"):
@@ -179,7 +178,7 @@ def test_scene_bias_is_found_by_the_content_check(scene_biased):
 @pytest.mark.parametrize("seed", range(5))
 def test_no_bias_means_no_bias_found(tmp_path, seed):
     data = tiny_dataset(tmp_path / "sim", seed=1000 + seed)
-    result = run_audit(load_manifest(data.manifest_path), None, cheap(seed=seed), log=lambda *a: None)
+    result = run_audit(load_manifest(data.manifest_path), None, cheap(seed=seed))
     verdicts = {r.name: (r.verdict, r.susceptibility) for r in result["results"]}
     assert verdicts == {"content": (NO_BIAS, None), "camera": (NO_BIAS, NO_BIAS)}, [
         (f.key, f.value, f.ci) for r in result["results"] for f in r.figures if f.role != "context"]

@@ -8,6 +8,8 @@ cheap: 32 x 32 images (the network sees the whole frame, as the paper's networks
 epochs, one torch thread.
 """
 
+import logging
+
 import numpy as np
 import pytest
 
@@ -16,7 +18,7 @@ pytest.importorskip("torch")
 from pipeline.analysis.audit import FOUND, NO_BIAS, AuditConfig, run_audit
 from pipeline.analysis.audit.cnn import CnnSettings
 from pipeline.data.manifest import load_manifest
-from pipeline.data.simulator import default_dataset
+from pipeline.sim import default_dataset
 
 pytestmark = [pytest.mark.cnn, pytest.mark.slow]
 
@@ -31,7 +33,7 @@ def test_processing_bias_with_disjoint_devices_reproduces_table_ii(tmp_path):
     data = dataset(tmp_path / "sim", 32, 32, 40, **{"processing.processing_bias": 1.0, "scenes.scene_bias": 0.0})
     cnn = CnnSettings(patch=32, epochs=8, threads=1, camera_extras=False)
     result = run_audit(load_manifest(data.manifest_path), tmp_path / "out",
-                       AuditConfig(checks=("camera",), cnn=cnn, progress=False), log=lambda *a: None)
+                       AuditConfig(checks=("camera",), cnn=cnn, progress=False))
     (camera,) = result["results"]
     assert camera.groups == {"0": ["SIM-alpha01", "SIM-alpha02"], "1": ["SIM-beta01", "SIM-gamma01"]}
     train = camera.figure("cnn_disjoint_train_accuracy")
@@ -55,7 +57,7 @@ def test_every_check_runs_end_to_end_with_the_cnn(tmp_path):
     data = dataset(tmp_path / "sim", 64, 48, 8, **{"scenes.scene_bias": 1.0})
     cnn = CnnSettings(patch=32, random_patch=16, n_random_train=2, n_random_test=3, epochs=2, threads=1)
     result = run_audit(load_manifest(data.manifest_path), tmp_path / "out", AuditConfig(cnn=cnn, runs=2,
-                       progress=False), log=lambda *a: None)
+                       progress=False))
     checks = {r.name: r for r in result["results"]}
     assert list(checks) == ["content", "camera", "position", "patch"]
     assert result["record"]["levels"]["family_size"] == 2 + 4 + 2 + 3
@@ -73,7 +75,7 @@ def test_every_check_runs_end_to_end_with_the_cnn(tmp_path):
             "grayscale", "balanced@tr"} <= models
 
 
-def test_an_audit_run_again_loads_its_finished_models_and_gives_the_same_figures(tmp_path):
+def test_an_audit_run_again_loads_its_finished_models_and_gives_the_same_figures(tmp_path, caplog):
     """Resume: trained networks are kept in OUT/models and loaded by a rerun; an interruption
     that lost one model (here: its checkpoint deleted) retrains only that one."""
     data = dataset(tmp_path / "sim", 64, 48, 8, **{"scenes.scene_bias": 1.0})
@@ -82,7 +84,10 @@ def test_an_audit_run_again_loads_its_finished_models_and_gives_the_same_figures
     manifest = load_manifest(data.manifest_path)
 
     def audit(lines):
-        result = run_audit(manifest, tmp_path / "out", config, log=lines.append)
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="agetrace"):
+            result = run_audit(manifest, tmp_path / "out", config)
+        lines.extend(caplog.messages)
         figures = {(r.name, f.key): (f.value, f.ci, f.verdict) for r in result["results"] for f in r.figures}
         predictions = (tmp_path / "out" / "predictions.csv").read_text()
         return figures, predictions

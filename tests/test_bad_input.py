@@ -45,7 +45,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.analysis.experiment import ExperimentConfig, run_experiment
+from pipeline.analysis.config import ExperimentConfig
+from pipeline.analysis.experiment import run_experiment
 from pipeline.data.errors import ImageReadError, ManifestError
 from pipeline.data.exif import ExifWarning
 from pipeline.data.imageio import read_image
@@ -634,10 +635,6 @@ DEVICES = ("SIM-alpha01", "SIM-beta01")  # alpha gets the bad files; beta must n
 RUN_CFG = {"methods": ("fg", "nb"), "runs": 2, "workers": 1, "progress": False}
 
 
-def _quiet(*_args):
-    pass
-
-
 @pytest.fixture(scope="module")
 def clean_root(small_dataset, tmp_path_factory) -> Path:
     """The small synthetic dataset with a two-device manifest ``two.csv`` (a private copy)."""
@@ -653,7 +650,7 @@ def clean_root(small_dataset, tmp_path_factory) -> Path:
 def baseline(clean_root, tmp_path_factory) -> dict:
     """The run on the untouched two-device manifest."""
     out = tmp_path_factory.mktemp("baseline")
-    run_experiment(load_manifest(clean_root / "two.csv"), out, ExperimentConfig(**RUN_CFG), log=_quiet)
+    run_experiment(load_manifest(clean_root / "two.csv"), out, ExperimentConfig(**RUN_CFG))
     return {"metrics": read_csv(out / "metrics.csv"), "predictions": read_csv(out / "predictions.csv")}
 
 
@@ -730,9 +727,7 @@ def _by_device(rows: list[dict], device: str, keys=None) -> list:
 def test_run_records_every_bad_file_and_goes_on(root, baseline, tmp_path):
     rows, bad = damage(root)
     out = tmp_path / "run"
-    logged = []
-    result = run_experiment(load_manifest(write_rows(root / "bad.csv", rows)), out,
-                            ExperimentConfig(**RUN_CFG), log=logged.append)
+    result = run_experiment(load_manifest(write_rows(root / "bad.csv", rows)), out, ExperimentConfig(**RUN_CFG))
 
     # failures.csv: exactly the bad files, each with its own reason
     failures = read_csv(out / "failures.csv")
@@ -774,9 +769,9 @@ def test_bad_files_change_nothing_but_their_own_absence(root, tmp_path):
     """Accuracy on the remaining images equals a run whose manifest simply leaves the bad files out."""
     rows, bad = damage(root)
     damaged = run_experiment(load_manifest(write_rows(root / "bad.csv", rows)), tmp_path / "bad",
-                             ExperimentConfig(**RUN_CFG), log=_quiet)
+                             ExperimentConfig(**RUN_CFG))
     without = run_experiment(load_manifest(write_rows(root / "without.csv", [r for r in rows if r["path"] not in bad])),
-                             tmp_path / "without", ExperimentConfig(**RUN_CFG), log=_quiet)
+                             tmp_path / "without", ExperimentConfig(**RUN_CFG))
     assert len(damaged["failures"]) == len(bad) and not without["failures"]
     keys = ("device", "run", "method", "accuracy", "n_test")
     assert [{k: m[k] for k in keys} for m in damaged["metrics"]] == \
@@ -797,7 +792,7 @@ def test_grayscale_or_16bit_image_in_an_rgb_device_is_recorded(root, tmp_path, k
         rel = _add_image(rows, alpha[9], root, "gray16.png", _png_bytes(256, 192, 16, 0, _png_rows(gray16)))
     try:
         result = run_experiment(load_manifest(write_rows(root / "bad.csv", rows)), tmp_path / "run",
-                                ExperimentConfig(**RUN_CFG), log=_quiet)
+                                ExperimentConfig(**RUN_CFG))
     except ValueError as exc:
         raise AssertionError(f"the run crashed on the {kind} instead of recording it: {exc}") from exc
     assert [(f["image"], bool(re.search(r"grayscale|16-bit", f["reason"]))) for f in result["failures"]] == \
@@ -812,7 +807,7 @@ def test_a_foreign_first_image_does_not_condemn_its_device(root, tmp_path, how):
     pixels = np.asarray(Image.open(root / first["path"]))
     foreign = np.rot90(pixels) if how == "transposed" else np.asarray(Image.fromarray(pixels).resize((200, 150)))
     (root / first["path"]).write_bytes(_jpeg_bytes(np.ascontiguousarray(foreign)))
-    result = run_experiment(load_manifest(root / "two.csv"), tmp_path / "run", ExperimentConfig(**RUN_CFG), log=_quiet)
+    result = run_experiment(load_manifest(root / "two.csv"), tmp_path / "run", ExperimentConfig(**RUN_CFG))
     assert [f["image"] for f in result["failures"]] == [str(root / first["path"])]
 
 
@@ -824,8 +819,7 @@ def test_a_device_with_no_readable_image_does_not_end_the_run(root, baseline, tm
         (root / row["path"]).write_bytes(b"<html>quota exceeded</html>\n")
         dead.append(str(root / row["path"]))
     try:
-        result = run_experiment(load_manifest(root / "two.csv"), tmp_path / "run", ExperimentConfig(**RUN_CFG),
-                                log=_quiet)
+        result = run_experiment(load_manifest(root / "two.csv"), tmp_path / "run", ExperimentConfig(**RUN_CFG))
     except ImageReadError as exc:
         raise AssertionError(f"one dead device ended the run: {exc}") from exc
     assert sorted(f["image"] for f in result["failures"]) == sorted(dead)
@@ -847,7 +841,7 @@ def test_strict_stops_at_the_bad_image_naming_it(root, tmp_path):
     manifest, victim = _one_truncated(root)
     out = tmp_path / "run"
     with pytest.raises(ImageReadError) as excinfo:
-        run_experiment(load_manifest(manifest), out, ExperimentConfig(**RUN_CFG, strict=True), log=_quiet)
+        run_experiment(load_manifest(manifest), out, ExperimentConfig(**RUN_CFG, strict=True))
     assert_names_file(excinfo.value, victim, _TRUNCATED)
     assert "--strict" in excinfo.value.advice
     # an interrupted run never looks complete
@@ -859,7 +853,7 @@ def test_strict_stops_at_the_bad_image_naming_it(root, tmp_path):
 def test_cli_strict_exits_with_one_line_naming_the_file(root, tmp_path):
     manifest, victim = _one_truncated(root)
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    done = subprocess.run([sys.executable, "-m", "pipeline.ml_age", "--manifest", str(manifest), "--strict",
+    done = subprocess.run([sys.executable, "-m", "pipeline.ml_age", "-q", "--manifest", str(manifest), "--strict",
                            "--methods", "fg", "--runs", "1", "--workers", "1", "--no-progress",
                            "--out", str(tmp_path / "run")],
                           capture_output=True, text=True, cwd=REPO, env=env, timeout=RUN_LIMIT_S - 30,

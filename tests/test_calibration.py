@@ -12,17 +12,9 @@ from scipy.special import expit, log_softmax
 from sklearn.base import clone
 from sklearn.metrics import brier_score_loss
 
-from pipeline.analysis.calibration import (
-    EvidenceCalibrator,
-    cllr,
-    cllr_min,
-    cross_fitted_scores,
-    evidence_metrics,
-    log_scores,
-    reliability_figure,
-    tippett_figure,
-    top_label,
-)
+from pipeline.analysis.calibration import EvidenceCalibrator, cross_fitted_scores, log_scores
+from pipeline.analysis.calibration_figures import reliability_figure, tippett_figure
+from pipeline.analysis.metrics import cllr, cllr_min, evidence_metrics, top_label
 
 
 # ------------------------------------------------------------------ references written by hand

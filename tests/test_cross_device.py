@@ -9,10 +9,11 @@ import pytest
 from scipy.stats import binom
 
 from pipeline.analysis.cross_device import DEFECT_TRANSFER_NOTE, experiment_config_from, run_cross_device
-from pipeline.analysis.experiment import ExperimentConfig
+from pipeline.analysis.config import ExperimentConfig
+from pipeline.analysis.experiment import run_experiment
 from pipeline.cross_device import main
 from pipeline.data.manifest import load_manifest
-from pipeline.data.simulator import default_dataset
+from pipeline.sim import default_dataset
 
 SMALL = {f"models.{m}.{k}": v for m in ("alpha", "beta", "gamma") for k, v in (("width", 256), ("height", 192))}
 SMALL["capture.images_per_class"] = 16
@@ -28,8 +29,9 @@ def small_dataset(tmp_path_factory):
 def crossed(small_dataset, tmp_path_factory):
     out = tmp_path_factory.mktemp("cross")
     manifest = load_manifest(small_dataset.manifest_path)
-    result = run_cross_device(manifest, out, ExperimentConfig(runs=RUNS, workers=1, progress=False),
-                              log=lambda *_: None)
+    cfg = ExperimentConfig(runs=RUNS, workers=1, progress=False)
+    run_experiment(manifest, out / "experiment", cfg)  # the entry point runs it first, as here
+    result = run_cross_device(manifest, out, cfg)
     return out, result
 
 
@@ -117,8 +119,9 @@ def test_cli_reuses_a_finished_experiment(crossed, tmp_path, capsys):
     target = tmp_path / "cli"
     assert main(["--experiment", str(out / "experiment"), "--methods", "fg", "--out", str(target),
                  "--workers", "1", "--no-progress"]) == 0
-    printed = capsys.readouterr().out
-    assert "using the manifest of" in printed
+    captured = capsys.readouterr()
+    printed = captured.out
+    assert "using the manifest of" in captured.err
     assert f"Wrote {target}/" in printed and "matrix_fg.csv" in printed and "heatmap_fg.png" in printed
     assert part.stat().st_mtime_ns == mtime  # nothing recomputed
     assert read_csv(out / "experiment" / "metrics.csv") == metrics_before  # nb and svm rows kept
@@ -127,14 +130,15 @@ def test_cli_reuses_a_finished_experiment(crossed, tmp_path, capsys):
 
 
 def test_cli_without_manifest_uses_the_synthetic_default(crossed, small_dataset, tmp_path, capsys, monkeypatch):
-    import pipeline.data.simulator as simulator
+    import pipeline.sim as simulator
 
     monkeypatch.setattr(simulator, "default_dataset", lambda **_: small_dataset)
     # a copy of the finished experiment as OUT/experiment: resumed, not recomputed
     shutil.copytree(crossed[0] / "experiment", tmp_path / "x" / "experiment")
     assert main(["--methods", "fg", "--out", str(tmp_path / "x"), "--workers", "1", "--no-progress"]) == 0
-    printed = capsys.readouterr().out
-    assert "embedded synthetic" in printed and "Wrote" in printed and "Fridrich–Goljan" in printed
+    captured = capsys.readouterr()
+    printed = captured.out
+    assert "embedded synthetic" in captured.err and "Wrote" in printed and "Fridrich–Goljan" in printed
     config = json.loads((tmp_path / "x" / "config.json").read_text())
     assert config["synthetic"]["root"] == str(small_dataset.root)
 
@@ -180,7 +184,8 @@ def test_srnet_is_applied_to_every_device_with_its_runs_labelled(small_dataset, 
     cfg = ExperimentConfig(methods=("srnet",), runs=2, workers=1, progress=False,
                            srnet_overrides={"epochs": 1, "patch": 32, "crops": ["ce", "tl"], "num_threads": 1})
     out = tmp_path / "run"
-    result = run_cross_device(manifest, out, cfg, log=lambda *_: None)
+    run_experiment(manifest, out / "experiment", cfg)
+    result = run_cross_device(manifest, out, cfg)
     # the cpu preset trains SRNet on the first split only: one run behind every cell, and said so
     assert {(s["train_device"], s["test_device"], s["runs"]) for s in result["summary"]} == {
         (a, b, 1) for a in ("SIM-alpha01", "SIM-beta01") for b in ("SIM-alpha01", "SIM-beta01")}

@@ -32,9 +32,10 @@ import pytest
 from scipy.stats import binomtest
 
 from pipeline.analysis.cross_device import run_cross_device
-from pipeline.analysis.experiment import ExperimentConfig
+from pipeline.analysis.config import ExperimentConfig
+from pipeline.analysis.experiment import run_experiment
 from pipeline.data.manifest import load_manifest
-from pipeline.data.simulator import default_dataset
+from pipeline.sim import default_dataset
 
 pytest.importorskip("torch")
 pytestmark = [pytest.mark.slow, pytest.mark.cnn]
@@ -76,7 +77,9 @@ def matrix(tmp_path_factory):
     cfg = ExperimentConfig(methods=("srnet",), runs=1, srnet_calibration_fraction=0.0, test_size=0.3, workers=1, progress=False,
                            srnet_overrides={"crops": ["ce"]})
     out = root / "cross"
-    run_cross_device(load_manifest(manifest_path), out, cfg, log=lambda *_: None)
+    manifest = load_manifest(manifest_path)
+    run_experiment(manifest, out / "experiment", cfg)
+    run_cross_device(manifest, out, cfg)
     cells = {}
     for m in read_csv(out / "cross_metrics.csv"):
         n = int(m["n_test"])

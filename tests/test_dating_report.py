@@ -32,7 +32,8 @@ from pipeline.data.imageio import read_image
 from pipeline.date import main
 from pipeline.dating.crops import crop_positions
 from pipeline.dating.model import DeviceModel, ModelFormatError, days
-from pipeline.dating.report import SECTIONS, report_stems
+from pipeline.dating.report import report_stems
+from pipeline.dating.report_html import SECTIONS
 
 NS = "{http://www.w3.org/1999/xhtml}"
 FIGURE_SECTIONS = ("crops", "timelines", "posterior", "defect-map", "calibration")

@@ -118,7 +118,7 @@ def _read(path):
 def test_identification_from_simulator_truth(results):
     """Strong = the simulator's own 8-bit jump of the defect at reference conditions (amp8_ref)
     is at least 8 levels; unique true defects are counted once per run, identified defects once."""
-    from pipeline.data.simulator import default_dataset
+    from pipeline.sim import default_dataset
 
     out = results["synthetic"].out
     folder = default_dataset(progress=False)

@@ -26,7 +26,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.analysis.experiment import ExperimentConfig, run_experiment
+from pipeline.analysis.config import ExperimentConfig
+from pipeline.analysis.experiment import run_experiment
 from pipeline.data.manifest import load_manifest
 from pipeline.ml_age import main
 
@@ -80,9 +81,8 @@ def test_dask_local_cluster_equals_local_executor(small_dataset, tmp_path):
     pytest.importorskip("distributed")
     manifest = load_manifest(small_dataset.manifest_path)
     common = dict(methods=("fg", "nb"), runs=2, progress=False, batch_size=4)
-    run_experiment(manifest, tmp_path / "local", ExperimentConfig(**common, workers=1), log=lambda *_: None)
-    run_experiment(manifest, tmp_path / "dask", ExperimentConfig(**common, executor="dask", workers=2),
-                   log=lambda *_: None)
+    run_experiment(manifest, tmp_path / "local", ExperimentConfig(**common, workers=1))
+    run_experiment(manifest, tmp_path / "dask", ExperimentConfig(**common, executor="dask", workers=2))
     local, dask = results_of(tmp_path / "local"), results_of(tmp_path / "dask")
     assert local.keys() == dask.keys() and len(local["predictions.csv"]) > 0
     assert any(read_csv(p) for p in (tmp_path / "local" / "defects").rglob("*.csv")), "no defect was identified"

@@ -11,8 +11,8 @@ from PIL import Image
 from PIL.TiffImagePlugin import IFDRational
 
 from pipeline.data.errors import ImageReadError
-from pipeline.data.exif import (ExifWarning, ImageMetadata, detect_format, inspect_exif,
-                                metadata_from_tags, read_exif)
+from pipeline.data.exif import ExifWarning, ImageMetadata, inspect_exif, metadata_from_tags, read_exif
+from pipeline.data.formats import detect_format
 
 # What the real files carry (read once with exiftool-equivalent Pillow dumps, then pinned).
 CAMERA_EXIF = {

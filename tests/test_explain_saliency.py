@@ -1,9 +1,9 @@
-"""Issue 6 acceptance: `python -m pipeline.explain` tells a content shortcut from defect evidence.
+"""Issue 6 acceptance: `python -m pipeline.saliency` tells a content shortcut from defect evidence.
 
 Two small synthetic datasets of one camera (SIM-alpha01, 256x192, 60 images per age class),
 each run through the ``ml_age`` experiment with SRNet only (one stratified split, 20 % of each
 class held out: 24 test images; the ``cpu`` preset with one crop network, the centre crop,
-64x64), then explained by ``python -m pipeline.explain`` with its defaults (CAM at layer12;
+64x64), then explained by ``python -m pipeline.saliency`` with its defaults (CAM at layer12;
 Grad-CAM and Grad-CAM++ at layer9, 16x16 cells, which ``--layer auto`` picks for 64-pixel
 crops because layer12's 4x4 cells each see nearly the whole crop):
 
@@ -40,18 +40,18 @@ from pipeline.analysis.saliency import (
     CONTENT_RHO,
     DEFECT_LIFT,
     ContentTally,
-    _points_in_crop,
     cells_away_from_defects,
     content_correlations,
     defect_mask,
     defect_shares,
-    has_srnet,
     own_and_other_correlations,
     pool_cells,
     shift_null,
     structure_features,
     summarise_defects,
 )
+from pipeline.analysis.saliency.inputs import points_in_crop as _points_in_crop
+from pipeline.saliency import has_srnet
 
 DEVICE = "SIM-alpha01"
 DATASET = {
@@ -79,9 +79,10 @@ FINE_METHODS = ("gradcam", "gradcam++")  # the methods whose maps (layer9, 16x16
 
 def trained_run(tmp_path_factory, name: str) -> dict:
     """Simulate a dataset and train SRNet on it through the ml_age experiment."""
-    from pipeline.analysis.experiment import ExperimentConfig, run_experiment
+    from pipeline.analysis.config import ExperimentConfig
+    from pipeline.analysis.experiment import run_experiment
     from pipeline.data.manifest import load_manifest
-    from pipeline.data.simulator import default_dataset
+    from pipeline.sim import default_dataset
 
     dataset = default_dataset(tmp_path_factory.mktemp(f"sim_{name}"), workers=1, progress=False,
                               **{**DATASET, **SCENARIOS[name]})
@@ -90,7 +91,7 @@ def trained_run(tmp_path_factory, name: str) -> dict:
     cfg = ExperimentConfig(methods=("srnet",), runs=1, srnet_calibration_fraction=0.0, test_size=0.2, seed=0, workers=1, progress=False,
                            srnet_preset="cpu",
                            srnet_overrides={"crops": ["ce"], "epochs": epochs, "lr_drop_epoch": epochs - 2})
-    run_experiment(load_manifest(dataset.manifest_path), run, cfg, log=lambda *_: None)
+    run_experiment(load_manifest(dataset.manifest_path), run, cfg)
     return {"run": run, "dataset": dataset}
 
 
@@ -105,7 +106,7 @@ def defect_run(tmp_path_factory):
 
 
 def explain_cli(run, out, capsys, *extra) -> tuple[dict, str]:
-    from pipeline.explain import main
+    from pipeline.saliency import main
 
     assert main(["--run", str(run), "--out", str(out), "--no-progress", *extra]) == 0
     printed = capsys.readouterr().out
@@ -191,19 +192,19 @@ def test_outputs_are_written_and_listed(content_run, tmp_path, capsys):
 @pytest.mark.slow
 @pytest.mark.cnn
 def test_no_run_explains_the_default_folder_when_it_holds_srnet(content_run, tmp_path, capsys, monkeypatch):
-    from pipeline.analysis import saliency
-    from pipeline.explain import main
+    from pipeline import saliency
+    from pipeline.saliency import main
 
     monkeypatch.setattr(saliency, "MAIN_RUN", content_run["run"])
     assert has_srnet(content_run["run"])
     assert main(["--out", str(tmp_path / "default"), "--no-progress", "--methods", "cam"]) == 0
-    printed = capsys.readouterr().out
+    printed = capsys.readouterr().err
     assert f"No --run: explaining {content_run['run']}" in printed
     assert (tmp_path / "default" / "saliency.md").is_file()
 
 
 def test_clear_errors_for_folders_that_cannot_be_explained(tmp_path, capsys):
-    from pipeline.explain import main
+    from pipeline.saliency import main
 
     assert main(["--run", str(tmp_path), "--no-progress"]) == 2
     assert "not an ml_age output folder" in capsys.readouterr().err
@@ -324,7 +325,7 @@ def test_cells_away_from_defects_and_the_null_without_near_shifts():
 
 
 def test_defect_positions_of_real_data_come_from_the_run_tables(tmp_path):
-    from pipeline.analysis.saliency import _DefectPositions
+    from pipeline.analysis.saliency.inputs import DefectPositions as _DefectPositions
 
     (tmp_path / "defects" / "cam-01").mkdir(parents=True)
     (tmp_path / "defects" / "cam-01" / "run_00.csv").write_text(

@@ -21,7 +21,8 @@ import tifffile
 from PIL import Image, ImageFile
 
 from pipeline.data.errors import ImageReadError, ManifestError, ManifestProblem
-from pipeline.data.exif import ExifWarning, detect_format, inspect_exif
+from pipeline.data.exif import ExifWarning, inspect_exif
+from pipeline.data.formats import detect_format
 from pipeline.data.imageio import SensorImage, read_image
 
 REAL_JPEGS = ("r_canon.jpg", "r_casio.jpg", "r_olympus.jpg", "r_pana.jpg", "r_pen.jpg",
@@ -551,7 +552,7 @@ def test_multi_frame_files_record_that_only_the_first_frame_was_read(tmp_path, c
     for name, (count, what) in expected.items():
         path = tmp_path / name
         caplog.clear()
-        with caplog.at_level(logging.WARNING, logger="pipeline.data.imageio"):
+        with caplog.at_level(logging.WARNING, logger="agetrace.data.imageio"):
             image = read_image(path)
         assert image.frames == count, name
         assert image.notes == (f"the file holds {count} {what}; only the first was read",)
@@ -586,7 +587,7 @@ def test_decoder_chatter_goes_into_the_reason_not_to_stderr(tmp_path, capfd):
 
 
 def test_c_level_stderr_of_a_decoder_is_captured(capfd):
-    from pipeline.data.imageio import _c_stderr_into
+    from pipeline.data.decoder_messages import c_stderr_into as _c_stderr_into
 
     said = []
     with _c_stderr_into(said, "libfoo"):

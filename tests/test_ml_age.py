@@ -2,12 +2,14 @@
 
 import csv
 import json
+import logging
 import shutil
 
 import numpy as np
 import pytest
 
-from pipeline.analysis.experiment import ConfigMismatchError, ExperimentConfig, run_experiment
+from pipeline.analysis.config import ConfigMismatchError, ExperimentConfig
+from pipeline.analysis.experiment import run_experiment
 from pipeline.analysis.report import method_labels, summary_markdown
 from pipeline.data.manifest import load_manifest
 from pipeline.ml_age import main
@@ -62,18 +64,20 @@ def test_outputs_and_identical_splits(small_dataset, tmp_path, capsys):
     assert len(metrics) == 4 * 2 * 3
 
 
-def test_resume_recomputes_only_missing_parts(small_dataset, tmp_path):
+def test_resume_recomputes_only_missing_parts(small_dataset, tmp_path, caplog):
     manifest = load_manifest(small_dataset.manifest_path)
     cfg = ExperimentConfig(runs=2, workers=1, progress=False)
     out = tmp_path / "run"
-    first = run_experiment(manifest, out, cfg, log=lambda *_: None)
+    first = run_experiment(manifest, out, cfg)
     part = out / "parts" / "SIM-beta01" / "run_01.json"
     kept = out / "parts" / "SIM-alpha01" / "run_00.json"
     kept_mtime = kept.stat().st_mtime_ns
     part.unlink()  # as if the run had been killed before this part was written
     (out / "config.json").write_text((out / "config.json").read_text().replace('"complete"', '"running"'))
-    logged = []
-    second = run_experiment(manifest, out, cfg, log=logged.append)
+    caplog.set_level(logging.INFO, logger="agetrace")
+    caplog.clear()
+    second = run_experiment(manifest, out, cfg)
+    logged = [r.getMessage() for r in caplog.records if r.name == "agetrace.analysis.experiment"]
     assert kept.stat().st_mtime_ns == kept_mtime  # finished work was not recomputed
     assert [line for line in logged if "run" in line] == [line for line in logged if "SIM-beta01 run 1" in line]
     assert second["metrics"] == first["metrics"]
@@ -82,14 +86,13 @@ def test_resume_recomputes_only_missing_parts(small_dataset, tmp_path):
     assert (reuse["parts_reused"], reuse["parts_computed"], reuse["devices_reused"]) == (7, 1, 3)
     assert reuse["images_from_cache"]["screening"] == 32 and reuse["images_computed"]["screening"] == 0
     with pytest.raises(ConfigMismatchError, match="test_size"):
-        run_experiment(manifest, out, ExperimentConfig(runs=2, test_size=0.2, workers=1, progress=False),
-                       log=lambda *_: None)
+        run_experiment(manifest, out, ExperimentConfig(runs=2, test_size=0.2, workers=1, progress=False))
     # parts made by another version of the code are not mixed with this one's
     record = json.loads((out / "config.json").read_text())
     assert len(record["code"]) == 64
     (out / "config.json").write_text(json.dumps({**record, "code": "0" * 64}))
     with pytest.raises(ConfigMismatchError, match="another version of agetrace's code"):
-        run_experiment(manifest, out, cfg, log=lambda *_: None)
+        run_experiment(manifest, out, cfg)
 
 
 def test_bad_image_is_recorded_and_run_goes_on(dataset_copy, tmp_path, capsys):
@@ -164,7 +167,7 @@ def test_srnet_trains_on_the_same_split_files(small_dataset, tmp_path):
     cfg = ExperimentConfig(methods=("fg", "srnet"), runs=2, workers=1, progress=False,
                            srnet_overrides={"epochs": 2, "patch": 32})
     out = tmp_path / "run"
-    result = run_experiment(manifest, out, cfg, log=lambda *_: None)
+    result = run_experiment(manifest, out, cfg)
     config = json.loads((out / "config.json").read_text())
     assert config["srnet"]["preset"] == "cpu" and config["srnet"]["epochs"] == 2
     preds = read_csv(out / "predictions.csv")

@@ -16,17 +16,14 @@ from pathlib import Path
 
 from PIL import Image
 
-from pipeline.analysis.experiment import ExperimentConfig, run_experiment
+from pipeline.analysis.config import ExperimentConfig
+from pipeline.analysis.experiment import run_experiment
 from pipeline.data.imageio import read_image
 from pipeline.data.manifest import load_manifest
 from csv_rows import read_csv, write_rows
 
 CLEAN = ("SIM-beta01", "SIM-gamma01")
 CFG = {"methods": ("fg", "nb"), "runs": 2, "workers": 1, "progress": False}
-
-
-def _quiet(*_args):
-    pass
 
 
 def device_lines(path: Path, devices) -> list[str]:
@@ -44,7 +41,7 @@ def test_planted_faults_change_no_clean_device_and_are_all_listed(small_dataset,
     spec = root / "classes.toml"
     clean_out = tmp_path / "clean"
     run_experiment(load_manifest(write_rows(root / "clean.csv", clean_rows), class_spec=spec), clean_out,
-                   ExperimentConfig(**CFG), log=_quiet)
+                   ExperimentConfig(**CFG))
 
     alpha = [dict(r) for r in every if r["device"] == "SIM-alpha01"]
     rows, faults = list(alpha), {}  # faults: path as written in the manifest -> (file, pattern of the reason)
@@ -70,7 +67,7 @@ def test_planted_faults_change_no_clean_device_and_are_all_listed(small_dataset,
     faulty_rows = rows + lonely + clean_rows
     faulty_out = tmp_path / "faulty"
     manifest = load_manifest(write_rows(root / "faulty.csv", faulty_rows), class_spec=spec, check_files=False)
-    run_experiment(manifest, faulty_out, ExperimentConfig(**CFG), log=_quiet)
+    run_experiment(manifest, faulty_out, ExperimentConfig(**CFG))
 
     # every clean device's rows, byte for byte
     for name in ("metrics.csv", "predictions.csv"):

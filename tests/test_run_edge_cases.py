@@ -25,7 +25,9 @@ import pytest
 from PIL import Image
 
 import pipeline.analysis.experiment as experiment
-from pipeline.analysis.experiment import ExperimentConfig, run_experiment
+import pipeline.analysis.runfolder as runfolder
+from pipeline.analysis.config import ExperimentConfig
+from pipeline.analysis.experiment import run_experiment
 from pipeline.data import atomic
 from pipeline.data.errors import ImageReadError
 from pipeline.data.imageio import read_image
@@ -35,10 +37,6 @@ from csv_rows import read_csv, write_rows
 
 REPO = Path(__file__).resolve().parents[1]
 CFG = {"methods": ("fg", "nb"), "runs": 1, "workers": 1, "progress": False}
-
-
-def _quiet(*_args):
-    pass
 
 
 def status_of(out: Path) -> str:
@@ -76,13 +74,12 @@ def test_failures_csv_and_strict_errors_name_the_manifest_line(root, tmp_path):
     rows = read_csv(root / "alpha.csv")
     victim = root / rows[6]["path"]
     victim.write_bytes(victim.read_bytes()[:3000])
-    run_experiment(load_manifest(root / "alpha.csv"), tmp_path / "run", ExperimentConfig(**CFG), log=_quiet)
+    run_experiment(load_manifest(root / "alpha.csv"), tmp_path / "run", ExperimentConfig(**CFG))
     failures = read_csv(tmp_path / "run" / "failures.csv")
     # the header is line 1, so rows[6] is line 8
     assert [(f["line"], f["device"], f["image"]) for f in failures] == [("8", "SIM-alpha01", str(victim))]
     with pytest.raises(ImageReadError) as excinfo:
-        run_experiment(load_manifest(root / "alpha.csv"), tmp_path / "strict", ExperimentConfig(**CFG, strict=True),
-                       log=_quiet)
+        run_experiment(load_manifest(root / "alpha.csv"), tmp_path / "strict", ExperimentConfig(**CFG, strict=True))
     message = str(excinfo.value)
     assert message.startswith(f"cannot read image '{victim}': ")
     assert f"line 8 of the manifest {root / 'alpha.csv'}" in message and "--strict" in message
@@ -92,7 +89,7 @@ def test_a_full_output_folder_is_named_with_what_to_do(root, tmp_path, monkeypat
     out = tmp_path / "run"
     _fail_writes(monkeypatch, out, errno.ENOSPC, name="metrics.csv")
     code = main(["--manifest", str(root / "alpha.csv"), "--out", str(out), "--cache", str(tmp_path / "cache"),
-                 "--methods", "fg", "--runs", "1", "--workers", "1", "--no-progress"])
+                 "--methods", "fg", "--runs", "1", "--workers", "1", "--no-progress", "-q"])  # progress off stderr
     assert code == EXIT_ERROR
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1, err
@@ -106,13 +103,13 @@ def test_a_cache_that_cannot_be_written_degrades_to_no_cache_with_one_warning(ro
                                                                               code):
     manifest = load_manifest(root / "alpha.csv")
     cfg = ExperimentConfig(**CFG, cache_dir=str(tmp_path / "cache"))
-    clean = run_experiment(manifest, tmp_path / "clean", ExperimentConfig(**CFG), log=_quiet)
+    clean = run_experiment(manifest, tmp_path / "clean", ExperimentConfig(**CFG))
     _fail_writes(monkeypatch, tmp_path / "cache", code)
-    with caplog.at_level(logging.WARNING, logger="pipeline.analysis.experiment"):
-        result = run_experiment(manifest, tmp_path / "run", cfg, log=_quiet)
+    with caplog.at_level(logging.WARNING, logger="agetrace"):
+        result = run_experiment(manifest, tmp_path / "run", cfg)
     assert result["status"] == "complete" and result["metrics"] == clean["metrics"]
     warnings = [r.getMessage() for r in caplog.records
-                if r.levelno >= logging.WARNING and r.name == "pipeline.analysis.experiment"]
+                if r.levelno >= logging.WARNING and r.name.startswith("agetrace.")]
     assert len(warnings) == 1, warnings  # once, not once per image
     assert str(tmp_path / "cache") in warnings[0] and os.strerror(code) in warnings[0]
     assert "without caching" in warnings[0] and "--cache" in warnings[0]
@@ -127,7 +124,7 @@ def test_a_read_only_cache_folder_does_not_stop_the_run(root, tmp_path):
     cache.chmod(0o555)
     try:
         result = run_experiment(load_manifest(root / "alpha.csv"), tmp_path / "run",
-                                ExperimentConfig(**CFG, cache_dir=str(cache)), log=_quiet)
+                                ExperimentConfig(**CFG, cache_dir=str(cache)))
     finally:
         cache.chmod(0o755)
     assert result["status"] == "complete"
@@ -177,7 +174,7 @@ def test_skipped_devices_are_listed_with_their_reason(small_dataset, root, tmp_p
     excluded = read_csv(out / "excluded.csv")
     assert [(e["line"], e["image"], e["device"]) for e in excluded] == [("", "", "SIM-beta01")]
     assert "one class" in excluded[0]["reason"] and "manifest line(s) 34–39" in excluded[0]["reason"]
-    assert "SIM-beta01: not analysed" in capsys.readouterr().out
+    assert "SIM-beta01: not analysed" in capsys.readouterr().err  # progress: the agetrace logger, on stderr
     summary = (out / "summary.md").read_text()
     assert "1 device(s) could not be analysed" in summary and "| SIM-beta01 | 6 | all its 6 readable" in summary
     assert status_of(out) == "complete"
@@ -190,7 +187,7 @@ def test_skipped_devices_are_listed_with_their_reason(small_dataset, root, tmp_p
 def test_content_duplicates_are_excluded_and_change_nothing(root, tmp_path):
     rows = read_csv(root / "alpha.csv")
     cfg = ExperimentConfig(**{**CFG, "runs": 2})
-    clean = run_experiment(load_manifest(root / "alpha.csv"), tmp_path / "clean", cfg, log=_quiet)
+    clean = run_experiment(load_manifest(root / "alpha.csv"), tmp_path / "clean", cfg)
     # a PNG of a JPEG's decoded pixels under another name, and a byte copy of another JPEG
     png = str(Path(rows[4]["path"]).with_name("holiday.png"))
     Image.fromarray(read_image(root / rows[4]["path"]).pixels).save(root / png)
@@ -198,7 +195,7 @@ def test_content_duplicates_are_excluded_and_change_nothing(root, tmp_path):
     shutil.copy(root / rows[20]["path"], root / copy)
     with_copies = rows + [{**rows[4], "path": png}, {**rows[20], "path": copy, "label": rows[20]["label"]}]
     out = tmp_path / "dup"
-    result = run_experiment(load_manifest(write_rows(root / "dup.csv", with_copies)), out, cfg, log=_quiet)
+    result = run_experiment(load_manifest(write_rows(root / "dup.csv", with_copies)), out, cfg)
     excluded = read_csv(out / "excluded.csv")
     assert excluded == [
         {"line": "34", "image": png, "device": "SIM-alpha01", "reason": f"same pixels as line 6 ({rows[4]['path']})"},
@@ -212,7 +209,7 @@ def test_content_duplicates_are_excluded_and_change_nothing(root, tmp_path):
     assert result["metrics"] == clean["metrics"]
     assert (out / "predictions.csv").read_bytes() == (tmp_path / "clean" / "predictions.csv").read_bytes()
     # a resumed run that reuses every part still lists them
-    again = run_experiment(load_manifest(root / "dup.csv"), out, cfg, log=_quiet)
+    again = run_experiment(load_manifest(root / "dup.csv"), out, cfg)
     assert again["excluded"] == result["excluded"]
 
 
@@ -225,16 +222,16 @@ def test_a_multi_page_file_is_used_with_a_note_naming_its_line(root, tmp_path):
     Image.fromarray(pixels).save(root / pages, save_all=True, append_images=[Image.fromarray(pixels[::-1].copy())])
     manifest = write_rows(root / "pages.csv", rows + [{**rows[7], "path": pages}])
     out = tmp_path / "pages"
-    result = run_experiment(load_manifest(manifest), out, ExperimentConfig(**{**CFG, "runs": 1}), log=_quiet)
+    result = run_experiment(load_manifest(manifest), out, ExperimentConfig(**{**CFG, "runs": 1}))
     notes = read_csv(out / "read_notes.csv")
     assert [(n["line"], n["image"]) for n in notes] == [(str(len(rows) + 2), pages)]
     assert "holds 2 pages" in notes[0]["note"] and "only the first was read" in notes[0]["note"]
     assert "1 image(s) were used with a note" in result["summary_text"]
     # a resumed run that reuses its parts, and a run from the cache, still list it
-    again = run_experiment(load_manifest(manifest), out, ExperimentConfig(**{**CFG, "runs": 1}), log=_quiet)
+    again = run_experiment(load_manifest(manifest), out, ExperimentConfig(**{**CFG, "runs": 1}))
     assert read_csv(out / "read_notes.csv") == notes and again["summary_text"] == result["summary_text"]
     cached = run_experiment(load_manifest(manifest), tmp_path / "pages-again",
-                            ExperimentConfig(**{**CFG, "runs": 1, "cache_dir": str(out / "cache")}), log=_quiet)
+                            ExperimentConfig(**{**CFG, "runs": 1, "cache_dir": str(out / "cache")}))
     assert read_csv(tmp_path / "pages-again" / "read_notes.csv") == notes
     assert cached["summary_text"] == result["summary_text"]
 
@@ -253,8 +250,7 @@ def test_a_near_copy_with_one_pixel_changed_is_not_a_duplicate(root, tmp_path):
     Image.fromarray(changed).save(root / near)
     out = tmp_path / "near"
     cfg = ExperimentConfig(**{**CFG, "runs": 1})
-    run_experiment(load_manifest(write_rows(root / "near.csv", rows + [{**rows[4], "path": near}])), out, cfg,
-                   log=_quiet)
+    run_experiment(load_manifest(write_rows(root / "near.csv", rows + [{**rows[4], "path": near}])), out, cfg)
     assert not [e for e in read_csv(out / "excluded.csv") if e["image"] == near]
 
 
@@ -287,7 +283,7 @@ def test_leftover_temporaries_of_dead_writers_are_cleaned_up(root, tmp_path):
     two_hours_ago = time.time() - 7200
     os.utime(removed[2], (two_hours_ago, two_hours_ago))  # no writer named, but old
     manifest = write_rows(root / "tiny.csv", read_csv(root / "alpha.csv")[:1])  # a quick run
-    run_experiment(load_manifest(manifest), out, ExperimentConfig(**CFG, cache_dir=str(cache)), log=_quiet)
+    run_experiment(load_manifest(manifest), out, ExperimentConfig(**CFG, cache_dir=str(cache)))
     assert [p for p in removed if p.exists()] == []
     assert [p for p in kept if not p.exists()] == []
 
@@ -295,30 +291,30 @@ def test_leftover_temporaries_of_dead_writers_are_cleaned_up(root, tmp_path):
 def test_an_interrupted_commit_leaves_no_complete_looking_tables(root, tmp_path, monkeypatch):
     manifest = load_manifest(root / "alpha.csv")
     out = tmp_path / "run"
-    real = experiment.write_json
+    real = runfolder.write_json
 
     def killed_before_the_final_status(path, record):
         if Path(path).name == "config.json" and record.get("status") != "running":
             raise KeyboardInterrupt("killed")
         real(path, record)
 
-    monkeypatch.setattr(experiment, "write_json", killed_before_the_final_status)
+    monkeypatch.setattr(runfolder, "write_json", killed_before_the_final_status)
     with pytest.raises(KeyboardInterrupt):
-        run_experiment(manifest, out, ExperimentConfig(**CFG), log=_quiet)
+        run_experiment(manifest, out, ExperimentConfig(**CFG))
     assert status_of(out) == "running"
     for name in ("metrics.csv", "predictions.csv", "summary.md", "calibration.csv"):
         assert not (out / name).exists(), name
     monkeypatch.undo()
-    result = run_experiment(manifest, out, ExperimentConfig(**CFG), log=_quiet)
+    result = run_experiment(manifest, out, ExperimentConfig(**CFG))
     assert status_of(out) == "complete" and (out / "metrics.csv").is_file() and not (out / ".staging").exists()
     # a rerun of the complete run removes the old tables first: killed early, it leaves none behind
     monkeypatch.setattr(experiment, "_run_device", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
     with pytest.raises(KeyboardInterrupt):
-        run_experiment(manifest, out, ExperimentConfig(**CFG), log=_quiet)
+        run_experiment(manifest, out, ExperimentConfig(**CFG))
     assert status_of(out) == "running" and not (out / "metrics.csv").exists()
     assert not list((out / "calibration").glob("*.png"))
     monkeypatch.undo()
-    assert run_experiment(manifest, out, ExperimentConfig(**CFG), log=_quiet)["metrics"] == result["metrics"]
+    assert run_experiment(manifest, out, ExperimentConfig(**CFG))["metrics"] == result["metrics"]
 
 
 def test_a_missing_file_is_recorded_with_its_line_and_the_run_goes_on(root, tmp_path, capsys):

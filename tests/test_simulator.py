@@ -1,4 +1,4 @@
-"""Tests of the synthetic aging camera (pipeline.data.simulator and its sim_* modules).
+"""Tests of the synthetic aging camera (the pipeline.sim package).
 
 Statistical tests use fixed seeds and the significance level ALPHA = 0.001: with a correct
 simulator they pass deterministically; a wrong rate, clustering in time or a class-dependent
@@ -18,10 +18,11 @@ import pytest
 from PIL import Image
 from scipy import ndimage, stats
 
-from pipeline.data import simulator as sim
-from pipeline.data.sim_config import CFA_PATTERNS
-from pipeline.data.sim_defects import SECONDS_PER_YEAR
-from pipeline.data.sim_writers import ExifInfo, encode_jpeg
+import pipeline.sim as sim
+from pipeline.sim import dataset as sim_dataset
+from pipeline.sim.config import CFA_PATTERNS
+from pipeline.sim.defects import SECONDS_PER_YEAR
+from pipeline.sim.writers import ExifInfo, encode_jpeg
 from pipeline.simulate import main as simulate_main
 
 ALPHA = 0.001
@@ -444,7 +445,7 @@ def test_default_dataset_is_cached_by_config_hash(tmp_path, monkeypatch):
     first = sim.default_dataset(cache_dir=tmp_path, progress=False, workers=1, **TINY)
     assert first.root.parent == tmp_path and first.root.name == sim.config_hash(first.config)[:16]
     calls = []
-    monkeypatch.setattr(sim, "_generate", lambda *a, **k: calls.append(a))
+    monkeypatch.setattr(sim_dataset, "_generate", lambda *a, **k: calls.append(a))
     again = sim.default_dataset(cache_dir=tmp_path, progress=False, **TINY)
     assert again.root == first.root and calls == []
     monkeypatch.setenv("AGETRACE_CACHE", str(tmp_path / "env"))

@@ -30,7 +30,7 @@ import json
 import pytest
 from scipy.stats import binomtest
 
-from pipeline.data.simulator import default_dataset
+from pipeline.sim import default_dataset
 from pipeline.ml_age import main
 
 pytest.importorskip("torch")

@@ -172,12 +172,12 @@ def test_a_checkpoint_of_other_data_or_unreadable_is_replaced_with_a_warning(tmp
     config = _tiny_config(epochs=1)
     train_crop_model(crops, labels, config, checkpoint_path=tmp_path / "d.pt", progress=False)
     calls = []
-    with caplog.at_level(logging.WARNING, logger="pipeline.srnet.train"):
+    with caplog.at_level(logging.WARNING, logger="agetrace.srnet.train"):
         train_crop_model(crops, 1 - labels, config, checkpoint_path=tmp_path / "d.pt", progress=False, on_epoch_end=calls.append)
     assert len(calls) == 1 and "another configuration" in caplog.text
     (tmp_path / "d.pt").write_bytes(b"truncated")
     calls.clear()
-    with caplog.at_level(logging.WARNING, logger="pipeline.srnet.train"):
+    with caplog.at_level(logging.WARNING, logger="agetrace.srnet.train"):
         train_crop_model(crops, labels, config, checkpoint_path=tmp_path / "d.pt", progress=False, on_epoch_end=calls.append)
     assert len(calls) == 1 and "not a readable" in caplog.text
 

@@ -1,4 +1,4 @@
-"""Calibrated evidence: method scores -> bounded likelihood ratios, probabilities, metrics and figures.
+"""Calibrated evidence: method scores -> bounded likelihood ratios and probabilities.
 
 A method's raw output (a naive-Bayes log-posterior, an SVM decision value, a CNN softmax) is a
 *score*, not evidence. Forensic reporting needs likelihood ratios that are calibrated on data the
@@ -41,59 +41,41 @@ Conventions
   allow LRs that noise cannot support. Every later log10 LR is clipped into those bounds; they
   never exceed ``[-log10(n_H1 + 1), log10(n_H2 + 1)]``.
 
+A fitted calibrator is stored in a run folder as a JSON table (:func:`calibration_table`) and
+applied from it (:func:`calibrated_lr_from_table`). The metrics (Cllr, ECE, Brier) are in
+:mod:`pipeline.analysis.metrics`, the reliability and Tippett figures in
+:mod:`pipeline.analysis.calibration_figures`.
+
 Dependencies
 ------------
 :class:`EvidenceCalibrator` uses ``lir`` (imported when it is fitted, so importing this module
 does not need it; note that importing ``lir``'s ELUB module imports ``matplotlib.pyplot``).
-Metrics are plain numpy/scipy and are checked against ``lir.metrics`` in the tests.
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from scipy.special import expit, logsumexp
 from sklearn.base import BaseEstimator
 from sklearn.model_selection import StratifiedKFold
 
-try:  # scipy >= 1.12
-    from scipy.optimize import isotonic_regression as _scipy_pav
-
-    def _pav(y: np.ndarray, w: np.ndarray) -> np.ndarray:
-        return _scipy_pav(y, weights=w, increasing=True).x
-except ImportError:  # pragma: no cover - older scipy
-    from sklearn.isotonic import isotonic_regression as _sklearn_pav
-
-    def _pav(y: np.ndarray, w: np.ndarray) -> np.ndarray:
-        return _sklearn_pav(y, sample_weight=w, increasing=True)
+from pipeline.analysis.metrics import cllr
+from pipeline.logs import get_logger
 
 __all__ = [
     "cross_fitted_scores",
     "EvidenceCalibrator",
     "posterior_from_lr",
-    "evidence_metrics",
-    "cllr",
-    "cllr_min",
-    "expected_calibration_error",
     "log_scores",
-    "top_label",
-    "reliability_figure",
-    "tippett_figure",
-    "CONFIDENT",
-    "ECE_BINS",
+    "calibration_table",
+    "calibrated_lr_from_table",
 ]
 
-LOG = logging.getLogger(__name__)
-
-#: probability of the predicted class at or above which a wrong answer counts as "confident wrong"
-CONFIDENT = 0.99
-#: equal-width bins of the expected calibration error and the reliability diagram
-ECE_BINS = 10
+logger = get_logger(__name__)
 
 _LN10 = np.log(10.0)
-_LN2 = np.log(2.0)
 # one-vs-rest scores (natural log) are clipped here: log(1e-300) = -690.8, so any finite
 # log-probability survives, while an exact 0 or 1 probability (a -inf score) stays usable
 _SCORE_CLIP = 1000.0
@@ -159,7 +141,7 @@ def cross_fitted_scores(fit_score: Callable[[np.ndarray, np.ndarray], np.ndarray
                          f"{', '.join(small)}: add images, merge classes or calibrate without this class")
     n_splits = int(min(int(n_folds), counts.min()))
     if n_splits < n_folds:
-        LOG.info("cross-fitting with %d folds instead of %d: the smallest class has %d images",
+        logger.debug("cross-fitting with %d folds instead of %d: the smallest class has %d images",
                  n_splits, n_folds, counts.min())
     k = classes.size
     out = np.full((y.size, k), np.nan)
@@ -172,7 +154,7 @@ def cross_fitted_scores(fit_score: Callable[[np.ndarray, np.ndarray], np.ndarray
         if np.isnan(scores).any():
             raise ValueError(f"fit_score returned NaN scores in fold {fold}")
         out[test_idx] = scores
-    LOG.debug("cross-fitted %d rows in %d folds", y.size, n_splits)
+    logger.debug("cross-fitted %d rows in %d folds", y.size, n_splits)
     return out
 
 
@@ -460,12 +442,12 @@ class EvidenceCalibrator(BaseEstimator):
                 cal = _BinaryCalibration(self.method, self.bound, self.random_state).fit(s[:, j], y == cls[t])
                 if cal.note:
                     self.notes_.append(f"class {cls[t]!r}: {cal.note}")
-                    LOG.info("calibration of class %r: %s", cls[t], cal.note)
+                    logger.debug("calibration of class %r: %s", cls[t], cal.note)
                 self._calibrators_.append(cal)
                 self.bounds_[t] = (cal.lower, cal.upper) if cal.model is not None else (0.0, 0.0)
             if k == 2:
                 self.bounds_[0] = -self.bounds_[1, ::-1]
-        LOG.debug("calibrated %s/%s on %d images; log10 LR bounds %s", self.method, self.bound, y.size,
+        logger.debug("calibrated %s/%s on %d images; log10 LR bounds %s", self.method, self.bound, y.size,
                   np.round(self.bounds_, 2).tolist())
         return self
 
@@ -527,342 +509,60 @@ class EvidenceCalibrator(BaseEstimator):
 
 
 # ----------------------------------------------------------------------------------------------
-# metrics
+# calibration tables (how a run folder stores a fitted calibrator)
 # ----------------------------------------------------------------------------------------------
 
-def _llr_and_labels(log10_lr, is_h1) -> tuple[np.ndarray, np.ndarray]:
-    llr = np.asarray(log10_lr, dtype=float).reshape(-1)
-    h1 = np.asarray(is_h1, dtype=bool).reshape(-1)
-    if llr.size != h1.size:
-        raise ValueError(f"{llr.size} log10 LRs but {h1.size} labels")
-    if np.isnan(llr).any():
-        raise ValueError("log10 LRs contain NaN")
-    return llr, h1
-
-
-def cllr(log10_lr, is_h1) -> float:
-    """Log-likelihood-ratio cost in bits (Brümmer & du Preez 2006).
+def calibration_table(calibrator: EvidenceCalibrator, scores: np.ndarray) -> dict:
+    """A fitted calibrator as a JSON table, applied later by :func:`calibrated_lr_from_table`.
 
     Parameters
     ----------
-    log10_lr : array-like of shape (n,)
-        log10 LR of H1 against H2 for each item.
-    is_h1 : array-like of bool, shape (n,)
-        True where H1 is true.
-
-    Returns
-    -------
-    float
-        ``1/2 [mean_H1 log2(1 + 1/LR) + mean_H2 log2(1 + LR)]``: 0 perfect, 1 for LR = 1 always,
-        above 1 misleading. NaN when either proposition has no item.
-    """
-    llr, h1 = _llr_and_labels(log10_lr, is_h1)
-    if h1.all() or not h1.any():
-        return float("nan")
-    with np.errstate(over="ignore"):
-        c1 = np.mean(np.logaddexp(0.0, -_LN10 * llr[h1])) / _LN2
-        c2 = np.mean(np.logaddexp(0.0, _LN10 * llr[~h1])) / _LN2
-    return float(0.5 * (c1 + c2))
-
-
-def _pav_log10_lr(log10_lr: np.ndarray, h1: np.ndarray) -> np.ndarray:
-    """Optimal monotone recalibration (PAV, classes weighted to equal total weight) -> log10 LR."""
-    order = np.argsort(log10_lr, kind="stable")
-    x = log10_lr[order]
-    t = h1[order].astype(float)
-    w = np.where(t > 0, 1.0 / t.sum(), 1.0 / (t.size - t.sum()))
-    # pool (near-)identical scores first, as scikit-learn's isotonic regression (used by lir) does
-    with np.errstate(invalid="ignore"):
-        new = np.diff(x) >= np.finfo(float).resolution
-    group = np.concatenate([[0], np.cumsum(new)])
-    wg = np.bincount(group, weights=w)
-    yg = np.bincount(group, weights=w * t) / wg
-    fitted = _pav(yg, wg)
-    p = np.empty_like(x)
-    p[order] = np.clip(fitted[group], 0.0, 1.0)
-    with np.errstate(divide="ignore"):
-        return np.log10(p) - np.log10(1.0 - p)
-
-
-def cllr_min(log10_lr, is_h1) -> float:
-    """Cllr after optimal monotone (PAV) recalibration: the discrimination loss, in bits.
-
-    Parameters
-    ----------
-    log10_lr : array-like of shape (n,)
-        log10 LR (or any score increasing with support for H1).
-    is_h1 : array-like of bool, shape (n,)
-        True where H1 is true.
-
-    Returns
-    -------
-    float
-        NaN when either proposition has no item.
-    """
-    llr, h1 = _llr_and_labels(log10_lr, is_h1)
-    if h1.all() or not h1.any():
-        return float("nan")
-    return cllr(_pav_log10_lr(llr, h1), h1)
-
-
-def _bin_index(conf: np.ndarray, n_bins: int) -> np.ndarray:
-    edges = np.linspace(0.0, 1.0, n_bins + 1)
-    return np.clip(np.searchsorted(edges, conf, side="left") - 1, 0, n_bins - 1)
-
-
-def expected_calibration_error(confidence, correct, n_bins: int = ECE_BINS) -> float:
-    """Top-label expected calibration error.
-
-    Parameters
-    ----------
-    confidence : array-like of shape (n,)
-        Probability of the predicted class.
-    correct : array-like of bool, shape (n,)
-        Whether the predicted class is the true one.
-    n_bins : int, default 10
-        Equal-width, right-closed bins on [0, 1].
-
-    Returns
-    -------
-    float
-        ``sum_b n_b / n |mean(correct)_b - mean(confidence)_b|``; NaN for no items.
-    """
-    conf = np.asarray(confidence, dtype=float).reshape(-1)
-    ok = np.asarray(correct, dtype=float).reshape(-1)
-    if conf.size == 0:
-        return float("nan")
-    b = _bin_index(conf, n_bins)
-    n_b = np.bincount(b, minlength=n_bins)
-    gap = np.abs(np.bincount(b, weights=ok, minlength=n_bins) - np.bincount(b, weights=conf, minlength=n_bins))
-    return float(gap.sum() / conf.size) if n_b.sum() else float("nan")
-
-
-def top_label(proba, y, classes) -> tuple[np.ndarray, np.ndarray]:
-    """Probability of the predicted class and whether the prediction is right.
-
-    Parameters
-    ----------
-    proba : array-like of shape (n, K)
-        Columns in the order of ``classes``.
-    y : array-like of shape (n,)
-        True classes.
-    classes : sequence of length K
-
-    Returns
-    -------
-    confidence : ndarray of shape (n,)
-    correct : ndarray of bool, shape (n,)
-    """
-    proba = np.asarray(proba, dtype=float)
-    classes = np.asarray(classes)
-    yi = _class_index(y, classes)
-    pred = np.argmax(proba, axis=1)
-    return proba[np.arange(proba.shape[0]), pred], pred == yi
-
-
-def _class_index(y, classes: np.ndarray) -> np.ndarray:
-    y = np.asarray(y)
-    lookup = {c: i for i, c in enumerate(classes.tolist())}
-    try:
-        return np.array([lookup[v] for v in y.tolist()], dtype=int)
-    except KeyError as exc:
-        raise ValueError(f"label {exc.args[0]!r} is not among classes {classes.tolist()}") from None
-
-
-def evidence_metrics(proba, log10_lr, y, classes) -> dict:
-    """Accuracy, Cllr, Cllr_min, ECE, Brier and confident-wrong rate of one set of predictions.
-
-    Parameters
-    ----------
-    proba : array-like of shape (n, K)
-        Posterior probabilities, columns in the order of ``classes``.
-    log10_lr : array-like of shape (n, K), or (n,) for two classes
-        One-vs-rest log10 LR per class (a 1-D array is class 1's LR against class 0).
-    y : array-like of shape (n,)
-        True classes.
-    classes : sequence of length K
+    calibrator : EvidenceCalibrator
+        Fitted.
+    scores : ndarray, shape (n, K)
+        The natural-log scores it was fitted on: they set the range of the tabulated grid.
 
     Returns
     -------
     dict
-        ``accuracy``; ``cllr`` and ``cllr_min`` in bits (two classes: on class 1's LR; more: mean of
-        the one-vs-rest values over classes that have items on both sides; NaN if none);
-        ``ece`` (top-label, 10 bins); ``brier`` (``mean sum_k (p - onehot)^2 / 2``, equal to
-        scikit-learn's ``brier_score_loss`` for two classes); ``confident_wrong`` (fraction of all
-        images predicted wrongly with probability >= 0.99); ``n``.
+        ``classes``, ``priors``, ``bounds`` (ELUB, log10), ``n_calibration``, ``method`` and
+        ``tables``: for each class (one table for two classes: class 1 against class 0), its
+        one-vs-rest ``score`` on a grid and the ``log10_lr`` there (a monotone map).
     """
-    classes = np.asarray(classes)
-    k = classes.size
-    proba = np.asarray(proba, dtype=float)
-    llr = np.asarray(log10_lr, dtype=float)
-    y = np.asarray(y)
-    n = int(y.size)
-    if llr.ndim == 1:
-        if k != 2:
-            raise ValueError("a 1-D log10_lr is only meaningful for two classes; pass (n, K)")
-        llr = np.column_stack([-llr, llr])
-    if proba.shape != (n, k) or llr.shape != (n, k):
-        raise ValueError(f"proba {proba.shape} and log10_lr {llr.shape} must both be ({n}, {k})")
-    nan = float("nan")
-    if n == 0:
-        return {"accuracy": nan, "cllr": nan, "cllr_min": nan, "ece": nan, "brier": nan,
-                "confident_wrong": nan, "n": 0}
-    if np.isnan(proba).any() or np.isnan(llr).any():
-        raise ValueError("proba or log10_lr contain NaN")
-    yi = _class_index(y, classes)
-    conf, correct = top_label(proba, y, classes)
-    onehot = np.zeros((n, k))
-    onehot[np.arange(n), yi] = 1.0
+    k = calibrator.classes_.size
+    s = scores[:, 1] - scores[:, 0] if k == 2 else None
+    tables = []
+    for j in range(1 if k == 2 else k):
+        col = 1 if k == 2 else j
+        if k == 2:
+            ovr = s
+        else:
+            others = np.delete(scores, j, axis=1)
+            ovr = scores[:, j] - logsumexp(others, axis=1)
+        finite = ovr[np.isfinite(ovr)]
+        lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (-1.0, 1.0)
+        grid = np.unique(np.concatenate([np.linspace(lo - 5 - 0.5 * (hi - lo), hi + 5 + 0.5 * (hi - lo), 400),
+                                         finite]))
+        probe = np.zeros((grid.size, k))
+        probe[:, col] = grid + (np.log(k - 1) if k > 2 else 0.0)
+        tables.append({"class": calibrator.classes_[col].item(), "score": grid.tolist(),
+                       "log10_lr": calibrator.log10_lr(probe)[:, col].tolist()})
+    return {"classes": calibrator.classes_.tolist(), "priors": calibrator.priors_.tolist(),
+            "bounds": calibrator.bounds_.tolist(), "n_calibration": int(calibrator.n_calibration_),
+            "method": calibrator.method, "tables": tables}
+
+
+def calibrated_lr_from_table(table: dict, scores: np.ndarray) -> np.ndarray:
+    """log10 LR of each class (one-vs-rest) from a :func:`calibration_table`, for (n, K) log-scores."""
+    scores = np.atleast_2d(np.asarray(scores, dtype=float))
+    k = len(table["classes"])
+    out = np.zeros((scores.shape[0], k))
     if k == 2:
-        c, cm = cllr(llr[:, 1], yi == 1), cllr_min(llr[:, 1], yi == 1)
-    else:
-        per = [(cllr(llr[:, j], yi == j), cllr_min(llr[:, j], yi == j)) for j in range(k)
-               if 0 < np.sum(yi == j) < n]
-        c = float(np.mean([a for a, _ in per])) if per else nan
-        cm = float(np.mean([b for _, b in per])) if per else nan
-    return {
-        "accuracy": float(np.mean(correct)),
-        "cllr": c,
-        "cllr_min": cm,
-        "ece": expected_calibration_error(conf, correct),
-        "brier": float(np.mean(np.sum((proba - onehot) ** 2, axis=1)) / 2.0),
-        "confident_wrong": float(np.mean(~correct & (conf >= CONFIDENT))),
-        "n": n,
-    }
-
-
-# ----------------------------------------------------------------------------------------------
-# figures
-# ----------------------------------------------------------------------------------------------
-
-def _colours():
-    import matplotlib
-
-    return matplotlib.rcParams["axes.prop_cycle"].by_key().get("color", ["C0", "C1", "C2", "C3"])
-
-
-def reliability_figure(curves: Mapping[str, tuple], title: str, *, n_bins: int = ECE_BINS):
-    """Reliability diagram of top-label probabilities, one curve per method.
-
-    Parameters
-    ----------
-    curves : mapping
-        Method display name -> ``(confidence, correct)``: the probability of the predicted class and
-        whether the prediction is right (see :func:`top_label`).
-    title : str
-    n_bins : int, default 10
-        Equal-width bins on [0, 1].
-
-    Returns
-    -------
-    matplotlib.figure.Figure
-        Top: observed fraction correct against mean predicted probability per non-empty bin
-        (marker area proportional to the images in the bin), with the diagonal of perfect
-        calibration. Bottom: images per bin.
-    """
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(7.0, 7.5), layout="constrained")
-    ax, axh = fig.subplots(2, 1, sharex=True, height_ratios=(3, 1))
-    ax.plot([0, 1], [0, 1], color="0.4", linestyle=":", label="perfect calibration")
-    edges = np.linspace(0.0, 1.0, n_bins + 1)
-    colours = _colours()
-    n_methods = max(len(curves), 1)
-    width = (edges[1] - edges[0]) / (n_methods + 1)
-    for m, (name, (confidence, correct)) in enumerate(curves.items()):
-        conf = np.asarray(confidence, dtype=float).reshape(-1)
-        ok = np.asarray(correct, dtype=float).reshape(-1)
-        col = colours[m % len(colours)]
-        b = _bin_index(conf, n_bins)
-        n_b = np.bincount(b, minlength=n_bins)
-        nz = n_b > 0
-        mean_conf = np.bincount(b, weights=conf, minlength=n_bins)[nz] / n_b[nz]
-        freq = np.bincount(b, weights=ok, minlength=n_bins)[nz] / n_b[nz]
-        ece = expected_calibration_error(conf, ok, n_bins)
-        label = f"{name} (n={conf.size}, ECE={ece:.3f})" if conf.size else f"{name} (n=0)"
-        ax.plot(mean_conf, freq, color=col, linewidth=1.2, label=label)
-        if conf.size:
-            ax.scatter(mean_conf, freq, s=20 + 400 * n_b[nz] / n_b.max(), color=col, alpha=0.6,
-                       edgecolors="black", linewidths=0.5, zorder=3)
-        axh.bar(edges[:-1] + width * (m + 0.5), n_b, width=width, align="edge", color=col, label=name)
-    ax.set_xlim(-0.02, 1.02)
-    ax.set_ylim(-0.02, 1.02)
-    ax.set_ylabel("Observed fraction correct (0–1)")
-    ax.set_title(title)
-    ax.grid(True, linestyle=":", linewidth=0.6)
-    ax.legend(loc="upper left", fontsize="small")
-    ax.text(0.98, 0.02, f"{n_bins} equal-width bins;\nmarker area ∝ images in bin", transform=ax.transAxes,
-            ha="right", va="bottom", fontsize="small", color="0.3")
-    axh.set_yscale("log")
-    axh.set_ylim(bottom=0.7)  # a bin with one image stays visible
-    axh.set_xlabel("Predicted probability of the predicted class (top-label confidence, 0–1)")
-    axh.set_ylabel("Images per bin\n(count, log scale)")
-    axh.grid(True, axis="y", linestyle=":", linewidth=0.6)
-    return fig
-
-
-def _tippett_curve(values: np.ndarray, lo: float, hi: float) -> tuple[np.ndarray, np.ndarray]:
-    """Proportion of ``values >= x`` as a step curve over [lo, hi] (for ``step(where='pre')``)."""
-    v = np.sort(values)
-    xs = np.unique(v)
-    prop = (v.size - np.searchsorted(v, xs, side="left")) / v.size
-    return np.concatenate([[lo], xs, [hi]]), np.concatenate([[1.0], prop, [0.0]])
-
-
-def tippett_figure(llrs: Mapping[str, tuple], title: str, *, xlabel: str = "log10 LR (class 1 vs class 0)",
-                   h1_name: str = "class 1", h2_name: str = "class 0", xlim: tuple[float, float] | None = None):
-    """Tippett plot: cumulative proportion of log10 LR >= x under each proposition, per method.
-
-    Parameters
-    ----------
-    llrs : mapping
-        Method display name -> ``(log10_lr, is_h1)``: class 1's log10 LR against class 0 and
-        whether class 1 is the true class.
-    title : str
-    xlabel : str, default "log10 LR (class 1 vs class 0)"
-    h1_name, h2_name : str
-        Names of the propositions in the legend.
-    xlim : (float, float), optional
-        Range of the x axis; default the finite values' range +- 0.5. Values outside it are drawn
-        at its edge (useful when an uncalibrated method's log10 LRs dwarf the calibrated ones).
-
-    Returns
-    -------
-    matplotlib.figure.Figure
-        Solid line: images of class 1 (H1 true); dashed: class 0 (H2 true); same colour per method.
-        A well-performing system has its solid curve to the right of 0 and its dashed curve to the
-        left. Infinite values are drawn at the edge of the axis.
-    """
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(7.5, 5.0), layout="constrained")
-    ax = fig.subplots()
-    data = {name: (np.asarray(v, dtype=float).reshape(-1), np.asarray(h, dtype=bool).reshape(-1))
-            for name, (v, h) in llrs.items()}
-    if xlim is None:
-        finite = np.concatenate([v[np.isfinite(v)] for v, _ in data.values()] + [np.zeros(1)])
-        lo, hi = float(finite.min()) - 0.5, float(finite.max()) + 0.5
-    else:
-        lo, hi = float(xlim[0]), float(xlim[1])
-        if not lo < 0 < hi:
-            raise ValueError(f"xlim must include 0 (LR = 1); got {xlim}")
-    colours = _colours()
-    for m, (name, (v, h1)) in enumerate(data.items()):
-        if v.size != h1.size:
-            raise ValueError(f"{name}: {v.size} log10 LRs but {h1.size} labels")
-        col = colours[m % len(colours)]
-        v = np.clip(v, lo, hi)
-        for sel, style, prop_name, hyp in ((h1, "-", h1_name, "H1"), (~h1, "--", h2_name, "H2")):
-            if sel.any():
-                x, p = _tippett_curve(v[sel], lo, hi)
-                ax.step(x, p, where="pre", color=col, linestyle=style,
-                        label=f"{name}: {prop_name} true ({hyp}, n={int(sel.sum())})")
-    ax.axvline(0.0, color="0.3", linewidth=1.0, label="LR = 1 (no evidence)")
-    ax.set_xlim(lo, hi)
-    ax.set_ylim(-0.02, 1.02)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel("Proportion of images with log10 LR ≥ x")
-    ax.set_title(title)
-    ax.grid(True, linestyle=":", linewidth=0.6)
-    ax.legend(loc="best", fontsize="small")
-    return fig
+        t = table["tables"][0]
+        out[:, 1] = np.interp(scores[:, 1] - scores[:, 0], t["score"], t["log10_lr"])
+        out[:, 0] = -out[:, 1]
+        return out
+    for j, t in enumerate(table["tables"]):
+        ovr = scores[:, j] - logsumexp(np.delete(scores, j, axis=1), axis=1)
+        out[:, j] = np.interp(ovr, t["score"], t["log10_lr"])
+    return out

@@ -52,20 +52,28 @@ import numpy as np
 from scipy.special import logsumexp
 
 from baselines.residual_classifiers import ResidualNaiveBayes, ResidualSVM
-from pipeline.analysis.calibration import log_scores, posterior_from_lr
-from pipeline.analysis.experiment import (ALL_METHODS, DEFECT_METHODS, ExperimentConfig, calibrated_lr_from_table,
-                                          device_seed, fg_from_params, run_experiment)
+from pipeline.analysis import transfer_report
+from pipeline.analysis.calibration import calibrated_lr_from_table, log_scores, posterior_from_lr
+from pipeline.analysis.config import (ALL_METHODS, DEFECT_METHODS, ConfigMismatchError, ExperimentConfig,
+                                      result_config)
+from pipeline.analysis.matrix_figures import plot_boxes, plot_heatmap
 from pipeline.analysis.provenance import package_versions, read_json, utc_now, write_json
 from pipeline.analysis.report import method_labels, write_csv
-from pipeline.data.atomic import atomic_write, atomic_write_text
+from pipeline.analysis.runfolder import STATUS_COMPLETE, STATUS_NOTHING_ANALYSED, Part, RunFolder
+from pipeline.data.atomic import atomic_write_text
 from pipeline.data.errors import ImageReadError
+from pipeline.data.imageio import read_image
 from pipeline.data.manifest import Manifest
-from pipeline.data.splits import Split, read_split
+from pipeline.data.splits import Split, device_seed
 from pipeline.features.executor import WorkerPool, batched, map_batches
 from pipeline.features.extract import SparseTask, sparse_batch
+from pipeline.logs import get_logger
+from pipeline.srnet.presets import SRNetConfig
 
 __all__ = ["DEFECT_TRANSFER_NOTE", "SRNET_TRANSFER_NOTE", "ExperimentIncompleteError", "experiment_config_from",
-           "run_cross_device"]
+           "experiment_run_config", "prepare_output", "run_cross_device"]
+
+logger = get_logger(__name__)
 
 #: What a defect-based method does on another device (CSV notes and the report).
 DEFECT_TRANSFER_NOTE = ("defect map of the training device applied to another sensor: the test device's residuals "
@@ -90,7 +98,7 @@ class _Device:
     rows: dict                  # absolute path -> ManifestRow
     order: dict                 # absolute path -> index in time order
     splits: dict = field(default_factory=dict)    # run -> Split
-    parts: dict = field(default_factory=dict)     # run -> part dict
+    parts: dict = field(default_factory=dict)     # run -> Part
     failures: dict = field(default_factory=dict)  # path -> reason
     frame: tuple | None = None
     kind: str | None = None
@@ -118,8 +126,8 @@ def experiment_config_from(folder: str | Path | None, **explicit) -> ExperimentC
     """
     names = {f.name for f in dataclasses.fields(ExperimentConfig)}
     values = {}
-    if folder is not None and (Path(folder) / "config.json").is_file():
-        recorded = read_json(Path(folder) / "config.json").get("result_config", {})
+    if folder is not None and RunFolder(folder).exists():
+        recorded = RunFolder(folder).record.result_config
         values.update({k: v for k, v in recorded.items() if k in names})
     values.update({k: v for k, v in explicit.items() if v is not None})
     unknown = sorted(set(values) - names)
@@ -129,13 +137,13 @@ def experiment_config_from(folder: str | Path | None, **explicit) -> ExperimentC
 
 
 def run_cross_device(manifest: Manifest, out_dir: str | Path, cfg: ExperimentConfig, *,
-                     experiment_dir: str | Path | None = None, extra_record: dict | None = None, log=print) -> dict:
+                     experiment_dir: str | Path | None = None, extra_record: dict | None = None) -> dict:
     """Train every method of ``cfg`` on each device and test it on every device; write the results.
 
-    First runs (or resumes, or reuses when complete) the age experiment
-    (:func:`pipeline.analysis.experiment.run_experiment`) in ``experiment_dir`` (default
-    ``out_dir/experiment``), then evaluates each trained model on the other devices' test splits
-    of the same run.
+    Builds on the finished age experiment in ``experiment_dir`` (default ``out_dir/experiment``),
+    which the caller runs first (``python -m pipeline.cross_device`` runs, resumes or reuses it
+    with :func:`experiment_run_config`): evaluates each trained model on the other devices' test
+    splits of the same run.
 
     Parameters
     ----------
@@ -146,12 +154,10 @@ def run_cross_device(manifest: Manifest, out_dir: str | Path, cfg: ExperimentCon
     cfg : ExperimentConfig
         Methods, runs, seeds and thresholds of the experiment.
     experiment_dir : str or Path, optional
-        An experiment output folder to build on (a ``python -m pipeline.ml_age`` output is fine:
-        finished parts are reused, missing ones computed). Its settings must match ``cfg``.
+        A finished experiment output folder (a ``python -m pipeline.ml_age`` output) with every
+        method of ``cfg``. Its manifest and result settings must match.
     extra_record : dict, optional
-        Recorded in both ``config.json`` files (e.g. the synthetic dataset's location).
-    log : callable
-        Receives progress lines.
+        Recorded in ``config.json`` (e.g. the synthetic dataset's location).
 
     Returns
     -------
@@ -162,10 +168,11 @@ def run_cross_device(manifest: Manifest, out_dir: str | Path, cfg: ExperimentCon
 
     Raises
     ------
-    pipeline.analysis.experiment.ConfigMismatchError
+    pipeline.analysis.config.ConfigMismatchError
         ``experiment_dir`` holds a run with other settings or another manifest.
     ExperimentIncompleteError
-        A file the experiment should have written is missing.
+        The experiment is not finished, lacks a method of ``cfg``, or a file it should have written
+        is missing.
     ValueError
         ``out_dir`` holds the output of another program.
     """
@@ -180,15 +187,12 @@ def run_cross_device(manifest: Manifest, out_dir: str | Path, cfg: ExperimentCon
         "device_seeds": {d: device_seed(cfg.seed, d) for d in manifest.devices},
         "versions": package_versions(), **(extra_record or {}),
     }
-    _prepare_output(out)
-
-    log(f"Age experiment (own-device training and testing) in {exp_dir}")
-    run_cfg = _experiment_run_config(cfg, exp_dir)
-    record["experiment_config"] = asdict(run_cfg)
+    prepare_output(out)
+    experiment = _finished_experiment(exp_dir, manifest, cfg)
+    record["experiment_config"] = experiment.record.config
     write_json(out / "config.json", record)
-    run_experiment(manifest, exp_dir, run_cfg, extra_record=extra_record, log=log)
     classes = sorted({r.label for r in manifest.rows})
-    devices = _load_devices(manifest, exp_dir, cfg, log)
+    devices = _load_devices(manifest, experiment, cfg)
     names = [d.name for d in devices]
     if not devices:
         raise ExperimentIncompleteError(f"no device of {manifest.source} could be evaluated (each needs two classes "
@@ -199,14 +203,14 @@ def run_cross_device(manifest: Manifest, out_dir: str | Path, cfg: ExperimentCon
     if defect_methods:
         with WorkerPool(cfg.workers) as pool:
             for train_dev in devices:
-                _defect_cells(train_dev, devices, defect_methods, cfg, classes, pool, metrics, predictions, log)
+                _defect_cells(train_dev, devices, defect_methods, cfg, classes, pool, metrics, predictions)
     if "srnet" in methods:
         crop_cache = {}
         for train_dev in devices:
-            _srnet_cells(train_dev, devices, exp_dir, classes, cfg, crop_cache, metrics, predictions, log)
+            _srnet_cells(train_dev, devices, exp_dir, classes, cfg, crop_cache, metrics, predictions)
 
-    check = _own_device_check(devices, metrics)
-    summary = _summarise(metrics, names)
+    check = transfer_report.own_device_check({d.name: d.parts for d in devices}, metrics)
+    summary = transfer_report.summarise(metrics, names)
     root = manifest.source.parent.resolve()
     for p in predictions:
         try:
@@ -223,13 +227,13 @@ def run_cross_device(manifest: Manifest, out_dir: str | Path, cfg: ExperimentCon
     labels = _method_labels(devices)
     for method in evaluated:
         rows = [s for s in summary if s["method"] == method]
-        _write_matrix(out / f"matrix_{method}.csv", rows, names)
-        _plot_heatmap(out / f"heatmap_{method}.png", rows, names, labels[method])
-        _plot_boxes(out / f"boxplot_{method}.png", [m for m in metrics if m["method"] == method], rows, names,
-                    labels[method])
+        transfer_report.write_matrix(out / f"matrix_{method}.csv", rows, names)
+        plot_heatmap(out / f"heatmap_{method}.png", rows, names, labels[method])
+        plot_boxes(out / f"boxplot_{method}.png", [m for m in metrics if m["method"] == method], rows, names,
+                   labels[method])
         files += [f"matrix_{method}.csv", f"heatmap_{method}.png", f"boxplot_{method}.png"]
-    report = _report(summary, evaluated, names, cfg, check, exp_dir, manifest, _oldest_share(predictions, classes),
-                     labels)
+    oldest = transfer_report.oldest_share(predictions, classes)
+    report = transfer_report.report(summary, evaluated, names, cfg, check, exp_dir, manifest, oldest, labels)
     atomic_write_text(out / "cross_device.md", report + "\n")
     record.update(status="complete", finished=utc_now(), own_device_check=check, devices=names,
                   methods_evaluated=evaluated,
@@ -245,8 +249,15 @@ _OUTPUT_FILES = ("cross_metrics.csv", "cross_summary.csv", "predictions.csv", "c
     f"{kind}_{m}.{ext}" for m in ALL_METHODS for kind, ext in (("matrix", "csv"), ("heatmap", "png"), ("boxplot", "png")))
 
 
-def _prepare_output(out: Path) -> None:
-    """Create ``out``; remove the results of an earlier cross-device run there (never anything else)."""
+def prepare_output(out: str | Path) -> None:
+    """Create ``out``; remove the results of an earlier cross-device run there (never anything else).
+
+    Raises
+    ------
+    ValueError
+        ``out`` holds the output of another program (its ``config.json``).
+    """
+    out = Path(out)
     config_path = out / "config.json"
     if config_path.is_file():
         tool = read_json(config_path).get("tool")
@@ -258,7 +269,7 @@ def _prepare_output(out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
-def _experiment_run_config(cfg: ExperimentConfig, exp_dir: Path) -> ExperimentConfig:
+def experiment_run_config(cfg: ExperimentConfig, exp_dir: str | Path) -> ExperimentConfig:
     """``cfg`` for (re)running the experiment in ``exp_dir`` without narrowing what it already holds.
 
     Resuming rewrites the experiment's aggregate files (summary, metrics, box plot) from the
@@ -266,10 +277,10 @@ def _experiment_run_config(cfg: ExperimentConfig, exp_dir: Path) -> ExperimentCo
     pooled rows keeps them: the recorded methods are added to the requested ones, and the
     recorded ``srnet_runs`` and ``pooled`` are kept unless ``cfg`` asks for more.
     """
-    config_path = exp_dir / "config.json"
-    if not config_path.is_file():
+    folder = RunFolder(exp_dir)
+    if not folder.exists():
         return cfg
-    recorded = read_json(config_path).get("config", {})
+    recorded = folder.record.config
     methods = tuple(m for m in ALL_METHODS if m in cfg.methods or m in recorded.get("methods", ()))
     srnet_runs = cfg.srnet_runs
     if recorded.get("srnet_runs") is not None:
@@ -280,30 +291,51 @@ def _experiment_run_config(cfg: ExperimentConfig, exp_dir: Path) -> ExperimentCo
 
 # ---------------------------------------------------------------- reading the experiment's files
 
-def _load_devices(manifest: Manifest, exp_dir: Path, cfg: ExperimentConfig, log) -> list[_Device]:
+def _finished_experiment(exp_dir: Path, manifest: Manifest, cfg: ExperimentConfig) -> RunFolder:
+    """The experiment folder, checked: finished, on ``manifest``, with ``cfg``'s result settings and methods."""
+    folder = RunFolder(exp_dir)
+    if not folder.exists():
+        raise ExperimentIncompleteError(f"{exp_dir} holds no age experiment (no config.json): run `python -m "
+                                        f"pipeline.ml_age --out {exp_dir}` first")
+    record = folder.record
+    if record.manifest.sha256 != manifest.sha256:
+        raise ConfigMismatchError(f"{exp_dir} holds a run on another manifest (sha256 {record.manifest.sha256}); "
+                                  "use a new experiment folder")
+    differing = sorted(k for k, v in result_config(cfg).items() if record.result_config.get(k) != v)
+    if differing:
+        raise ConfigMismatchError(f"{exp_dir} holds a run with different settings ({', '.join(differing)}): use "
+                                  "a new experiment folder or the same settings")
+    missing = [m for m in cfg.methods if m not in record.config.get("methods", ())]
+    if record.status not in (STATUS_COMPLETE, STATUS_NOTHING_ANALYSED) or missing:
+        raise ExperimentIncompleteError(
+            f"the age experiment in {exp_dir} is not finished" + (f" with {', '.join(missing)}" if missing else "")
+            + f" (status {record.status!r}): rerun it (it resumes) and try again")
+    return folder
+
+
+def _load_devices(manifest: Manifest, experiment: RunFolder, cfg: ExperimentConfig) -> list[_Device]:
     devices = []
     for name in manifest.devices:
         rows = manifest.for_device(name)
         dev = _Device(name, {str(r.path): r for r in rows}, {str(r.path): i for i, r in enumerate(rows)})
         for run in range(cfg.runs):
-            split_path = exp_dir / "splits" / name / f"run_{run:02d}.csv"
-            part_path = exp_dir / "parts" / name / f"run_{run:02d}.json"
-            if not split_path.exists():
+            if not experiment.split_path(name, run).exists():
                 continue
-            dev.splits[run] = read_split(split_path)
-            if not part_path.exists():
-                raise ExperimentIncompleteError(f"{part_path} is missing although its split exists; rerun the "
-                                                f"experiment in {exp_dir} (it resumes) and try again")
-            part = read_json(part_path)
+            dev.splits[run] = experiment.split(name, run)
+            if not experiment.has_part(name, run):
+                raise ExperimentIncompleteError(f"{experiment.part_path(name, run)} is missing although its split "
+                                                f"exists; rerun the experiment in {experiment.path} (it resumes) "
+                                                "and try again")
+            part = experiment.part(name, run)
             dev.parts[run] = part
-            for path, reason in part.get("failures", []):
+            for path, reason in part.failures:
                 dev.failures.setdefault(path, reason)
-            if part.get("frame") and dev.frame is None:
-                dev.frame, dev.kind = tuple(part["frame"]), part.get("kind")
+            if part.frame and dev.frame is None:
+                dev.frame, dev.kind = part.frame, part.kind
         if dev.splits:
             devices.append(dev)
         else:
-            log(f"{name}: no split in the experiment (skipped there: see its log); left out of the matrix")
+            logger.info("%s: no split in the experiment (skipped there: see its log); left out of the matrix", name)
     return devices
 
 
@@ -361,18 +393,18 @@ def _measure(dev: _Device, paths: list[str], rows, cols, chans, cfg: ExperimentC
 
 
 def _defect_cells(train_dev: _Device, devices: list[_Device], methods: list[str], cfg: ExperimentConfig,
-                  classes: list, pool: WorkerPool, metrics: list, predictions: list, log) -> None:
+                  classes: list, pool: WorkerPool, metrics: list, predictions: list) -> None:
     """Every run's defect-based models of ``train_dev`` on every device's test split of that run."""
-    runs = [r for r in sorted(train_dev.parts) if "defects" in train_dev.parts[r]
-            and any(m in train_dev.parts[r].get("methods", []) for m in methods)]
+    runs = [r for r in sorted(train_dev.parts) if train_dev.parts[r].defects is not None
+            and any(m in train_dev.parts[r].methods for m in methods)]
     if not runs:
-        log(f"{train_dev.name}: no defect-based result in the experiment; nothing to cross")
+        logger.info("%s: no defect-based result in the experiment; nothing to cross", train_dev.name)
         return
     # every defect position of any run of this device, measured once per image
     position = {}
     for r in runs:
-        d = train_dev.parts[r]["defects"]
-        for key in zip(d["rows"], d["cols"], d["channels"]):
+        d = train_dev.parts[r].defects
+        for key in zip(d.rows, d.cols, d.channels):
             position.setdefault(tuple(int(v) for v in key), len(position))
     keys = np.array(list(position) or np.zeros((0, 3)), dtype=np.int64).reshape(-1, 3)
     rows, cols, chans = keys[:, 0], keys[:, 1], keys[:, 2]
@@ -388,13 +420,13 @@ def _defect_cells(train_dev: _Device, devices: list[_Device], methods: list[str]
         paths = sorted(needed, key=lambda p: dev.order.get(p, -1))
         measured[dev.name] = _measure(dev, paths, rows, cols, chans, cfg, pool,
                                       f"{train_dev.name} defects in {dev.name}")
-    log(f"{train_dev.name}: {', '.join(methods)} trained on {len(runs)} run(s), tested on {len(devices)} devices "
-        f"({len(position)} distinct defect positions)")
+    logger.info("%s: %s trained on %d run(s), tested on %d devices (%d distinct defect positions)", train_dev.name,
+                ", ".join(methods), len(runs), len(devices), len(position))
     for r in runs:
         part = train_dev.parts[r]
         split = train_dev.splits[r]
-        d = part["defects"]
-        columns = np.array([position[(int(a), int(b), int(c))] for a, b, c in zip(d["rows"], d["cols"], d["channels"])],
+        d = part.defects
+        columns = np.array([position[(int(a), int(b), int(c))] for a, b, c in zip(d.rows, d.cols, d.channels)],
                            dtype=np.int64)
         label = dict(zip(split.train_paths, split.train_labels))
         train = [p for p in sorted(split.train_paths, key=train_dev.order.__getitem__) if p not in train_dev.failures]
@@ -413,7 +445,7 @@ def _defect_cells(train_dev: _Device, devices: list[_Device], methods: list[str]
             X, Sg, tt = W[rows_te][:, columns], S[rows_te][:, columns], (tau[rows_te], iso[rows_te])
             outside = int(np.sum(~np.isfinite(W[:, columns]).any(axis=0))) if W.shape[0] else 0
             for method in methods:
-                if method not in part.get("methods", []):
+                if method not in part.methods:
                     continue
                 (proba, calibrated), note = _predict(models[method], method, X, Sg, tt, classes, y_tr)
                 own = test_dev is train_dev
@@ -425,19 +457,19 @@ def _defect_cells(train_dev: _Device, devices: list[_Device], methods: list[str]
                         note, calibrated)
 
 
-def _fit_models(methods, part, split, X_tr, y_tr, cfg: ExperimentConfig) -> dict:
+def _fit_models(methods, part: Part, split, X_tr, y_tr, cfg: ExperimentConfig) -> dict:
     """The run's models, refitted exactly as the experiment fitted them (None: no evidence)."""
     models = {}
     n_defects = X_tr.shape[1]
     trivial = n_defects == 0 or len(np.unique(y_tr)) < 2
     for method in methods:
-        if method not in part.get("methods", []):
+        if method not in part.methods:
             continue
-        table = part.get("calibration", {}).get(method)
+        table = part.calibration.get(method)
         if trivial or table is None:
             models[method] = None
         elif method == "fg":
-            models[method] = (fg_from_params(part["fg_model"]), table) if "fg_model" in part else None
+            models[method] = (part.fg_classifier(), table) if part.fg_model is not None else None
         elif method == "nb":
             models[method] = (ResidualNaiveBayes().fit(X_tr, y_tr), table)
         else:
@@ -491,25 +523,24 @@ def _record(metrics, predictions, method, train, test_name, run, paths, labels, 
 # ---------------------------------------------------------------- SRNet
 
 def _srnet_cells(train_dev: _Device, devices: list[_Device], exp_dir: Path, classes: list, cfg: ExperimentConfig,
-                 crop_cache: dict, metrics: list, predictions: list, log) -> None:
+                 crop_cache: dict, metrics: list, predictions: list) -> None:
     """The crop networks of each run SRNet was trained on, on every device's test split of that run."""
-    runs = [r for r in sorted(train_dev.parts) if "srnet" in train_dev.parts[r].get("methods", [])]
+    runs = [r for r in sorted(train_dev.parts) if "srnet" in train_dev.parts[r].methods]
     if not runs:
         return
-    from pipeline.data.imageio import read_image
+    # torch is imported by these, and only when a cell needs SRNet
     from pipeline.srnet.fusion import fuse_probabilities, stack_crops
-    from pipeline.srnet.presets import SRNetConfig
     from pipeline.srnet.runtime import resolve_device, torch_runtime
     from pipeline.srnet.train import load_crop_model, predict_crop_proba
 
-    log(f"{train_dev.name}: srnet trained on {len(runs)} run(s), tested on {len(devices)} devices")
+    logger.info("%s: srnet trained on %d run(s), tested on %d devices", train_dev.name, len(runs), len(devices))
     for r in runs:
         part = train_dev.parts[r]
-        if "srnet_config" not in part:
+        if part.srnet_config is None:
             raise ExperimentIncompleteError(f"{exp_dir}/parts/{train_dev.name}/run_{r:02d}.json says SRNet ran but "
                                             "records no srnet_config; rerun the experiment into a new folder")
-        config = SRNetConfig.from_dict(part["srnet_config"])
-        workdir = exp_dir / "srnet" / train_dev.name / f"run_{r:02d}"
+        config = SRNetConfig.from_dict(part.srnet_config)
+        workdir = RunFolder(exp_dir).srnet_dir(train_dev.name, r)
         models = {}
         for crop in config.crops:
             path = workdir / f"srnet_{crop}.pt"
@@ -537,7 +568,7 @@ def _srnet_cells(train_dev: _Device, devices: list[_Device], exp_dir: Path, clas
             if proba.shape[1] != len(classes):
                 raise ExperimentIncompleteError(f"{workdir}: the networks have {proba.shape[1]} outputs but the "
                                                 f"manifest has {len(classes)} classes; rerun the experiment")
-            table = part.get("calibration", {}).get("srnet")
+            table = part.calibration.get("srnet")
             calibrated = (posterior_from_lr(calibrated_lr_from_table(table, log_scores(proba)), table["priors"])
                           if table is not None else None)  # the run's calibration, from its training images
             note = "" if test_dev is train_dev else SRNET_TRANSFER_NOTE
@@ -547,243 +578,12 @@ def _srnet_cells(train_dev: _Device, devices: list[_Device], exp_dir: Path, clas
 
 # ---------------------------------------------------------------- aggregation
 
-def _own_device_check(devices: list[_Device], metrics: list) -> dict:
-    """Compare the own-device cells with the accuracies the experiment recorded."""
-    recorded = {}
-    for dev in devices:
-        for r, part in dev.parts.items():
-            for m in part.get("metrics", []):
-                recorded[(m["method"], dev.name, r)] = float(m["accuracy"])
-    compared, mismatches = 0, []
-    for m in metrics:
-        if m["train_device"] != m["test_device"]:
-            continue
-        key = (m["method"], m["train_device"], m["run"])
-        if key not in recorded:
-            continue
-        compared += 1
-        if abs(recorded[key] - m["accuracy"]) > 1e-12:
-            mismatches.append({"method": key[0], "device": key[1], "run": key[2], "experiment": recorded[key],
-                               "cross_device": m["accuracy"]})
-    return {"compared": compared, "mismatches": mismatches, "reproduced": compared > 0 and not mismatches}
-
-
-def _summarise(metrics: list, names: list[str]) -> list[dict]:
-    from scipy.stats import binom
-
-    cells = {}
-    for m in metrics:
-        cells.setdefault((m["method"], m["train_device"], m["test_device"]), []).append(m)
-    order = {n: i for i, n in enumerate(names)}
-    rows = []
-    for (method, train, test), group in sorted(cells.items(), key=lambda kv: (ALL_METHODS.index(kv[0][0]),
-                                                                             order[kv[0][1]], order[kv[0][2]])):
-        acc = np.array([g["accuracy"] for g in group])
-        n_total = int(sum(g["n_test"] for g in group))
-        correct = int(round(sum(g["accuracy"] * g["n_test"] for g in group)))
-        chance = float(np.mean([g["chance"] for g in group]))
-        # P(at least this many right | each image right with probability `chance`)
-        p_above = float(binom.sf(correct - 1, n_total, chance)) if n_total else float("nan")
-        rows.append({"method": method, "train_device": train, "test_device": test, "own_device": train == test,
-                     "runs": acc.size, "mean_accuracy": float(acc.mean()),
-                     "std_accuracy": float(acc.std(ddof=1)) if acc.size > 1 else float("nan"),
-                     "min_accuracy": float(acc.min()), "max_accuracy": float(acc.max()), "chance": chance,
-                     "n_test_total": n_total, "p_above_chance": p_above, "note": group[0]["note"]})
-    return rows
-
-
-def _write_matrix(path: Path, rows: list[dict], names: list[str]) -> None:
-    cell = {(s["train_device"], s["test_device"]): s for s in rows}
-    out = []
-    for train in names:
-        if not any((train, t) in cell for t in names):
-            continue
-        for stat, key in (("mean", "mean_accuracy"), ("std", "std_accuracy"), ("runs", "runs"), ("chance", "chance")):
-            row = {"train_device": train, "statistic": stat}
-            for test in names:
-                s = cell.get((train, test))
-                row[test] = "" if s is None or (isinstance(s[key], float) and np.isnan(s[key])) else s[key]
-            out.append(row)
-    write_csv(path, out, ["train_device", "statistic"] + names)
-
-
-def _fmt_cell(s: dict | None) -> str:
-    if s is None:
-        return "—"
-    spread = "" if s["runs"] < 2 else f" ± {100 * s['std_accuracy']:.1f}"
-    return f"{100 * s['mean_accuracy']:.1f}{spread} (n={s['runs']})"
-
 
 def _method_labels(devices: list[_Device]) -> dict:
     """Display names of the methods; SRNet's says which crops it fused when not the usual five."""
-    crops = {tuple(part["srnet_config"]["crops"]) for dev in devices for part in dev.parts.values()
-             if "srnet_config" in part}
+    crops = {tuple(part.srnet_config["crops"]) for dev in devices for part in dev.parts.values()
+             if part.srnet_config is not None}
     labels = method_labels(next(iter(crops)) if len(crops) == 1 else None)
     return {m: labels.get(m, m) for m in ALL_METHODS}
 
 
-def _oldest_share(predictions: list, classes: list) -> dict:
-    """Per method: (share of off-device predictions that are the oldest class, their number)."""
-    counts = {}
-    for p in predictions:
-        if p["train_device"] != p["test_device"]:
-            n_old, n = counts.get(p["method"], (0, 0))
-            counts[p["method"]] = (n_old + (p["predicted"] == classes[0]), n + 1)
-    return {m: (n_old / n, n) for m, (n_old, n) in counts.items() if n}
-
-
-def _report(summary, methods, names, cfg: ExperimentConfig, check: dict, exp_dir: Path, manifest: Manifest,
-            oldest: dict, labels: dict) -> str:
-    lines = ["# Cross-device evaluation", "",
-             f"Manifest `{manifest.source}` (SHA-256 `{manifest.sha256[:16]}…`), {len(names)} devices; the models "
-             f"of the age experiment in `{exp_dir}` ({cfg.runs} repeated {100 * (1 - cfg.test_size):.0f}/"
-             f"{100 * cfg.test_size:.0f} stratified splits, seed {cfg.seed}). The model of device A in split run r "
-             "(trained on A's training images of run r) predicts the test images of run r of every device. "
-             "Accuracy in percent, mean ± std over runs, with the number of runs n behind each cell; rows: "
-             "training device, columns: test device; chance is the largest class share of the test images.", ""]
-    if check["compared"]:
-        if check["reproduced"]:
-            lines += [f"Own-device check: the {check['compared']} own-device cells (device, run, method) reproduce "
-                      "the experiment's recorded accuracies exactly.", ""]
-        else:
-            lines += [f"**Own-device check failed**: {len(check['mismatches'])} of {check['compared']} own-device "
-                      "cells differ from the experiment's recorded accuracies (listed in config.json). The models "
-                      "were not rebuilt faithfully; do not trust the off-diagonal cells.", ""]
-    if any(m in DEFECT_METHODS for m in methods):
-        lines += ["## What a defect-based method does on another device", "",
-                  "Fridrich–Goljan, Naive Bayes and SVM read the residuals at the positions of the defects "
-                  "identified on the *training* device. A defect map belongs to one sensor: defects appear "
-                  "uniformly at random over each sensor, so another device's pixels at those positions are "
-                  "healthy (a position outside its frame is not measured). The test image therefore looks like "
-                  "one taken before the training device's first defect onset, and the method predicts from "
-                  "that: Fridrich–Goljan finds no defect present and dates every image to the oldest class, "
-                  "Naive Bayes and SVM answer much as for an early image of the training device. **Chance "
-                  "off the own device is the expected result**, not a failure: defect-based dating needs "
-                  "trusted images of the very device that took the questioned image. An off-diagonal cell "
-                  "clearly above chance (see `p_above_chance` in cross_summary.csv) would mean the devices "
-                  "share defect positions or the features caught something other than defects.", ""]
-    if "srnet" in methods:
-        lines += ["## What SRNet does on another device", "",
-                  "SRNet's crop networks are applied unchanged to the other devices' test images. A network "
-                  "that learned age traces of its own sensor (its defects) falls to chance on another device; "
-                  "one that learned something shared by the devices — scene content correlated with the age "
-                  "class, weather, season, or a processing style common to a camera model — transfers as far "
-                  "as that is shared. In the synthetic camera the scene bias (`scenes.scene_bias`, "
-                  "`scenes.group_for_class`) is the same for every device, so SRNet's off-diagonal accuracy "
-                  "measures how much it reads content. SRNet is evaluated on the split runs it was trained on "
-                  f"only (preset {cfg.srnet_preset!r}): see n in each cell.", ""]
-    for method in methods:
-        rows = [s for s in summary if s["method"] == method]
-        cell = {(s["train_device"], s["test_device"]): s for s in rows}
-        lines += [f"## {labels[method]}", "",
-                  "| trained on \\ tested on | " + " | ".join(names) + " |",
-                  "|---|" + "---|" * len(names)]
-        for train in names:
-            if any((train, t) in cell for t in names):
-                lines.append(f"| **{train}** | " + " | ".join(
-                    (f"**{_fmt_cell(cell.get((train, t)))}**" if t == train else _fmt_cell(cell.get((train, t))))
-                    for t in names) + " |")
-        own = [s["mean_accuracy"] for s in rows if s["own_device"]]
-        other = [s["mean_accuracy"] for s in rows if not s["own_device"]]
-        chance = [s["chance"] for s in rows if not s["own_device"]]
-        if own and other:
-            above = sum(s["p_above_chance"] < 0.01 / len(other) for s in rows if not s["own_device"])
-            lines += ["", f"Mean over cells: own device {100 * np.mean(own):.1f}, other devices "
-                          f"{100 * np.mean(other):.1f} (chance {100 * np.mean(chance):.1f}); {above} of the "
-                          f"{len(other)} off-diagonal cells are above chance at the 1 % level (one-sided binomial "
-                          f"test of the pooled runs, Bonferroni-corrected over the {len(other)} cells)."]
-        if method in oldest:
-            share, n = oldest[method]
-            lines += ["", f"Off the own device, {100 * share:.1f} % of its {n} predictions are the oldest class"
-                          + (" (what an image without the training device's defects looks like)."
-                             if method in DEFECT_METHODS else ".")]
-        lines += ["", f"Files: `matrix_{method}.csv`, `heatmap_{method}.png`, `boxplot_{method}.png`.", ""]
-    lines += ["Per-run accuracies: `cross_metrics.csv`; per cell with notes and binomial tail above chance: "
-              "`cross_summary.csv`; every prediction: `predictions.csv`; configuration, seeds, versions and the "
-              "manifest's SHA-256: `config.json`."]
-    return "\n".join(lines)
-
-
-# ---------------------------------------------------------------- figures
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, path: Path) -> None:
-    plt = _pyplot()
-    with atomic_write(path, "wb") as fh:
-        fig.savefig(fh, format="png", dpi=110)
-    plt.close(fig)
-
-
-def _plot_heatmap(path: Path, rows: list[dict], names: list[str], label: str) -> None:
-    """The matrix of mean accuracies, each cell labelled with mean, std and its number of runs."""
-    plt = _pyplot()
-    train_names = [n for n in names if any(s["train_device"] == n for s in rows)]
-    cell = {(s["train_device"], s["test_device"]): s for s in rows}
-    grid = np.full((len(train_names), len(names)), np.nan)
-    for i, a in enumerate(train_names):
-        for j, b in enumerate(names):
-            if (a, b) in cell:
-                grid[i, j] = cell[(a, b)]["mean_accuracy"]
-    size = 1.3 + 1.05 * len(names)
-    fig, ax = plt.subplots(figsize=(size + 1.2, 1.0 + 1.0 * len(train_names)))
-    image = ax.imshow(grid, vmin=0.0, vmax=1.0, cmap="viridis", aspect="auto")
-    for i, a in enumerate(train_names):
-        for j, b in enumerate(names):
-            s = cell.get((a, b))
-            if s is None:
-                continue
-            spread = "" if s["runs"] < 2 else f"\n±{100 * s['std_accuracy']:.1f}"
-            ax.text(j, i, f"{100 * s['mean_accuracy']:.1f}{spread}\nn={s['runs']}", ha="center", va="center",
-                    fontsize=7, color="white" if s["mean_accuracy"] < 0.6 else "black",
-                    fontweight="bold" if a == b else "normal")
-    ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
-    ax.set_yticks(range(len(train_names)), train_names, fontsize=8)
-    ax.set_xlabel("tested on")
-    ax.set_ylabel("trained on")
-    chance = np.mean([s["chance"] for s in rows])
-    ax.set_title(f"{label}: accuracy % (chance ≈ {100 * chance:.0f})", fontsize=9)
-    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="mean accuracy")
-    fig.tight_layout()
-    _save(fig, path)
-
-
-def _plot_boxes(path: Path, metrics: list[dict], rows: list[dict], names: list[str], label: str) -> None:
-    """One panel per training device; a box per test device (own device first), as in the paper's figures."""
-    plt = _pyplot()
-    train_names = [n for n in names if any(m["train_device"] == n for m in metrics)]
-    ncols = min(4, max(1, len(train_names)))
-    nrows = int(np.ceil(len(train_names) / ncols))
-    panel = max(3.0, 0.6 * len(names) + 0.8)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(panel * ncols + 0.6, 3.6 * nrows), squeeze=False, sharey=True)
-    chance = {(s["train_device"], s["test_device"]): s["chance"] for s in rows}
-    for k, (ax, train) in enumerate(zip(axes.flat, train_names)):
-        order = [train] + [n for n in names if n != train]
-        data = [[m["accuracy"] for m in metrics if m["train_device"] == train and m["test_device"] == t]
-                for t in order]
-        present = [i for i, d in enumerate(data) if d]
-        ax.boxplot([data[i] for i in present], positions=[i + 1 for i in present],
-                   tick_labels=[order[i] for i in present], widths=0.6)
-        ax.axvline(1.5, color="tab:blue", lw=1.0)
-        ax.plot([i + 1 for i in present], [chance.get((train, order[i]), np.nan) for i in present], ls="none",
-                marker="_", markersize=14, color="0.55", label="chance")
-        ax.set_ylim(-0.02, 1.02)
-        ax.grid(axis="y", alpha=0.3)
-        ax.tick_params(axis="x", labelrotation=60, labelsize=7)
-        n_runs = max(len(d) for d in data)
-        ax.set_title(f"({chr(ord('a') + k)}) trained on {train}\n{n_runs} run{'s' if n_runs != 1 else ''}", fontsize=9)
-    for ax in list(axes.flat)[len(train_names):]:
-        ax.axis("off")
-    axes[0, 0].set_ylabel("accuracy")
-    axes[0, 0].legend(loc="lower right", fontsize=7, frameon=False)
-    fig.suptitle(f"{label}: per-run accuracy on each test device "
-                 "(own device left of the blue line)", fontsize=10)
-    fig.tight_layout()
-    _save(fig, path)

@@ -11,23 +11,19 @@ class under the Fridrich–Goljan model of that run.
 
 from __future__ import annotations
 
-import argparse
 import csv
-import sys
 from pathlib import Path
 
 import numpy as np
 from scipy.special import logsumexp
 
-from pipeline.analysis.calibration import posterior_from_lr
-from pipeline.analysis.experiment import calibrated_lr_from_table, fg_from_params
-from pipeline.analysis.provenance import read_json
+from pipeline.analysis.calibration import calibrated_lr_from_table, posterior_from_lr
+from pipeline.analysis.runfolder import RunFolder, RunRecord
 from pipeline.data.errors import ImageReadError, ManifestError
 from pipeline.data.manifest import file_sha256, load_manifest
-from pipeline.data.splits import read_split
 from pipeline.features.extract import SparseTask, sparse_batch
 
-__all__ = ["explain_image", "main"]
+__all__ = ["explain_image", "format_evidence"]
 
 
 def explain_image(image: str | Path, run_dir: str | Path, *, device: str | None = None, split_run: int = 0) -> dict:
@@ -43,19 +39,19 @@ def explain_image(image: str | Path, run_dir: str | Path, *, device: str | None 
     ------
     FileNotFoundError
         If the run folder or its part for this device and run is missing.
+    pipeline.analysis.config.ConfigMismatchError
+        If the folder was written by another version of agetrace (another run-folder schema).
     ValueError
         If the device cannot be determined or the run has no Fridrich–Goljan model for it.
     ImageReadError
         If the image cannot be read.
     """
     run_dir, image = Path(run_dir), Path(image).resolve()
-    config_path = run_dir / "config.json"
-    if not config_path.exists():
-        raise FileNotFoundError(f"{run_dir} is not an ml_age output folder (no config.json)")
-    record = read_json(config_path)
+    folder = RunFolder(run_dir)
+    record = folder.record
     exposure = iso = None
     try:
-        manifest = load_manifest(record["manifest"]["path"], check_files=False)
+        manifest = load_manifest(record.manifest.path, check_files=False)
         row = next((r for r in manifest.rows if r.path == image), None)
     except (ManifestError, FileNotFoundError):
         manifest, row = None, None
@@ -64,16 +60,11 @@ def explain_image(image: str | Path, run_dir: str | Path, *, device: str | None 
         exposure, iso = row.exposure_s, row.iso
     if device is None:
         raise ValueError(f"{image} is not in the run's manifest: say which device took it with --device")
-    part_path = run_dir / "parts" / device / f"run_{split_run:02d}.json"
-    if not part_path.exists():
-        raise FileNotFoundError(f"no finished run {split_run} for device {device!r} in {run_dir}")
-    part = read_json(part_path)
-    if "fg_model" not in part:
-        raise ValueError(f"run {split_run} of {device} has no Fridrich–Goljan model (no defects, or fg not run)")
-    model = fg_from_params(part["fg_model"])
-    d = part["defects"]
-    rows, cols, chans = (np.asarray(d[k], dtype=np.int64) for k in ("rows", "cols", "channels"))
-    result = sparse_batch(SparseTask((str(image),), rows, cols, chans, tuple(part["frame"])))
+    part = folder.part(device, split_run)
+    model = part.fg_classifier()
+    d = part.defects
+    rows, cols, chans = (np.asarray(v, dtype=np.int64) for v in (d.rows, d.cols, d.channels))
+    result = sparse_batch(SparseTask((str(image),), rows, cols, chans, part.frame))
     if result.failures:
         raise ImageReadError(image, result.failures[0][1])
     sources = {"exposure": "manifest" if exposure else None, "iso": "manifest" if iso else None}
@@ -99,14 +90,14 @@ def explain_image(image: str | Path, run_dir: str | Path, *, device: str | None 
         onset_class = int(model.onset_[i])
         defects.append({
             "row": int(rows[i]), "col": int(cols[i]), "channel": int(chans[i]),
-            "onset_image": d["onset_path"][i] if "onset_path" in d else None,
+            "onset_image": d.onset_path[i] if d.onset_path else None,
             "onset_class": model.classes_[onset_class].item() if onset_class < len(model.classes_) else None,
             "expected_residual": float(mu[i]), "spread": float(model.spread_[i]),
             "measured_residual": None if not np.isfinite(w[i]) else float(w[i]),
             "sigma": float(s_eff[i]), "log_likelihood_ratio": float(lam[i]),
         })
     calibrated = None
-    table = part.get("calibration", {}).get("fg")
+    table = part.calibration.get("fg")
     if table is not None:
         scores = ll - logsumexp(ll)
         llr = calibrated_lr_from_table(table, scores[None])[0]
@@ -120,7 +111,7 @@ def explain_image(image: str | Path, run_dir: str | Path, *, device: str | None 
             "class_ranges": class_ranges(manifest, device) if manifest is not None else {}}
 
 
-def split_membership(run_dir: Path, device: str, image: Path, record: dict | None = None) -> dict:
+def split_membership(run_dir: Path, device: str, image: Path, record: RunRecord | None = None) -> dict:
     """The split runs of `device` in which `image` is a training image and those in which it is a
     test image, found by path or, failing that, by content (the same file bytes under another name).
 
@@ -130,8 +121,7 @@ def split_membership(run_dir: Path, device: str, image: Path, record: dict | Non
         ``train`` and ``test``: sorted lists of run numbers; ``by``: ``"path"``, ``"content"``
         or None (the image is in no split of the device).
     """
-    splits = sorted((run_dir / "splits" / device).glob("run_*.csv"))
-    loaded = [read_split(path) for path in splits]
+    loaded = RunFolder(run_dir).splits(device)
     found = {"train": [], "test": [], "by": None}
     for split in loaded:
         for subset, paths in (("train", split.train_paths), ("test", split.test_paths)):
@@ -144,7 +134,7 @@ def split_membership(run_dir: Path, device: str, image: Path, record: dict | Non
         digest = file_sha256(image)
     except OSError:
         return found
-    cache = (record or {}).get("feature_cache", {}).get("folder")
+    cache = ((record.feature_cache if record is not None else None) or {}).get("folder")
     if cache and Path(cache).is_dir() and not any((Path(cache) / "screen" / digest[:2]).glob(f"{digest}-*")):
         return found  # the run never saw these bytes: no need to hash every image of its splits
     digests: dict[str, str | None] = {}
@@ -252,18 +242,3 @@ def format_evidence(ev: dict) -> str:
                  "no weight. The posterior above is the model's own (uniform prior, uncalibrated).")
     return "\n".join(lines)
 
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m pipeline.ml_age explain", description=__doc__.split("\n\n")[0])
-    p.add_argument("image", type=Path)
-    p.add_argument("--run", type=Path, required=True, help="an ml_age output folder")
-    p.add_argument("--device", help="device id (default: from the run's manifest)")
-    p.add_argument("--split-run", type=int, default=0, help="which repeated split's defects and model (default 0)")
-    args = p.parse_args(argv)
-    try:
-        ev = explain_image(args.image, args.run, device=args.device, split_run=args.split_run)
-    except (FileNotFoundError, ValueError, ImageReadError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(format_evidence(ev))
-    return 0

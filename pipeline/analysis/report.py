@@ -8,6 +8,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+from matplotlib.figure import Figure
 
 from pipeline.data.atomic import atomic_write, atomic_write_text
 
@@ -74,15 +75,12 @@ def summary_markdown(summary: list[dict], methods: list[str], chance: dict | Non
 def plot_accuracy_boxes(metrics: list[dict], methods: list[str], path: str | Path, *,
                         title: str = "Accuracy over repeated splits") -> None:
     """One panel per device, one box per method (accuracy per run), saved atomically as PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
     devices = list(dict.fromkeys(m["device"] for m in metrics))
     ncols = min(4, max(1, len(devices)))
     nrows = int(np.ceil(len(devices) / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 3.0 * nrows), squeeze=False, sharey=True)
+    # a Figure of its own, not pyplot: drawing never touches the caller's backend or open figures
+    fig = Figure(figsize=(3.2 * ncols, 3.0 * nrows))
+    axes = fig.subplots(nrows, ncols, squeeze=False, sharey=True)
     for ax, device in zip(axes.flat, devices):
         data = [[float(m["accuracy"]) for m in metrics if m["device"] == device and m["method"] == method]
                 for method in methods]
@@ -99,4 +97,3 @@ def plot_accuracy_boxes(metrics: list[dict], methods: list[str], path: str | Pat
     fig.tight_layout()
     with atomic_write(path, "wb") as fh:
         fig.savefig(fh, format="png", dpi=110)
-    plt.close(fig)

@@ -35,23 +35,26 @@ Policies
   time (they are serialised across threads), and whatever the process writes to descriptor 2
   meanwhile is captured with it.
 * **Regular files only.** A named pipe, device or socket is refused before it is opened, since
-  reading one can block forever (:func:`~pipeline.data.exif.detect_format`).
+  reading one can block forever (:func:`~pipeline.data.formats.detect_format`).
+
+Identifying a file (:mod:`pipeline.data.formats`), reading its EXIF (:mod:`pipeline.data.exif`) and
+capturing what decoders print (:mod:`pipeline.data.decoder_messages`) are modules of their own.
+
+Why one module: some 700 lines, because the four format readers each apply the policies
+above (header-first size checks, refused layouts, frame counts, the notes) while decoding, through
+the same private helpers and :class:`SensorImage`; split per format, every reader would import
+those helpers back, and the policies would be spread over five files.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import struct
-import sys
-import tempfile
-import threading
 import warnings
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from io import BytesIO
 from pathlib import Path
-from typing import Iterator, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 import rawpy
@@ -59,13 +62,16 @@ import simplejpeg
 import tifffile
 from PIL import Image, ImageFile, UnidentifiedImageError
 
+from pipeline.data.decoder_messages import (c_stderr_into, decoders_said, describe_exception, python_warnings_into,
+                                            tifffile_log_into, unique_lines)
 from pipeline.data.errors import ImageReadError
-from pipeline.data.exif import (ExifWarning, ImageMetadata, _python_warnings_into, _tifffile_log_into,
-                                 detect_format, inspect_exif)
+from pipeline.data.exif import ExifWarning, ImageMetadata, inspect_exif
+from pipeline.data.formats import detect_format
+from pipeline.logs import get_logger
 
 __all__ = ["DEFAULT_MAX_PIXELS", "SensorImage", "read_image"]
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 #: Images with more pixels than this are refused before decoding (decompression-bomb guard).
 DEFAULT_MAX_PIXELS = 250_000_000
@@ -230,10 +236,10 @@ def read_image(
     except ImageReadError as exc:
         if not said:
             raise
-        raise ImageReadError(exc.path, f"{exc.reason}; {_decoders_said(said)}", exc.advice) from None
+        raise ImageReadError(exc.path, f"{exc.reason}; {decoders_said(said)}", exc.advice) from None
     height, width = image.pixels.shape[:2]
     image = replace(image, metadata=replace(image.metadata, width=int(width), height=int(height)),
-                    notes=image.notes + tuple(f"decoder message: {line}" for line in _unique(said)))
+                    notes=image.notes + tuple(f"decoder message: {line}" for line in unique_lines(said)))
     image = _to_device_frame(image, expected_shape, rotate_back)
     _check_layout(image, expected_kind, expected_bit_depth)
     for note in image.notes:
@@ -367,11 +373,6 @@ def _metadata(path: Path, image_format: str, data: bytes | None = None) -> Image
     return metadata
 
 
-def _describe(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
 def _pillow_bomb_error(path: Path, exc: Exception) -> ImageReadError:
     return ImageReadError(path, f"too large for Pillow's decompression-bomb limit ({exc})",
                           "Raise PIL.Image.MAX_IMAGE_PIXELS if the file is genuine, or exclude it.")
@@ -386,59 +387,6 @@ def _check_pillow_is_strict() -> None:
 
 def _frames_note(count: int, what: str) -> tuple[str, ...]:
     return (f"the file holds {count} {what}; only the first was read",) if count > 1 else ()
-
-
-# --- what the decoders say ----------------------------------------------------------------------
-#
-# Decoders report recoverable problems by printing: Pillow with Python warnings, tifffile with
-# log records, libtiff and LibRaw on the C-level stderr. Printed raw, these lines name no file.
-# They are captured around each decode and end up in the error's reason or the image's notes.
-
-_STDERR_LOCK = threading.Lock()  # redirecting file descriptor 2 changes it for every thread
-_MAX_CAPTURED_BYTES = 16_384
-
-
-@contextmanager
-def _c_stderr_into(said: list[str], source: str) -> Iterator[None]:
-    """Record what C libraries write to file descriptor 2 during the block into `said`."""
-    with _STDERR_LOCK:
-        try:
-            saved = os.dup(2)
-        except OSError:  # no descriptor 2 (a daemon): nothing can be printed anyway
-            yield
-            return
-        try:
-            with tempfile.TemporaryFile() as sink:
-                for stream in (sys.stdout, sys.stderr):
-                    try:
-                        stream.flush()
-                    except (AttributeError, OSError, ValueError):
-                        pass
-                os.dup2(sink.fileno(), 2)
-                try:
-                    yield
-                finally:
-                    os.dup2(saved, 2)
-                    sink.seek(0)
-                    text = sink.read(_MAX_CAPTURED_BYTES).decode("utf-8", errors="replace")
-                    said.extend(f"{source}: {line.strip()}" for line in text.splitlines() if line.strip())
-        finally:
-            os.close(saved)
-
-
-def _unique(lines: list[str]) -> list[str]:
-    """`lines` without repeats, in order, a repeated line marked with its count."""
-    counts: dict[str, int] = {}
-    for line in lines:
-        counts[line] = counts.get(line, 0) + 1
-    return [line if count == 1 else f"{line} (×{count})" for line, count in counts.items()]
-
-
-def _decoders_said(said: list[str]) -> str:
-    lines = _unique(said)
-    shown = "; ".join(repr(line[:300]) for line in lines[:8])
-    more = f" and {len(lines) - 8} more" if len(lines) > 8 else ""
-    return f"the decoder also reported: {shown}{more}"
 
 
 # --- JPEG -------------------------------------------------------------------------------------
@@ -564,7 +512,7 @@ def _read_png(path: Path, limits: _Limits, said: list[str]) -> SensorImage:
         raise ImageReadError(path, f"truncated PNG data: the file ends ({len(data):,} bytes) before its "
                                    "IEND chunk")
     try:
-        with _python_warnings_into(said, "Pillow"):  # the chunks are parsed here, not in load()
+        with python_warnings_into(said, "Pillow"):  # the chunks are parsed here, not in load()
             image = Image.open(BytesIO(data), formats=["PNG"])
         with image:
             frames = int(getattr(image, "n_frames", 1))
@@ -579,12 +527,12 @@ def _read_png(path: Path, limits: _Limits, said: list[str]) -> SensorImage:
         if "too large" in message:
             raise ImageReadError(
                 path, f"a compressed chunk expands beyond Pillow's safety limit, as in a decompression bomb "
-                f"(Pillow: {_describe(exc)})", "Exclude the file, or re-save it without the oversized "
+                f"(Pillow: {describe_exception(exc)})", "Exclude the file, or re-save it without the oversized "
                 "text or colour-profile chunk.") from None
         cause = "truncated PNG data" if "truncated" in message else "corrupt PNG data"
         if isinstance(exc, UnidentifiedImageError):
             exc = UnidentifiedImageError("Pillow cannot parse its chunks")  # its text names a BytesIO
-        raise ImageReadError(path, f"{cause} (Pillow: {_describe(exc)})") from None
+        raise ImageReadError(path, f"{cause} (Pillow: {describe_exception(exc)})") from None
     return SensorImage(pixels=pixels, kind=kind, cfa_pattern=None, black_level=0.0,
                        white_level=float(2 ** depth - 1), bit_depth=depth,
                        metadata=_metadata(path, "png"), path=str(path), format="png",
@@ -630,7 +578,7 @@ def _pillow_pixels(path: Path, image: Image.Image) -> tuple[np.ndarray, str, int
 
 def _read_tiff(path: Path, limits: _Limits, said: list[str]) -> SensorImage:
     try:
-        with _tifffile_log_into(said), tifffile.TiffFile(path) as tif:
+        with tifffile_log_into(said), tifffile.TiffFile(path) as tif:
             page = tif.pages.first
             _check_header(path, int(page.imagelength), int(page.imagewidth), limits)
             photometric = tifffile.PHOTOMETRIC(page.photometric).name
@@ -646,10 +594,10 @@ def _read_tiff(path: Path, limits: _Limits, said: list[str]) -> SensorImage:
     except ImageReadError:
         raise
     except MemoryError as exc:
-        raise ImageReadError(path, f"the TIFF's pixel data would not fit in memory ({_describe(exc)})",
+        raise ImageReadError(path, f"the TIFF's pixel data would not fit in memory ({describe_exception(exc)})",
                              "Exclude the file, or convert it to a plain 8/16-bit TIFF.") from None
     except Exception as exc:  # tifffile raises ValueError, TiffFileError, struct.error, zlib.error...
-        raise ImageReadError(path, f"corrupt or truncated TIFF data ({_describe(exc)})") from None
+        raise ImageReadError(path, f"corrupt or truncated TIFF data ({describe_exception(exc)})") from None
     kind = "gray" if photometric == "MINISBLACK" else "rgb"
     if pixels.ndim == 3:
         pixels = pixels[:, :, 0] if kind == "gray" else pixels[:, :, :3]
@@ -691,7 +639,7 @@ def _tiff_with_pillow(path: Path, page, exc: Exception, dtype: np.dtype, bits: i
         raise ImageReadError(path, f"{needs} to decode it ({exc})", advice)
     _check_pillow_is_strict()
     try:
-        with _c_stderr_into(said, "libtiff"), _python_warnings_into(said, "Pillow"):
+        with c_stderr_into(said, "libtiff"), python_warnings_into(said, "Pillow"):
             with Image.open(path, formats=["TIFF"]) as image:
                 image.load()
                 pixels, _kind, _depth = _pillow_pixels(path, image)
@@ -701,7 +649,7 @@ def _tiff_with_pillow(path: Path, page, exc: Exception, dtype: np.dtype, bits: i
         raise _pillow_bomb_error(path, bomb) from None
     except Exception as failure:  # Pillow raises OSError ("decoder error -2"), ValueError...
         raise ImageReadError(path, f"{needs}, and Pillow (libtiff), tried instead, could not decode it "
-                                   f"either ({_describe(failure)})",
+                                   f"either ({describe_exception(failure)})",
                              advice + " If it still fails, the file is damaged: re-copy or exclude it.") from None
     return pixels
 
@@ -728,7 +676,7 @@ def _tiff_pixels_hwc(path: Path, pixels: np.ndarray, axes: str) -> np.ndarray:
 def _read_raw(path: Path, image_format: str, limits: _Limits, said: list[str]) -> SensorImage:
     raw = rawpy.RawPy()
     try:
-        with _c_stderr_into(said, "LibRaw"):  # LibRaw prints data errors to stderr
+        with c_stderr_into(said, "LibRaw"):  # LibRaw prints data errors to stderr
             raw.open_file(str(path))
             sizes = raw.sizes
             _check_size(path, int(sizes.raw_height), int(sizes.raw_width), limits.max_pixels)
@@ -751,7 +699,7 @@ def _read_raw(path: Path, image_format: str, limits: _Limits, said: list[str]) -
     except rawpy.LibRawError as exc:
         cause = ("truncated or unreadable raw data" if isinstance(exc, rawpy.LibRawIOError)
                  else "LibRaw cannot read it")
-        raise ImageReadError(path, f"{cause} ({_describe(exc)})") from None
+        raise ImageReadError(path, f"{cause} ({describe_exception(exc)})") from None
     finally:
         raw.close()
     if pattern is None:

@@ -2,17 +2,16 @@
 
 Every problem in a manifest is collected and reported at once, each with its line number
 (the header is line 1), so that a user fixes a manifest in one pass and not one run per error.
+The CSV text is split into records by :mod:`pipeline.data.manifest_csv`; this module checks the
+header, every row's values and the files the rows name.
 """
 
 from __future__ import annotations
 
-import codecs
-import csv
 import hashlib
 import io
 import math
 import os
-import re
 import stat
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -20,6 +19,7 @@ from pathlib import Path
 
 from pipeline.data.classspec import ClassSpec, load_class_spec
 from pipeline.data.errors import ManifestError, ManifestProblem
+from pipeline.data.manifest_csv import decode_manifest_text, read_records
 
 __all__ = ["ManifestRow", "Manifest", "Exclusion", "load_manifest", "manifest_path", "non_regular_kind",
            "parse_capture_time", "file_sha256"]
@@ -285,107 +285,7 @@ def _check_file(image_path: Path, problems: list, line: int, raw: str) -> None:
                                               "row", raw, "path"))
 
 
-# --- reading the CSV -------------------------------------------------------------------------
-
-def _decode(data: bytes, source: Path) -> str:
-    """The manifest's text; a ManifestError naming the byte offset and line if it is not UTF-8."""
-    bom = codecs.BOM_UTF8 if data.startswith(codecs.BOM_UTF8) else b""
-    try:
-        return data[len(bom):].decode("utf-8")
-    except UnicodeDecodeError as exc:
-        offset = len(bom) + exc.start
-        before = data[:offset]
-        line = before.count(b"\n") + before.count(b"\r") - before.count(b"\r\n") + 1
-        line_start = max(before.rfind(b"\n"), before.rfind(b"\r")) + 1
-        after = before[line_start:].decode("utf-8", "replace")[-30:]
-        bad = data[offset:len(bom) + exc.end]
-        utf16 = (" (the file looks like UTF-16)" if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE))
-                 else "")
-        message = (f"not UTF-8 text{utf16}: byte offset {offset} (line {line}) holds {bad!r}"
-                   + (f", after {after!r}" if after else "")
-                   + f" ({exc.reason}); re-save the manifest as UTF-8 (in Excel: Save As, file type "
-                     "'CSV UTF-8 (Comma delimited)'; in a text editor: encoding UTF-8)")
-        raise ManifestError([ManifestProblem(line, message, str(source))], source) from None
-
-
-_QUOTE_AT_FIELD_START = {delimiter: re.compile(f'(?<=[{re.escape(delimiter)}\\r\\n])"|^"')
-                         for delimiter in (",", ";", "\t")}
-
-
-def _unclosed_quote(text: str, delimiter: str) -> int | None:
-    """Offset of the quote that opens a field and is never closed in `text`, or None.
-
-    Follows the csv module's reading: a quote opens a field only at the field's start, and
-    inside a quoted field a doubled quote stands for one quote.
-    """
-    position = 0
-    while match := _QUOTE_AT_FIELD_START[delimiter].search(text, position):
-        opened, position = match.start(), match.start() + 1
-        while True:
-            position = text.find('"', position)
-            if position < 0:
-                return opened
-            if text.startswith('"', position + 1):
-                position += 2
-                continue
-            position += 1
-            break
-    return None
-
-
-def _excerpt(line: str, column: int = 0, limit: int = 80) -> str:
-    """At most `limit` characters of one physical line, around `column`, without its line break."""
-    text = line.rstrip("\r\n")
-    first = max(0, min(column - 20, len(text) - limit))
-    shown = text[first:first + limit]
-    return ("…" if first else "") + shown + ("…" if first + limit < len(text) else "")
-
-
-def _quote_problem(lines: list[str], start: int, delimiter: str, what: str) -> ManifestProblem | None:
-    """The problem of a quoted field opened in the record starting on line `start` and not closed."""
-    opened = _unclosed_quote("".join(lines[start - 1:]), delimiter)
-    if opened is None:
-        return None
-    line = start
-    while opened >= len(lines[line - 1]):
-        opened -= len(lines[line - 1])
-        line += 1
-    return ManifestProblem(line, f"a quoted field opens here and {what}; close the quote or remove it. "
-                                 f"The line reads: {_excerpt(lines[line - 1], opened)!r}")
-
-
-def _read_records(lines: list[str], delimiter: str) -> tuple[list[tuple[int, int, list[str]]],
-                                                              ManifestProblem | None]:
-    """Every non-blank CSV record as (first line, last line, fields), and the CSV problem that
-    stopped the reading (None if none). Lines are physical lines (header = 1), counting blank
-    lines and line breaks inside quoted fields."""
-    reader = csv.reader(iter(lines), delimiter=delimiter)
-    records, previous_end = [], 0
-    while True:
-        start = previous_end + 1
-        try:
-            fields = next(reader)
-        except StopIteration:
-            break
-        except csv.Error as exc:
-            problem = _quote_problem(lines, start, delimiter, f"runs on past line {reader.line_num}, where the CSV "
-                                                              f"reader gives up ({exc})")
-            if problem is None:
-                problem = ManifestProblem(reader.line_num, f"malformed CSV ({exc}); fix this line. It reads: "
-                                                           f"{_excerpt(lines[reader.line_num - 1])!r}")
-            return records, ManifestProblem(problem.line, problem.message + "; the rows after it were not checked")
-        previous_end = reader.line_num
-        if fields:
-            records.append((start, previous_end, fields))
-    if records:  # a quote left open swallows the rest of the file into the last record
-        start, end, _ = records[-1]
-        problem = _quote_problem(lines, start, delimiter, f"is never closed (the rest of the file, to line {end}, "
-                                                          "was read as its value)")
-        if problem is not None:
-            records.pop()
-            return records, problem
-    return records, None
-
+# --- checking the header -------------------------------------------------------------------
 
 def _separator_hint(columns: list[str]) -> str | None:
     """The separator a one-column header apparently uses instead of a comma, if any."""
@@ -485,8 +385,8 @@ def load_manifest(path: str | Path, *, class_spec: ClassSpec | str | Path | None
     except OSError as exc:
         raise ManifestError([ManifestProblem(None, f"cannot read the manifest ({exc.strerror or exc}): check "
                                                    "its permissions", str(source))], source) from None
-    lines = io.StringIO(_decode(data, source), newline="").readlines()
-    records, csv_problem = _read_records(lines, ",")
+    lines = io.StringIO(decode_manifest_text(data, source), newline="").readlines()
+    records, csv_problem = read_records(lines, ",")
     if not records:
         problem = csv_problem or ManifestProblem(1, "the manifest is empty: it needs a header with at least "
                                                     "path,device", str(source))
@@ -494,7 +394,7 @@ def load_manifest(path: str | Path, *, class_spec: ClassSpec | str | Path | None
     columns = [c.strip() for c in records[0][2]]
     delimiter = _separator_hint(columns) or ","
     if delimiter != ",":  # read the rows as the file means them, so that their problems are listed too
-        records, csv_problem = _read_records(lines, delimiter)
+        records, csv_problem = read_records(lines, delimiter)
         columns = [c.strip() for c in records[0][2]] if records else columns
     problems = _header_problems(columns, class_spec, delimiter, needs_labels)
     rows: list[ManifestRow] = []

@@ -22,7 +22,8 @@ from tqdm import tqdm
 
 from pipeline.data.atomic import atomic_write
 from pipeline.data.errors import ImageReadError, ManifestProblem
-from pipeline.data.exif import IMAGE_EXTENSIONS, ExifWarning, ImageMetadata, inspect_exif
+from pipeline.data.exif import ExifWarning, ImageMetadata, inspect_exif
+from pipeline.data.formats import IMAGE_EXTENSIONS
 from pipeline.data.imageio import read_image
 from pipeline.data.manifest import manifest_path as _manifest_path
 from pipeline.data.manifest import non_regular_kind

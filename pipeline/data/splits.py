@@ -9,6 +9,7 @@ in-memory copy, so that identical splits are guaranteed rather than hoped for.
 from __future__ import annotations
 
 import csv
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import numpy as np
 
 from pipeline.data.atomic import atomic_write_text
 
-__all__ = ["Split", "stratified_splits", "write_split", "read_split", "oversample_minority"]
+__all__ = ["Split", "device_seed", "stratified_splits", "write_split", "read_split", "oversample_minority"]
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,24 @@ class Split:
     train_labels: tuple[int, ...]
     test_paths: tuple[str, ...]
     test_labels: tuple[int, ...]
+
+
+def device_seed(root_seed: int, device: str) -> int:
+    """Split seed of one device: independent of the other devices and of their order.
+
+    Parameters
+    ----------
+    root_seed : int
+        The experiment's root seed (``ExperimentConfig.seed``).
+    device : str
+        The device id.
+
+    Returns
+    -------
+    int
+        The seed of :func:`stratified_splits` for this device.
+    """
+    return int(np.random.SeedSequence([root_seed, zlib.crc32(device.encode())]).generate_state(1)[0])
 
 
 def stratified_splits(labels, *, n_runs: int = 10, test_size: float = 0.1, seed: int = 0):

@@ -6,7 +6,7 @@ Fitting (:meth:`DeviceModel.fit`):
 
 1. the device's trusted images are split into ``folds`` interleaved in time (image ``i`` of the
    time order goes to fold ``i mod folds``), plus one split that trains on all of them;
-2. the experiment's two extraction passes (:func:`pipeline.analysis.experiment.device_features`)
+2. the experiment's two extraction passes (:func:`pipeline.features.device.device_features`)
    identify each split's defects from its training images and measure them everywhere;
 3. the model of the full split dates questioned images; the model of each fold dates that fold's
    held-out trusted images, whose capture times are known. From those held-out posteriors come
@@ -60,6 +60,13 @@ The npz holds, for the ``n`` readable trusted images in time order and the ``m``
 =============================  ================  =====================================================
 
 Crops are on the defect's colour channel (RGB) or colour plane (CFA: sites two pixels apart).
+
+Why one module: over 600 lines (a tenth of them this description), because fitting,
+saving and loading are the methods of one class over the same fields, and the saved format above
+is the contract between :meth:`DeviceModel.save` and :meth:`DeviceModel.load`, kept beside the
+code that writes and checks it. The pieces that are separate jobs live elsewhere: features in
+:mod:`pipeline.features`, crops in :mod:`pipeline.dating.crops`, the posterior in
+:mod:`pipeline.dating.posterior`.
 """
 
 from __future__ import annotations
@@ -67,7 +74,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -75,9 +81,9 @@ from pathlib import Path
 import numpy as np
 
 from baselines.fridrich_goljan import FridrichGoljanClassifier
-from pipeline.analysis.calibration import EvidenceCalibrator, cllr
-from pipeline.analysis.experiment import (ExperimentConfig, calibrated_lr_from_table, calibration_table,
-                                          device_features, fg_side_arrays)
+from pipeline.analysis.calibration import EvidenceCalibrator, calibrated_lr_from_table, calibration_table
+from pipeline.analysis.config import ExperimentConfig
+from pipeline.analysis.metrics import cllr
 from pipeline.analysis.provenance import code_fingerprint, package_versions, utc_now
 from pipeline.data.atomic import atomic_write, atomic_write_text
 from pipeline.data.manifest import Manifest, file_sha256
@@ -85,13 +91,15 @@ from pipeline.data.splits import Split
 from pipeline.dating.crops import CROP_RADIUS, CropTask, crop_batch, merge_crop_sums
 from pipeline.dating.posterior import TimePosterior, time_grid, time_posterior
 from pipeline.features.cache import FeatureCache
+from pipeline.features.device import device_features, fg_side_arrays
 from pipeline.features.executor import batched, make_pool, map_batches
 from pipeline.features.extract import SparseTask, sparse_batch
+from pipeline.logs import get_logger
 
 __all__ = ["DeviceModel", "DatingEvidence", "ModelFormatError", "FORMAT", "FORMAT_VERSION", "ARRAY_FIELDS", "days",
            "date_of", "companion_path"]
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 FORMAT = "agetrace-device-model"
 #: bump when the saved layout or the meaning of a field changes; older files are refused
@@ -195,7 +203,7 @@ class DeviceModel:
     trusted : dict
         SHA-256 of each trusted image -> its path.
     calibration : dict or None
-        The before/after calibration table (see :func:`~pipeline.analysis.experiment.calibration_table`)
+        The before/after calibration table (see :func:`~pipeline.analysis.calibration.calibration_table`)
         and the held-out figures (``coverage_nominal`` and ``median_width_days_nominal`` of the
         posterior's own ranges, ``needed_levels``, ``cllr``, ``n``); None when
         the trusted images were too few to cross-fit.

@@ -18,9 +18,10 @@ who does not read the code:
 7. the exact configuration: model format, hashes, versions, parameters, command line.
 
 :func:`build_report` gathers the numbers (a JSON-ready dict) from a :class:`~pipeline.dating.model.DeviceModel`
-and a :class:`~pipeline.dating.model.DatingEvidence`; one function per figure draws from those
-numbers only (so the JSON holds what the figures show); :func:`render_html` lays out the page and
-:func:`write_report` writes both files atomically.
+and a :class:`~pipeline.dating.model.DatingEvidence`; one function per figure
+(:mod:`pipeline.dating.figures`) draws from those numbers only (so the JSON holds what the figures
+show); :func:`~pipeline.dating.report_html.render_html` lays out the page
+(:mod:`pipeline.dating.report_html`) and :func:`write_report` writes both files atomically.
 
 Times in the JSON are days since 1970-01-01 (the camera's clock), with calendar dates beside them;
 residuals are in the image's own pixel-value units (DN).
@@ -28,54 +29,34 @@ residuals are in the image's own pixel-value units (DN).
 
 from __future__ import annotations
 
-import base64
-import html
-import io
 import json
-import logging
 import math
 import re
 from pathlib import Path
 
 import numpy as np
 
-from pipeline.analysis.calibration import cllr, cllr_min, tippett_figure
-from pipeline.analysis.experiment import calibrated_lr_from_table
+from pipeline.analysis.calibration import calibrated_lr_from_table
+from pipeline.analysis.metrics import cllr, cllr_min
 from pipeline.analysis.provenance import package_versions, utc_now
 from pipeline.data.atomic import atomic_write_text
+from pipeline.data.manifest import file_sha256
 from pipeline.dating.crops import measure_crops
-from pipeline.dating.model import EPOCH, FORMAT, FORMAT_VERSION, DatingEvidence, DeviceModel, date_of
+from pipeline.dating.model import FORMAT, FORMAT_VERSION, DatingEvidence, DeviceModel, companion_path, date_of
+from pipeline.dating.report_html import exposure_text, render_html
+from pipeline.logs import get_logger
 
-__all__ = ["REPORT_FORMAT", "REPORT_VERSION", "TOP_DEFECTS", "SECTIONS", "build_report", "render_html",
-           "write_report", "report_stems", "run_record", "crops_figure", "timelines_figure", "posterior_figure",
-           "defect_map_figure", "calibration_figure"]
+__all__ = ["REPORT_FORMAT", "REPORT_VERSION", "TOP_DEFECTS", "build_report", "write_report", "report_stems",
+           "run_record"]
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 REPORT_FORMAT = "agetrace-dating-report"
 REPORT_VERSION = 1
 #: defects shown in the crop and timeline figures (those with the largest |LLR|)
 TOP_DEFECTS = 12
-#: figure width in inches: fits an A4 or US-letter page with margins
-PAGE_WIDTH_IN = 7.5
-PNG_DPI = 300
-#: section id -> heading, in page order
-SECTIONS = {
-    "summary": "Summary",
-    "defects": "1. Defects and the evidence each carries",
-    "crops": "2. The defects up close: questioned image against trusted images",
-    "timelines": "3. Defect timelines in the trusted images",
-    "posterior": "4. Probability of each capture date",
-    "defect-map": "5. Where the defects are on the sensor",
-    "calibration": "6. How reliable the likelihood ratios are",
-    "configuration": "7. Exact configuration and file hashes",
-}
 _CHANNEL_NAMES = {0: "R", 1: "G", 2: "B"}
-_TABLE_COLUMNS = (("rank", "#"), ("row", "row"), ("col", "col"), ("channel_name", "channel"), ("type", "type"),
-                  ("onset_from", "onset from"), ("onset_to", "onset to"), ("dark_current", "dark current D (DN/s)"),
-                  ("offset", "offset c (DN)"), ("expected_if_present", "expected if present (DN)"),
-                  ("measured", "measured residual (DN)"), ("noise_sigma", "local noise σ (DN)"),
-                  ("log_likelihood_ratio", "LLR present vs absent"))
+
 
 
 # ----------------------------------------------------------------------------------------------
@@ -149,11 +130,6 @@ def run_record(command_line: str, *, model_file: str | Path | None = None, sourc
     source : str
         How the model came to be, in words (e.g. "fitted in this run on trusted.csv").
     """
-    import json
-
-    from pipeline.data.manifest import file_sha256
-    from pipeline.dating.model import companion_path
-
     record = {"created": utc_now(), "command_line": command_line, "model_source": source, "model_file": None,
               "model_sha256": None, "model_arrays_file": None, "model_arrays_sha256": None}
     if model_file is not None:
@@ -343,14 +319,6 @@ def _configuration(model: DeviceModel, dating: DatingEvidence, top: int, radius:
     }
 
 
-def _fmt_exposure(result: dict) -> str:
-    src = result["sources"]
-    exposure = (f"{result['exposure_s']:g} s ({src['exposure']})" if result["exposure_s"]
-                else "unknown (averaged over the trusted images' exposures)")
-    iso = f"{result['iso']:g} ({src['iso']})" if result["iso"] else "unknown (averaged over the trusted images' ISO)"
-    return f"exposure {exposure}, ISO {iso}"
-
-
 def _captions(content: dict, model: DeviceModel) -> dict:
     result = content["dating"]
     post = content["posterior"]
@@ -377,7 +345,7 @@ def _captions(content: dict, model: DeviceModel) -> dict:
         "summary": (f"The questioned image was dated with the defects of device {model.device}, found in "
                     f"{n_trusted} trusted images taken from {result['period']['from']} to {result['period']['to']}. "
                     "The model can only place the image within that period. Conditions used: "
-                    f"{_fmt_exposure(result)}. A likelihood ratio (LR) above 1 supports 'taken before D', below 1 "
+                    f"{exposure_text(result)}. A likelihood ratio (LR) above 1 supports 'taken before D', below 1 "
                     "'taken after D', both within the trusted period (from its first day to D, and from D to its "
                     "last); the calibrated values are bounded by what the trusted images can support."),
         "defects": ("Each row is one sensor defect: a pixel that, from some date on, reads brighter than its "
@@ -453,487 +421,6 @@ def _captions(content: dict, model: DeviceModel) -> dict:
                                    "the likelihood ratios on held-out images: they are the model's own, "
                                    "uncalibrated.")
     return captions
-
-
-# ----------------------------------------------------------------------------------------------
-# figures (each from the report's numbers only)
-# ----------------------------------------------------------------------------------------------
-
-def _mpl_days(values):
-    """Matplotlib date numbers of days since 1970 (whatever matplotlib's epoch)."""
-    import matplotlib.dates as mdates
-
-    return np.asarray(values, dtype=float) + mdates.date2num(EPOCH)
-
-
-def _date_axis(axis, *, max_ticks: int = 6):
-    import matplotlib.dates as mdates
-
-    locator = mdates.AutoDateLocator(minticks=2, maxticks=max_ticks)
-    axis.set_major_locator(locator)
-    axis.set_major_formatter(mdates.ConciseDateFormatter(locator))
-
-
-def _array(grid) -> np.ndarray:
-    return np.array([[np.nan if v is None else v for v in row] for row in grid], dtype=float)
-
-
-def crops_figure(content: dict):
-    """Residual crops of the defects with the most evidence (section 2).
-
-    Returns
-    -------
-    matplotlib.figure.Figure or None
-        Two defects per row; for each, the questioned image's crop, the trusted mean before and
-        after the onset on one diverging colour scale (DN), the defect pixel outlined. None when no
-        defect is shown.
-    """
-    import matplotlib
-    from matplotlib.figure import Figure
-    from matplotlib.patches import Rectangle
-
-    crops = content["crops"]
-    if not crops:
-        return None
-    # a fixed layout in inches (a constrained layout of 36 panels costs seconds per report)
-    per_row, left, right, top, bottom = 2, 0.55, 0.1, 0.08, 0.36
-    panel, gap, bar_gap, bar_w = 0.82, 0.08, 0.07, 0.09
-    block_w = (PAGE_WIDTH_IN - left - right) / per_row
-    block_h = 1.5
-    n_rows = math.ceil(len(crops) / per_row)
-    height = top + n_rows * block_h + bottom
-    fig = Figure(figsize=(PAGE_WIDTH_IN, height))
-    cmap = matplotlib.colormaps["RdBu_r"].with_extremes(bad="0.75")
-
-    def box(x, y, w, h):  # inches from the top-left corner -> figure fraction
-        return [x / PAGE_WIDTH_IN, 1 - (y + h) / height, w / PAGE_WIDTH_IN, h / height]
-
-    for j, c in enumerate(crops):
-        x0 = left + (j % per_row) * block_w
-        y0 = top + (j // per_row) * block_h
-        step, radius = c["pixel_step"], c["radius"]
-        half = radius * step + step / 2
-        limit = max(c["colour_limit"], 1.0)
-        before_n = c["before_count"][radius][radius]
-        after_n = c["after_count"][radius][radius]
-        titles = ("questioned\nimage", f"trusted, before\nonset (n={before_n})", f"trusted, after\nonset (n={after_n})")
-        image = None
-        for q, (key, title) in enumerate(zip(("questioned", "before_mean", "after_mean"), titles)):
-            ax = fig.add_axes(box(x0 + q * (panel + gap), y0 + 0.5, panel, panel))
-            image = ax.imshow(_array(c[key]), cmap=cmap, vmin=-limit, vmax=limit, interpolation="nearest",
-                              extent=(-half, half, half, -half))
-            ax.add_patch(Rectangle((-step / 2, -step / 2), step, step, fill=False, edgecolor="black", linewidth=1.2))
-            ax.set_title(title, fontsize=7, pad=2)
-            ticks = [-radius * step, 0, radius * step]
-            ax.set_xticks(ticks)
-            ax.set_yticks(ticks)
-            ax.tick_params(labelsize=6, length=2, pad=1)
-            if q:
-                ax.set_yticklabels([])
-        cax = fig.add_axes(box(x0 + 3 * panel + 2 * gap + bar_gap, y0 + 0.5, bar_w, panel))
-        bar = fig.colorbar(image, cax=cax)
-        bar.set_label("residual (DN)", fontsize=6.5, labelpad=1)
-        bar.ax.tick_params(labelsize=6, length=2, pad=1)
-        llr = c["log_likelihood_ratio"]
-        fig.text((x0 + 1.5 * panel + gap) / PAGE_WIDTH_IN, 1 - (y0 + 0.08) / height,
-                 f"#{c['rank']}: row {c['row']}, col {c['col']}, {c['channel_name']}; LLR "
-                 f"{'n/a' if llr is None else f'{llr:+.2f}'}", fontsize=8, fontweight="bold", ha="center", va="top")
-    fig.text(0.5, 0.12 / height, "horizontal offset from the defect (sensor pixels; the defect is at 0, outlined)",
-             fontsize=7.5, ha="center", va="bottom")
-    fig.text(0.12 / PAGE_WIDTH_IN, 0.5, "vertical offset from the defect (sensor pixels)", fontsize=7.5,
-             rotation=90, ha="left", va="center")
-    return fig
-
-
-def timelines_figure(content: dict):
-    """The shown defects' residual in the trusted images against capture date (section 3).
-
-    Returns
-    -------
-    matplotlib.figure.Figure or None
-        Small multiples, three per row, one per defect; None when no defect is shown.
-    """
-    from matplotlib.figure import Figure
-
-    data = content["timelines"]
-    shown = data["defects"]
-    if not shown:
-        return None
-    per_row = 3
-    n_rows = math.ceil(len(shown) / per_row)
-    fig = Figure(figsize=(PAGE_WIDTH_IN, 1.95 * n_rows + 0.6), layout="constrained")
-    axes = np.atleast_1d(fig.subplots(n_rows, per_row, sharex=True, squeeze=False)).reshape(-1)
-    days = np.asarray(data["trusted_days"], dtype=float)
-    x = _mpl_days(days)
-    handles = {}
-    for j, ax in enumerate(axes):
-        if j >= len(shown):
-            ax.set_visible(False)
-            continue
-        d = shown[j]
-        w = np.array([np.nan if v is None else v for v in d["trusted_residuals"]], dtype=float)
-        after = days >= d["onset_days"]
-        lo, hi = _mpl_days([d["onset_from_days"], d["onset_to_days"]])
-        handles["onset"] = ax.axvspan(lo, hi, color="tab:orange", alpha=0.35, linewidth=0, label="onset range")
-        ax.axvline(_mpl_days([d["onset_days"]])[0], color="tab:orange", linewidth=0.9)
-        handles["zero"] = ax.axhline(0.0, color="0.5", linestyle=":", linewidth=0.8, label="healthy level (0)")
-        if d["expected_if_present"] is not None:
-            handles["expected"] = ax.axhline(d["expected_if_present"], color="0.3", linestyle="--", linewidth=0.8,
-                                             label="expected if present")
-        handles["before"] = ax.scatter(x[~after], w[~after], s=6, color="0.6", linewidths=0,
-                                       label="trusted image, before onset")
-        handles["after"] = ax.scatter(x[after], w[after], s=6, color="black", linewidths=0,
-                                      label="trusted image, after onset")
-        if d["questioned_residual"] is not None:
-            handles["questioned"] = ax.axhline(d["questioned_residual"], color="tab:red", linewidth=1.3,
-                                               label="questioned image")
-        llr = d["log_likelihood_ratio"]
-        ax.set_title(f"#{d['rank']} ({d['row']}, {d['col']}) {d['channel_name']}, LLR "
-                     f"{'n/a' if llr is None else f'{llr:+.2f}'}", fontsize=7.5)
-        ax.tick_params(labelsize=6.5)
-        ax.grid(True, linestyle=":", linewidth=0.5)
-        _date_axis(ax.xaxis, max_ticks=5)
-        if j % per_row == 0:
-            ax.set_ylabel("residual (DN)", fontsize=7)
-        if j >= len(shown) - per_row:
-            ax.set_xlabel("capture date", fontsize=7)
-            ax.xaxis.set_tick_params(labelbottom=True)
-    order = [key for key in ("before", "after", "onset", "questioned", "expected", "zero") if key in handles]
-    fig.legend([handles[key] for key in order], [handles[key].get_label() for key in order], loc="outside upper center",
-               ncols=3, fontsize=7, frameon=False)
-    return fig
-
-
-def posterior_figure(content: dict):
-    """The posterior density over capture date (section 4).
-
-    Returns
-    -------
-    matplotlib.figure.Figure
-        Top: the whole trusted period; bottom: a zoom on the credible range. Density per day
-        against date, the credible range shaded between dashed lines, the most probable interval
-        in a hatched green band, the onsets as ticks along the bottom.
-    """
-    from matplotlib.figure import Figure
-
-    p = content["posterior"]
-    grid = np.asarray(p["grid_days"], dtype=float)
-    density = np.asarray(p["density_per_day"], dtype=float)
-    x = _mpl_days(grid)
-    fig = Figure(figsize=(PAGE_WIDTH_IN, 6.8), layout="constrained")
-    axes = fig.subplots(2, 1)
-    start, end = _mpl_days(p["period_days"])
-    c_lo, c_hi = _mpl_days([p["credible_from_days"], p["credible_to_days"]])
-    i_lo, i_hi = _mpl_days([p["interval_from_days"], p["interval_to_days"]])
-    margin = max(0.25 * (c_hi - c_lo), 10.0)
-    views = ((start, end, "the whole trusted period"),
-             (max(start, min(c_lo, i_lo) - margin), min(end, max(c_hi, i_hi) + margin), "zoom on the credible range"))
-    inside = (grid >= p["credible_from_days"]) & (grid <= p["credible_to_days"])
-    onsets = _mpl_days(p["onsets_days"])
-    top = 1.12 * float(np.max(density)) if density.size else 1.0
-    for ax, (lo, hi, title) in zip(axes, views):
-        ax.axvspan(i_lo, i_hi, facecolor="tab:green", alpha=0.10, edgecolor="tab:green", hatch="///", linewidth=0.8,
-                   zorder=1, label=f"most probable interval between onsets (p = {p['interval_probability']:.3f})")
-        ax.fill_between(x, 0, density, where=inside, color="tab:blue", alpha=0.3, linewidth=0, zorder=2,
-                        label=f"{100 * p['level']:.0f} % credible range")
-        for edge in (c_lo, c_hi):
-            ax.axvline(edge, color="tab:blue", linestyle="--", linewidth=0.9, zorder=2)
-        ax.plot(x, density, color="tab:blue", linewidth=1.4, zorder=3, label="posterior density")
-        ax.plot(onsets, np.zeros_like(onsets), linestyle="none", marker="|", markersize=11, markeredgewidth=1.3,
-                color="black", transform=ax.get_xaxis_transform(), clip_on=True, zorder=4, label="defect onsets")
-        ax.set_xlim(lo, hi)
-        ax.set_ylim(0, top)
-        _date_axis(ax.xaxis, max_ticks=9)
-        ax.set_title(title, fontsize=9)
-        ax.set_ylabel("density (probability per day)", fontsize=8.5)
-        ax.tick_params(labelsize=8)
-        ax.grid(True, linestyle=":", linewidth=0.6)
-    axes[1].set_xlabel("capture date (camera clock)", fontsize=8.5)
-    handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside upper center", ncols=2, fontsize=7.5, frameon=False)
-    return fig
-
-
-def defect_map_figure(content: dict):
-    """The sensor's defects, coloured by onset date (section 5).
-
-    Returns
-    -------
-    matplotlib.figure.Figure
-        The frame outline in sensor pixels (row 0 at the top), defects with an onset as filled
-        circles coloured by onset date (colour bar in dates), the others as grey crosses, the
-        shown defects numbered.
-    """
-    import matplotlib.dates as mdates
-    from matplotlib.figure import Figure
-    from matplotlib.lines import Line2D
-    from matplotlib.patches import Rectangle
-
-    m = content["defect_map"]
-    height, width = m["frame"]
-    rows, cols = np.asarray(m["rows"], dtype=float), np.asarray(m["cols"], dtype=float)
-    informative = np.asarray(m["informative"], dtype=bool)
-    onset = np.array([np.nan if v is None else v for v in m["onset_days"]], dtype=float)
-    plot_w = PAGE_WIDTH_IN - 1.6
-    fig = Figure(figsize=(PAGE_WIDTH_IN, min(9.0, plot_w * height / width + 1.0)), layout="constrained")
-    fig.get_layout_engine().set(w_pad=0.08, h_pad=0.08)
-    ax = fig.subplots()
-    ax.add_patch(Rectangle((-0.5, -0.5), width, height, fill=False, edgecolor="black", linewidth=1.2))
-    if (~informative).any():
-        ax.scatter(cols[~informative], rows[~informative], marker="x", s=28, color="0.55", linewidths=1.0)
-    if informative.any():
-        dots = ax.scatter(cols[informative], rows[informative], c=_mpl_days(onset[informative]), cmap="viridis", s=42,
-                          edgecolors="black", linewidths=0.5)
-        bar = fig.colorbar(dots, ax=ax, shrink=0.9, pad=0.02)
-        locator = mdates.AutoDateLocator(minticks=3, maxticks=8)
-        bar.ax.yaxis.set_major_locator(locator)
-        bar.ax.yaxis.set_major_formatter(mdates.DateFormatter("%Y-%m-%d"))
-        bar.set_label("onset date")
-        bar.ax.tick_params(labelsize=7)
-    for r, c, rank in zip(rows, cols, m["rank"]):
-        if rank is not None:
-            ax.annotate(str(rank), (c, r), xytext=(4, 3), textcoords="offset points", fontsize=7, fontweight="bold")
-    ax.set_xlim(-0.5 - 0.02 * width, width - 0.5 + 0.02 * width)
-    ax.set_ylim(height - 0.5 + 0.02 * height, -0.5 - 0.02 * height)
-    ax.set_aspect("equal")
-    ax.set_xlabel("column (sensor pixels)")
-    ax.set_ylabel("row (sensor pixels)")
-    proxies = []
-    if informative.any():
-        proxies.append(Line2D([], [], linestyle="none", marker="o", markersize=7, markerfacecolor="0.8",
-                              markeredgecolor="black", markeredgewidth=0.5,
-                              label="onset inside the trusted period (colour: onset date)"))
-    if (~informative).any():
-        proxies.append(Line2D([], [], linestyle="none", marker="x", markersize=6, color="0.55",
-                              label="no onset inside the trusted period"))
-    ax.legend(handles=proxies, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncols=2, fontsize="small",
-              frameon=False)
-    return fig
-
-
-def calibration_figure(content: dict):
-    """Tippett plot of the cross-fitted before/after-D log10 LRs (section 6).
-
-    Returns
-    -------
-    matplotlib.figure.Figure or None
-        :func:`pipeline.analysis.calibration.tippett_figure` of the calibrated and the model's own
-        log10 LRs, truly-before pairs solid, truly-after dashed; None without a calibration.
-    """
-    cal = content["calibration"]
-    if not cal["available"]:
-        return None
-    raw = np.asarray(cal["raw_log10_lr"], dtype=float)
-    calibrated = np.asarray(cal["calibrated_log10_lr"], dtype=float)
-    before = np.asarray(cal["before"], dtype=bool)
-    reach = max(abs(cal["bounds"][0]), abs(cal["bounds"][1]), 1.0) + 2.0
-    fig = tippett_figure({f"calibrated (Cllr {cal['cllr']:.3f})": (calibrated, before),
-                          f"model's own (Cllr {cal['cllr_raw']:.3f})": (raw, before)},
-                         f"Held-out trusted images: {cal['n_pairs']} image–date pairs",
-                         xlabel="log10 LR 'taken before D' vs 'taken after D'", h1_name="before D",
-                         h2_name="after D", xlim=(-reach, reach))
-    fig.set_size_inches(PAGE_WIDTH_IN, 5.4)
-    ax = fig.axes[0]
-    ax.set_ylabel("Proportion of image–date pairs with log10 LR ≥ x")
-    handles, labels = ax.get_legend_handles_labels()
-    ax.get_legend().remove()
-    fig.legend(handles, labels, loc="outside lower center", ncols=2, fontsize=7.5, frameon=False)
-    return fig
-
-
-# ----------------------------------------------------------------------------------------------
-# HTML
-# ----------------------------------------------------------------------------------------------
-
-def _embed(fig, fmt: str, alt: str) -> str:
-    """An <img> holding the figure as a data: URI (SVG, or PNG at 300 dpi), shown at print size."""
-    import matplotlib
-
-    buffer = io.BytesIO()
-    if fmt == "svg":
-        with matplotlib.rc_context({"svg.hashsalt": "agetrace-report", "svg.fonttype": "path"}):
-            fig.savefig(buffer, format="svg", metadata={"Date": None})
-        mime = "image/svg+xml"
-    else:
-        fig.savefig(buffer, format="png", dpi=PNG_DPI)
-        mime = "image/png"
-    width_in = fig.get_size_inches()[0]
-    data = base64.b64encode(buffer.getvalue()).decode("ascii")
-    return (f'<img class="figure" style="width: {width_in:.2f}in" src="data:{mime};base64,{data}" '
-            f'alt="{html.escape(alt)}">')
-
-
-def _cell(value, kind: str = "num") -> str:
-    if value is None:
-        return "—"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, (int, np.integer)) or kind == "text":
-        return html.escape(str(value))
-    if kind == "signed":
-        return f"{value:+.4g}"
-    return f"{value:.4g}"
-
-
-def _defect_table(content: dict) -> str:
-    head = "".join(f'<th scope="col">{html.escape(title)}</th>' for _, title in _TABLE_COLUMNS)
-    body = []
-    for d in content["defects"]:
-        cells = []
-        for key, _ in _TABLE_COLUMNS:
-            value = d[key]
-            if key == "measured" and value is None:
-                text = "clipped"
-            elif key in ("channel_name", "type", "onset_from", "onset_to"):
-                text = _cell(value, "text")
-            else:
-                text = _cell(value, "signed" if key == "log_likelihood_ratio" else "num")
-            cls = ' class="date"' if key in ("onset_from", "onset_to") else ""
-            cells.append(f"<td{cls}>{text}</td>")
-        cls = "" if d["informative"] else ' class="uninformative"'
-        body.append(f"<tr{cls}>{''.join(cells)}</tr>")
-    return (f'<table id="defect-table"><thead><tr>{head}</tr></thead>'
-            f"<tbody>{''.join(body)}</tbody></table>")
-
-
-def _lr_table(result: dict) -> str:
-    rows = []
-    for entry in result["before_after"]:
-        if entry.get("note"):
-            rows.append(f"<tr><td>{html.escape(entry['date'])}</td>"
-                        f"<td colspan=\"4\">{html.escape(entry['note'])}</td></tr>")
-        elif entry["log10_lr"] is None:
-            rows.append(f"<tr><td>{html.escape(entry['date'])}</td><td>not calibrated</td><td>—</td><td>—</td>"
-                        f"<td>{entry['raw_log10_lr']:+.2f}</td></tr>")
-        else:
-            lo, hi = entry["bounds"][1]
-            rows.append(f"<tr><td>{html.escape(entry['date'])}</td><td>{entry['log10_lr']:+.2f}</td>"
-                        f"<td>{10 ** entry['log10_lr']:.3g}</td><td>{lo:+.2f} to {hi:+.2f}</td>"
-                        f"<td>{entry['raw_log10_lr']:+.2f}</td></tr>")
-    return ('<table id="lr-table"><thead><tr><th scope="col">date D</th>'
-            '<th scope="col">log10 LR (before D vs after D)</th>'
-            '<th scope="col">LR</th><th scope="col">bounds of log10 LR</th><th scope="col">model\'s own log10 LR</th>'
-            f"</tr></thead><tbody>{''.join(rows)}</tbody></table>")
-
-
-def _key_values(pairs) -> str:
-    rows = "".join(f'<tr><th scope="row">{html.escape(str(k))}</th><td>{html.escape(v)}</td></tr>' for k, v in pairs)
-    return f'<table class="config"><tbody>{rows}</tbody></table>'
-
-
-def _versions_table(versions: dict) -> str:
-    fit, now = versions.get("model_fit") or {}, versions.get("report") or {}
-    names = list(dict.fromkeys([*fit, *now]))
-    rows = "".join(f'<tr><th scope="row">{html.escape(name)}</th><td>{html.escape(str(fit.get(name, "—")))}</td>'
-                   f'<td>{html.escape(str(now.get(name, "—")))}</td></tr>' for name in names)
-    return ('<table class="config" id="versions-table"><thead><tr><th scope="col">software</th>'
-            '<th scope="col">version when the model was fitted</th><th scope="col">version making this report</th>'
-            f"</tr></thead><tbody>{rows}</tbody></table>")
-
-
-def _flat(prefix: str, value) -> list[tuple[str, str]]:
-    if isinstance(value, dict):
-        out = []
-        for k, v in value.items():
-            out.extend(_flat(f"{prefix}.{k}" if prefix else str(k), v))
-        return out
-    if isinstance(value, list):
-        return [(prefix, ", ".join("—" if v is None else str(v) for v in value))]
-    return [(prefix, "—" if value is None else str(value))]
-
-
-_STYLE = """
-body { font-family: "DejaVu Sans", Arial, sans-serif; font-size: 10.5pt; max-width: 8in; margin: 0.4in auto;
-       color: #111; line-height: 1.4; }
-h1 { font-size: 16pt; margin-bottom: 0.1in; }
-h2 { font-size: 13pt; margin-top: 0.35in; border-bottom: 1px solid #999; page-break-after: avoid; }
-section { page-break-inside: auto; }
-figure { margin: 0.1in 0; page-break-inside: avoid; }
-figcaption, p.caption { font-size: 9.5pt; color: #222; margin-top: 0.05in; }
-img.figure { max-width: 100%; height: auto; display: block; }
-table { border-collapse: collapse; font-size: 8.5pt; margin: 0.08in 0; }
-th, td { border: 1px solid #bbb; padding: 2px 5px; text-align: right; vertical-align: top; }
-th { background: #eee; }
-table.config th { text-align: left; font-weight: normal; background: #f4f4f4; }
-table.config td { text-align: left; word-break: break-all; }
-td.date { white-space: nowrap; }
-tr.uninformative td { color: #777; }
-p.warning { border: 2px solid #b00; padding: 4px 8px; color: #900; }
-#summary-table { font-size: 10pt; width: 100%; }
-#summary-table th { width: 2.4in; font-weight: bold; }
-#defect-table { font-size: 8pt; }
-#defect-table th { vertical-align: bottom; }
-"""
-
-
-def render_html(content: dict) -> str:
-    """The report page: the content's tables, its figures embedded, a caption under each.
-
-    Parameters
-    ----------
-    content : dict
-        :func:`build_report`.
-
-    Returns
-    -------
-    str
-        A complete HTML5 document with no external resource and no script.
-    """
-    result = content["dating"]
-    captions = content["captions"]
-    esc = html.escape
-    crange = result["credible_range"]
-
-    def section(key: str, body: str) -> str:
-        return f'<section id="{key}"><h2>{esc(SECTIONS[key])}</h2>{body}</section>'
-
-    def figure(fig, fmt: str, key: str, alt: str) -> str:
-        if fig is None:
-            return f'<p class="caption">{esc(captions[key])}</p>'
-        return f"<figure>{_embed(fig, fmt, alt)}<figcaption>{esc(captions[key])}</figcaption></figure>"
-
-    warnings = []
-    if content["image"]["is_trusted_image"]:
-        warnings.append("This file is one of the trusted images the model was fitted on (dated with "
-                        "--allow-trusted, for checks only): its evidence is optimistic and must not be used as a "
-                        "dating.")
-    summary = [
-        ("questioned image", result["image"]), ("SHA-256", content["image"]["sha256"] or "—"),
-        ("device", result["device"]),
-        ("trusted period", f"{result['period']['from']} to {result['period']['to']}"),
-        ("most probable interval between onsets", f"{result['interval']['from']} to {result['interval']['to']} "
-                                                  f"(probability {result['interval']['probability']:.3f})"),
-        (f"{100 * crange['level']:.0f} % credible range", f"{crange['from']} to {crange['to']}"),
-        ("exposure and ISO used", _fmt_exposure(result)),
-    ]
-    summary_html = ('<table class="config" id="summary-table"><tbody>'
-                    + "".join(f'<tr><th scope="row">{esc(k)}</th><td>{esc(v)}</td></tr>' for k, v in summary)
-                    + "</tbody></table>" + "".join(f'<p class="warning">{esc(w)}</p>' for w in warnings)
-                    + f'<p class="caption">{esc(captions["summary"])}</p>' + _lr_table(result))
-    config = content["configuration"]
-    run = content["run"]
-    config_pairs = _flat("run", run) + _flat("model", config["model"]) + _flat("manifest", config["manifest"]) \
-        + _flat("questioned", config["questioned"]) + _flat("report", config["report"])
-    parts = [
-        section("summary", summary_html),
-        section("defects", f'<p class="caption">{esc(captions["defects"])}</p>' + _defect_table(content)),
-        section("crops", figure(crops_figure(content), "png", "crops",
-                                "Residual crops around the defects with the most evidence")),
-        section("timelines", figure(timelines_figure(content), "svg", "timelines",
-                                    "Residual at each defect in the trusted images against capture date")),
-        section("posterior", figure(posterior_figure(content), "svg", "posterior",
-                                    "Posterior probability density over capture date")),
-        section("defect-map", figure(defect_map_figure(content), "svg", "defect-map",
-                                     "Map of the sensor's defects coloured by onset date")),
-        section("calibration", figure(calibration_figure(content), "svg", "calibration",
-                                      "Tippett plot of held-out before/after likelihood ratios")),
-        section("configuration", f'<p class="caption">{esc(captions["configuration"])}</p>' + _key_values(config_pairs)
-                + _versions_table(config["versions"])),
-    ]
-    title = f"Dating evidence: {Path(result['image']).name}"
-    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f"<title>{esc(title)}</title><style>{_STYLE}</style></head><body>"
-            f"<h1>{esc(title)}</h1>" + "".join(parts) + "</body></html>\n")
 
 
 def _json_ready(value):

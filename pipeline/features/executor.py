@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 
+import numba
 from tqdm.auto import tqdm
 
 __all__ = ["default_workers", "map_batches", "batched", "WorkerPool", "DaskPool", "make_pool"]
@@ -37,8 +38,6 @@ def default_workers() -> int:
 def _single_threaded_worker() -> None:
     # numba.set_num_threads limits this process's parallel regions; changing the
     # NUMBA_NUM_THREADS variable after Numba has started its pool is an error
-    import numba
-
     numba.set_num_threads(1)
 
 
@@ -119,7 +118,7 @@ class DaskPool:
         self._client = self._cluster = self._executor = None
 
     def __enter__(self) -> "DaskPool":
-        try:
+        try:  # an optional extra, so imported only when a Dask pool is opened
             from distributed import Client, LocalCluster
         except ImportError as exc:
             raise ImportError("the Dask executor needs dask.distributed: install the extra with "

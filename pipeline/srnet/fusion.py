@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from pipeline.data.imageio import read_image
 from pipeline.srnet.crops import CROP_NAMES, extract_crops
 from pipeline.srnet.presets import FUSION_METHODS, SRNetConfig
 from pipeline.srnet.runtime import resolve_device, torch_runtime
@@ -253,8 +254,6 @@ def _crops_of_files(
 
 
 def _read_sensor_pixels(path: str | os.PathLike) -> np.ndarray:
-    from pipeline.data.imageio import read_image
-
     return read_image(path).pixels
 
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
 import time
 from collections.abc import Callable
@@ -39,12 +38,13 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from pipeline.logs import get_logger
 from pipeline.srnet.checkpoint import load_checkpoint, save_checkpoint
 from pipeline.srnet.model import SRNet
 from pipeline.srnet.presets import SRNetConfig
 from pipeline.srnet.runtime import resolve_device, torch_runtime
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 # Fields that change neither the trained weights nor their meaning; a checkpoint stays valid
 # when only these differ.

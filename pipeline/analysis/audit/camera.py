@@ -49,16 +49,23 @@ network made for pixel-level noise — can learn those differences.
 from __future__ import annotations
 
 import time
-import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from pipeline.analysis.audit.cnn import (
+    balanced_model,
+    cnn_builder,
+    disjoint_groups,
+    predict_proba,
+    protocol_sets,
+    seeded_rng,
+)
 from pipeline.analysis.audit.common import (
     AuditContext,
     CheckResult,
+    content_model,
     majority_share,
-    model_seed,
     prediction_rows,
     single_threaded_blas,
 )
@@ -68,8 +75,7 @@ from pipeline.analysis.audit.stats import (
     proportion_figure,
 )
 
-__all__ = ["N_SUSCEPTIBILITY", "N_SUSCEPTIBILITY_CNN", "N_VERDICT", "CameraResult", "balanced_model",
-           "camera_check", "disjoint_groups", "protocol_sets", "spread_sample"]
+__all__ = ["N_SUSCEPTIBILITY", "N_SUSCEPTIBILITY_CNN", "N_VERDICT", "CameraResult", "camera_check"]
 
 N_VERDICT = 1
 """Verdict figures (the data-level association)."""
@@ -91,112 +97,6 @@ class CameraResult(CheckResult):
 
     groups: dict = field(default_factory=dict)
     shares: dict = field(default_factory=dict)
-
-
-def _rng(seed: int, what: str) -> np.random.Generator:
-    return np.random.default_rng([seed, zlib.crc32(what.encode())])
-
-
-def disjoint_groups(split, bank) -> tuple[dict, bool]:
-    """Assign every device of the split to one class's group for the Disjoint protocol.
-
-    Whole camera models are dealt out, largest first, to the group with the fewest devices,
-    when there are at least as many models as classes; otherwise devices are dealt out one
-    by one (and the groups may share a model).
-
-    Returns
-    -------
-    (dict, bool)
-        ``class -> list of devices`` (empty dict when there are fewer devices than classes),
-        and whether the groups differ by camera model.
-    """
-    classes = list(split.classes)
-    devices = list(split.devices)
-    if len(devices) < len(classes) or len(classes) < 2:
-        return {}, False
-    model_of = {}
-    for s in bank.samples:
-        model_of.setdefault(s.device, s.camera_model)
-    by_model: dict[str, list] = {}
-    for d in devices:
-        by_model.setdefault(model_of[d], []).append(d)
-    by_model_models = len(by_model) >= len(classes)
-    units = list(by_model.values()) if by_model_models else [[d] for d in devices]
-    units.sort(key=lambda u: (-len(u), devices.index(u[0])))
-    groups = {c: [] for c in classes}
-    for unit in units:
-        target = min(classes, key=lambda c: (len(groups[c]), classes.index(c)))
-        groups[target].extend(unit)
-    return groups, by_model_models
-
-
-def spread_sample(by_device: list[np.ndarray], n: int, rng: np.random.Generator) -> np.ndarray:
-    """``n`` indices drawn as evenly as possible from several devices' index arrays."""
-    queues = [list(rng.permutation(a)) for a in by_device if len(a)]
-    chosen = []
-    while len(chosen) < n and any(queues):
-        for q in queues:
-            if q and len(chosen) < n:
-                chosen.append(q.pop())
-    return np.sort(np.asarray(chosen, dtype=np.int64))
-
-
-def protocol_sets(split, groups: dict, seed: int, max_train: int | None = None) -> dict:
-    """Training indices of the Balanced, Partial and Disjoint protocols (and the class counts they share).
-
-    Without groups (fewer devices than classes) only ``balanced`` is given: every training
-    image, subsampled to ``max_train``.
-    """
-    classes = list(split.classes)
-    if not groups:
-        pool = split.pool_of()
-        if max_train is not None and pool.size > max_train:
-            per_class = {c: max_train // len(classes) for c in classes}
-            rng = _rng(seed, "balanced")
-            pool = np.sort(np.concatenate([spread_sample([split.pool[(d, c)] for d in split.devices
-                                                          if (d, c) in split.pool], per_class[c], rng)
-                                           for c in classes]))
-        return {"balanced": pool}
-    disjoint = {c: split.pool_of(groups[c], [c]) for c in classes}
-    counts = {c: disjoint[c].size for c in classes}
-    if max_train is not None and sum(counts.values()) > max_train:
-        scale = max_train / sum(counts.values())
-        counts = {c: max(1, int(counts[c] * scale)) for c in classes}
-    sets = {}
-    rng = _rng(seed, "disjoint")
-    sets["disjoint"] = np.sort(np.concatenate([
-        spread_sample([split.pool[(d, c)] for d in groups[c] if (d, c) in split.pool], counts[c], rng)
-        for c in classes]))
-    rng = _rng(seed, "balanced")
-    sets["balanced"] = np.sort(np.concatenate([
-        spread_sample([split.pool[(d, c)] for d in split.devices if (d, c) in split.pool], counts[c], rng)
-        for c in classes]))
-    partial_devices = groups[classes[0]]
-    rng = _rng(seed, "partial")
-    sets["partial"] = np.sort(np.concatenate([
-        spread_sample([split.pool[(d, c)] for d in partial_devices if (d, c) in split.pool], counts[c], rng)
-        for c in classes]))
-    sets["counts"] = counts
-    sets["partial_devices"] = list(partial_devices)
-    return sets
-
-
-def _cnn_builder(ctx: AuditContext, name: str, index: np.ndarray, labels, classes, *, crop=None,
-                 channels: str = "rgb"):
-    def build():
-        inputs = ctx.bank.crop_input(index, crop or ctx.cnn.main_crop, channels)
-        config = ctx.cnn.srnet_config(channels=channels, seed=model_seed(ctx.seed, name))
-        return inputs, np.asarray(labels), config, index, classes
-    return build
-
-
-def balanced_model(ctx: AuditContext):
-    """The Balanced model (trained once per audit; the position and colour checks use it too)."""
-    split = ctx.cnn_split
-    groups, _ = disjoint_groups(split, ctx.bank)
-    sets = protocol_sets(split, groups, ctx.seed, ctx.cnn.max_train)
-    index = sets["balanced"]
-    return ctx.store.get("balanced", _cnn_builder(ctx, "balanced", index, ctx.bank.labels[index], split.classes))
 
 
 def _shares(bank, index, predicted, classes) -> dict:
@@ -223,7 +123,7 @@ def _following(key, label, bank, index, predicted, groups, levels, note="", role
 def _device_label_association(ctx: AuditContext, folds: int = 5):
     bank = ctx.bank
     labels, devices = bank.labels, bank.devices
-    rng = _rng(ctx.seed, "association")
+    rng = seeded_rng(ctx.seed, "association")
     fold = np.zeros(labels.size, dtype=np.int64)
     for d in dict.fromkeys(devices.tolist()):
         for c in np.unique(labels):
@@ -248,10 +148,8 @@ def _device_label_association(ctx: AuditContext, folds: int = 5):
 
 def _device_identification(ctx: AuditContext, result, index: np.ndarray, x_test: np.ndarray):
     """Table I: the Balanced training images labelled by device; accuracy on the balanced test set."""
-    from pipeline.analysis.audit.cnn import predict_proba
-
     bank, split, test = ctx.bank, ctx.cnn_split, ctx.cnn_split.test
-    model = ctx.store.get("device_id", _cnn_builder(ctx, "device_id", index, bank.devices[index].astype(str),
+    model = ctx.store.get("device_id", cnn_builder(ctx, "device_id", index, bank.devices[index].astype(str),
                                                      np.asarray(split.devices, dtype=str)))
     proba = predict_proba(model, x_test)
     guess = np.asarray(model.classes)[proba.argmax(axis=1)]
@@ -301,8 +199,6 @@ def camera_check(ctx: AuditContext) -> CameraResult:
     result.details["test_per_cell"] = int(split.per_cell)
 
     # cheap model: colour statistics, logistic regression
-    from pipeline.analysis.audit.content import content_model
-
     colour_pred = {}
     for name in ("balanced", "disjoint"):
         idx = sets[name]
@@ -320,8 +216,6 @@ def camera_check(ctx: AuditContext) -> CameraResult:
     result.shares["colour-disjoint"] = _shares(bank, test, colour_pred["disjoint"], classes)
 
     if ctx.cnn is not None:
-        from pipeline.analysis.audit.cnn import predict_proba
-
         crop = ctx.cnn.main_crop
         x_test = bank.crop_input(test, crop)
         predicted, trained = {}, {}
@@ -330,7 +224,7 @@ def camera_check(ctx: AuditContext) -> CameraResult:
                 model = balanced_model(ctx)
             else:
                 idx = sets[name]
-                model = ctx.store.get(name, _cnn_builder(ctx, name, idx, bank.labels[idx], classes))
+                model = ctx.store.get(name, cnn_builder(ctx, name, idx, bank.labels[idx], classes))
             proba = predict_proba(model, x_test)
             predicted[name] = np.asarray(model.classes)[proba.argmax(axis=1)]
             trained[name] = model

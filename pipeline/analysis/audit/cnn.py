@@ -12,12 +12,17 @@ checks), so an audit never trains one model twice. Given a folder, it keeps each
 training checkpoint there (``models/<name>.pt`` of the audit's output), so that an audit run
 again after an interruption loads the models it finished, resumes the one it was training,
 and recomputes only the cheap evaluations: the figures equal those of an uninterrupted run.
+
+The camera check's protocols choose their training images here too (:func:`disjoint_groups`,
+:func:`protocol_sets`), because the Balanced model they define (:func:`balanced_model`) is the
+one the camera, position and colour checks share.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +30,14 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["CnnSettings", "ModelStore", "TrainedModel", "colour_jitter", "predict_proba", "train_model"]
+from pipeline.analysis.audit.common import AuditContext, model_seed
+from pipeline.logs import get_logger
+from pipeline.srnet.presets import preset_config
+
+__all__ = ["CnnSettings", "ModelStore", "TrainedModel", "balanced_model", "cnn_builder", "colour_jitter",
+           "disjoint_groups", "predict_proba", "protocol_sets", "seeded_rng", "spread_sample", "train_model"]
+
+logger = get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -95,8 +107,6 @@ class CnnSettings:
 
     def srnet_config(self, *, patch: int | None = None, channels: str = "rgb", seed: int = 0):
         """The :class:`~pipeline.srnet.presets.SRNetConfig` of one model (no torch import)."""
-        from pipeline.srnet.presets import preset_config
-
         values = {"epochs": self.epochs, "batch_size": self.batch_size,
                   "lr_drop_epoch": max(1, round(0.75 * self.epochs)), "patch": patch or self.patch,
                   "channels": channels, "seed": int(seed) % (2 ** 31), "num_threads": self.threads}
@@ -235,15 +245,12 @@ class ModelStore:
     ----------
     progress : bool
         Show training progress bars.
-    log : callable
-        Receives one line per trained model.
     folder : path, optional
         Where each model's training checkpoint ``<name>.pt`` is kept (None: nowhere, no resume).
     """
 
-    def __init__(self, progress: bool = False, log: Callable[[str], None] = print, folder=None):
+    def __init__(self, progress: bool = False, folder=None):
         self.progress = progress
-        self.log = log
         self.folder = None if folder is None else Path(folder)
         self.models: dict[str, TrainedModel] = {}
 
@@ -257,7 +264,7 @@ class ModelStore:
             done, epochs = model.epochs_trained_now, len(model.history)
             how = (f"trained {name}" if done == epochs else f"loaded {name} from {checkpoint} (trained earlier)"
                    if done == 0 else f"resumed {name} from {checkpoint} ({done} of {epochs} epochs trained now)")
-            self.log(f"  {how}: {len(labels)} training inputs, training accuracy {model.train_accuracy:.3f}, "
+            logger.info(f"  {how}: {len(labels)} training inputs, training accuracy {model.train_accuracy:.3f}, "
                      f"{model.seconds:.1f} s")
             self.models[name] = model
         return self.models[name]
@@ -265,6 +272,116 @@ class ModelStore:
     def trained(self, name: str) -> TrainedModel | None:
         """The model called ``name`` if it has been trained, else None."""
         return self.models.get(name)
+
+
+# ---------------------------------------------------------------- the camera protocols' training sets
+
+def seeded_rng(seed: int, what: str) -> np.random.Generator:
+    """The audit's random stream for one purpose (``what``) under the audit seed."""
+    return np.random.default_rng([seed, zlib.crc32(what.encode())])
+
+
+def disjoint_groups(split, bank) -> tuple[dict, bool]:
+    """Assign every device of the split to one class's group for the Disjoint protocol.
+
+    Whole camera models are dealt out, largest first, to the group with the fewest devices,
+    when there are at least as many models as classes; otherwise devices are dealt out one
+    by one (and the groups may share a model).
+
+    Returns
+    -------
+    (dict, bool)
+        ``class -> list of devices`` (empty dict when there are fewer devices than classes),
+        and whether the groups differ by camera model.
+    """
+    classes = list(split.classes)
+    devices = list(split.devices)
+    if len(devices) < len(classes) or len(classes) < 2:
+        return {}, False
+    model_of = {}
+    for s in bank.samples:
+        model_of.setdefault(s.device, s.camera_model)
+    by_model: dict[str, list] = {}
+    for d in devices:
+        by_model.setdefault(model_of[d], []).append(d)
+    by_model_models = len(by_model) >= len(classes)
+    units = list(by_model.values()) if by_model_models else [[d] for d in devices]
+    units.sort(key=lambda u: (-len(u), devices.index(u[0])))
+    groups = {c: [] for c in classes}
+    for unit in units:
+        target = min(classes, key=lambda c: (len(groups[c]), classes.index(c)))
+        groups[target].extend(unit)
+    return groups, by_model_models
+
+
+def spread_sample(by_device: list[np.ndarray], n: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` indices drawn as evenly as possible from several devices' index arrays."""
+    queues = [list(rng.permutation(a)) for a in by_device if len(a)]
+    chosen = []
+    while len(chosen) < n and any(queues):
+        for q in queues:
+            if q and len(chosen) < n:
+                chosen.append(q.pop())
+    return np.sort(np.asarray(chosen, dtype=np.int64))
+
+
+def protocol_sets(split, groups: dict, seed: int, max_train: int | None = None) -> dict:
+    """Training indices of the Balanced, Partial and Disjoint protocols (and the class counts they share).
+
+    Without groups (fewer devices than classes) only ``balanced`` is given: every training
+    image, subsampled to ``max_train``.
+    """
+    classes = list(split.classes)
+    if not groups:
+        pool = split.pool_of()
+        if max_train is not None and pool.size > max_train:
+            per_class = {c: max_train // len(classes) for c in classes}
+            rng = seeded_rng(seed, "balanced")
+            pool = np.sort(np.concatenate([spread_sample([split.pool[(d, c)] for d in split.devices
+                                                          if (d, c) in split.pool], per_class[c], rng)
+                                           for c in classes]))
+        return {"balanced": pool}
+    disjoint = {c: split.pool_of(groups[c], [c]) for c in classes}
+    counts = {c: disjoint[c].size for c in classes}
+    if max_train is not None and sum(counts.values()) > max_train:
+        scale = max_train / sum(counts.values())
+        counts = {c: max(1, int(counts[c] * scale)) for c in classes}
+    sets = {}
+    rng = seeded_rng(seed, "disjoint")
+    sets["disjoint"] = np.sort(np.concatenate([
+        spread_sample([split.pool[(d, c)] for d in groups[c] if (d, c) in split.pool], counts[c], rng)
+        for c in classes]))
+    rng = seeded_rng(seed, "balanced")
+    sets["balanced"] = np.sort(np.concatenate([
+        spread_sample([split.pool[(d, c)] for d in split.devices if (d, c) in split.pool], counts[c], rng)
+        for c in classes]))
+    partial_devices = groups[classes[0]]
+    rng = seeded_rng(seed, "partial")
+    sets["partial"] = np.sort(np.concatenate([
+        spread_sample([split.pool[(d, c)] for d in partial_devices if (d, c) in split.pool], counts[c], rng)
+        for c in classes]))
+    sets["counts"] = counts
+    sets["partial_devices"] = list(partial_devices)
+    return sets
+
+
+def cnn_builder(ctx: AuditContext, name: str, index: np.ndarray, labels, classes, *, crop=None,
+                channels: str = "rgb"):
+    """The ``build`` callable from which :meth:`ModelStore.get` trains model ``name`` (crops of images ``index``)."""
+    def build():
+        inputs = ctx.bank.crop_input(index, crop or ctx.cnn.main_crop, channels)
+        config = ctx.cnn.srnet_config(channels=channels, seed=model_seed(ctx.seed, name))
+        return inputs, np.asarray(labels), config, index, classes
+    return build
+
+
+def balanced_model(ctx: AuditContext):
+    """The Balanced model (trained once per audit; the position and colour checks use it too)."""
+    split = ctx.cnn_split
+    groups, _ = disjoint_groups(split, ctx.bank)
+    sets = protocol_sets(split, groups, ctx.seed, ctx.cnn.max_train)
+    index = sets["balanced"]
+    return ctx.store.get("balanced", cnn_builder(ctx, "balanced", index, ctx.bank.labels[index], split.classes))
 
 
 _YIQ = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])

@@ -1,20 +1,25 @@
-"""What every check shares: its result's base class and the context an audit hands to each check."""
+"""What every check shares: its result's base class, the context an audit hands to each check, and the cheap
+scikit-learn model that the content and camera checks fit."""
 
 from __future__ import annotations
 
 import zlib
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from sklearn.decomposition import PCA
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from threadpoolctl import threadpool_limits
 
 from pipeline.analysis.audit.stats import AuditLevels, Figure, worst_verdict
 
 WIDE_INTERVAL = 0.4
 """Screening intervals wider than this get a low-power note."""
 
-__all__ = ["AuditContext", "CheckResult", "majority_share", "model_seed", "prediction_rows",
+__all__ = ["AuditContext", "CheckResult", "content_model", "majority_share", "model_seed", "prediction_rows",
            "single_threaded_blas"]
 
 
@@ -102,7 +107,6 @@ class AuditContext:
         None: the CNN parts are skipped.
     store : ModelStore or None
     progress : bool
-    log : callable
     """
 
     bank: object
@@ -114,7 +118,6 @@ class AuditContext:
     cnn: object | None = None
     store: object | None = None
     progress: bool = False
-    log: Callable[[str], None] = print
 
 
 def majority_share(labels) -> float:
@@ -156,6 +159,19 @@ def single_threaded_blas():
     multi-threaded BLAS on a busy machine their threads spin and wait (measured: 27 s
     instead of 1.9 s for 80 fits under a load of 12 on 2 cores).
     """
-    from threadpoolctl import threadpool_limits
-
     return threadpool_limits(limits=1)
+
+
+def content_model(kind: str, n_train: int, seed: int = 0):
+    """The scikit-learn pipeline of one content-only baseline (``colour`` or ``thumbnail``).
+
+    The camera check fits the ``colour`` one too, as its cheap model of camera processing.
+    """
+    classifier = LogisticRegression(C=1.0, max_iter=5000)
+    if kind == "colour":
+        return make_pipeline(StandardScaler(), classifier)
+    if kind == "thumbnail":
+        return make_pipeline(StandardScaler(), PCA(n_components=max(1, min(20, n_train - 1)), random_state=seed),
+                             classifier)
+    raise ValueError(f"unknown content model {kind!r}; use 'colour' or 'thumbnail'")
+

@@ -30,13 +30,14 @@ import numpy as np
 from pipeline.analysis.audit.common import (
     AuditContext,
     CheckResult,
+    content_model,
     majority_share,
     prediction_rows,
     single_threaded_blas,
 )
 from pipeline.analysis.audit.stats import proportion_figure
 
-__all__ = ["N_FIGURES", "ContentResult", "content_check", "content_model"]
+__all__ = ["N_FIGURES", "ContentResult", "content_check"]
 
 N_FIGURES = 2
 """Judged figures of this check (the Bonferroni family counts them)."""
@@ -48,22 +49,6 @@ class ContentResult(CheckResult):
     """Result of :func:`content_check`; ``per_device`` maps model -> device -> mean accuracy over runs."""
 
     per_device: dict = field(default_factory=dict)
-
-
-def content_model(kind: str, n_train: int, seed: int = 0):
-    """The scikit-learn pipeline of one content-only baseline (``colour`` or ``thumbnail``)."""
-    from sklearn.decomposition import PCA
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    classifier = LogisticRegression(C=1.0, max_iter=5000)
-    if kind == "colour":
-        return make_pipeline(StandardScaler(), classifier)
-    if kind == "thumbnail":
-        return make_pipeline(StandardScaler(), PCA(n_components=max(1, min(20, n_train - 1)), random_state=seed),
-                             classifier)
-    raise ValueError(f"unknown content model {kind!r}; use 'colour' or 'thumbnail'")
 
 
 def content_check(ctx: AuditContext) -> ContentResult:

@@ -28,10 +28,15 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from pipeline.data.errors import ImageReadError
+from pipeline.data.imageio import read_image
 from pipeline.data.manifest import Manifest
+from pipeline.logs import get_logger
+from pipeline.srnet.crops import CROP_NAMES, crop_boxes
 
 __all__ = ["COLOUR_FEATURE_NAMES", "THUMB_GRID", "AuditSample", "ImageBank", "block_mean", "colour_statistics",
            "load_bank", "thumbnail"]
+
+logger = get_logger(__name__)
 
 THUMB_GRID = (12, 16)
 """Thumbnail grid (rows, columns) of a landscape frame; transposed for portrait frames."""
@@ -238,7 +243,7 @@ def _camera_model(row, image) -> str:
 
 
 def load_bank(manifest: Manifest, *, patch: int | None = None, random_patch: int | None = None, n_random: int = 0,
-              seed: int = 0, strict: bool = False, progress: bool = True, log=print) -> ImageBank:
+              seed: int = 0, strict: bool = False, progress: bool = True) -> ImageBank:
     """Read every image of ``manifest`` once and keep what the checks need.
 
     Parameters
@@ -255,8 +260,6 @@ def load_bank(manifest: Manifest, *, patch: int | None = None, random_patch: int
         Raise on the first unreadable image instead of recording it.
     progress : bool
         Show a progress bar.
-    log : callable
-        Receives one line per image left out.
 
     Returns
     -------
@@ -269,8 +272,6 @@ def load_bank(manifest: Manifest, *, patch: int | None = None, random_patch: int
     ValueError
         If no image at all could be read.
     """
-    from pipeline.data.imageio import read_image
-    from pipeline.srnet.crops import CROP_NAMES, crop_boxes
 
     if patch is not None and (int(patch) != patch or patch < 2):
         raise ValueError(f"patch must be an integer >= 2, got {patch!r}")
@@ -291,7 +292,7 @@ def load_bank(manifest: Manifest, *, patch: int | None = None, random_patch: int
             if strict:
                 raise ImageReadError(path, reason, "Fix or remove it, or run without --strict to skip it.") from exc
             failures.append((path, reason))
-            log(f"left out {path}: {reason}")
+            logger.info(f"left out {path}: {reason}")
             continue
         ok = True
         if patch:
@@ -304,7 +305,7 @@ def load_bank(manifest: Manifest, *, patch: int | None = None, random_patch: int
                                      f"{random_patch}x{random_patch} random crop")
             except ValueError as exc:
                 ok = False
-                log(f"{path}: no CNN crops ({exc})")
+                logger.info(f"{path}: no CNN crops ({exc})")
             if ok:
                 for name in CROP_NAMES:
                     top, left, bottom, right = boxes[name]

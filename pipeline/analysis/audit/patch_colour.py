@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from pipeline.analysis.audit.cnn import balanced_model, colour_jitter, predict_proba
 from pipeline.analysis.audit.common import (
     AuditContext,
     CheckResult,
@@ -58,9 +59,6 @@ def patch_colour_check(ctx: AuditContext) -> PatchColourResult:
         Verdict-bearing ``random_crop_accuracy``, ``jitter_drop`` and ``grayscale_drop``;
         context accuracies of the three models.
     """
-    from pipeline.analysis.audit.camera import balanced_model
-    from pipeline.analysis.audit.cnn import colour_jitter, predict_proba
-
     started = time.perf_counter()
     result = PatchColourResult("patch", "Patch size and colour",
                                "Does the label show in small random patches, and does the model need global colour?")

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from pipeline.analysis.audit.cnn import balanced_model, predict_proba
 from pipeline.analysis.audit.common import (
     AuditContext,
     CheckResult,
@@ -34,6 +35,7 @@ from pipeline.analysis.audit.common import (
     prediction_rows,
 )
 from pipeline.analysis.audit.stats import proportion_figure
+from pipeline.srnet.crops import CROP_NAMES
 
 __all__ = ["MIRROR", "N_FIGURES", "PositionResult", "position_check"]
 
@@ -60,10 +62,6 @@ def position_check(ctx: AuditContext) -> PositionResult:
         ``position_<crop>_accuracy`` per crop (its own included), and
         ``device_id_left_to_right_accuracy`` when a device model exists.
     """
-    from pipeline.analysis.audit.camera import balanced_model
-    from pipeline.analysis.audit.cnn import predict_proba
-    from pipeline.srnet.crops import CROP_NAMES
-
     started = time.perf_counter()
     result = PositionResult("position", "Position", "Does the learned signal stay at the sensor positions it "
                             "was learned at, as a defect signal does?")

@@ -23,6 +23,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from matplotlib.figure import Figure
 
 from pipeline.analysis.audit.stats import FOUND, JUDGED, NO_BIAS, SUSPECTED
 from pipeline.analysis.provenance import package_versions, utc_now, write_json
@@ -148,11 +149,14 @@ def markdown(record: dict, results, levels, plots: dict, bank) -> str:
 
 
 def _save(fig, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
     with atomic_write(path, "wb") as fh:
         fig.savefig(fh, format="png", dpi=110)
-    plt.close(fig)
+
+
+def _subplots(*grid, figsize, **kwargs):
+    """A figure without pyplot (no global figure registry, no backend switch) and its axes."""
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(*grid, **kwargs)
 
 
 def _bars(ax, figures, title):
@@ -171,15 +175,10 @@ def _bars(ax, figures, title):
 
 def make_plots(out: Path, results) -> dict:
     """Write the plots; return check name -> file name."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
     plots = {}
     verdict_figs = [(r, f) for r in results for f in r.figures if f.role in JUDGED]
     if verdict_figs:
-        fig, ax = plt.subplots(figsize=(7.5, 0.42 * len(verdict_figs) + 1.2))
+        fig, ax = _subplots(figsize=(7.5, 0.42 * len(verdict_figs) + 1.2))
         colours = {NO_BIAS: "#4a8f4a", SUSPECTED: "#d9a000", FOUND: "#c0392b"}
         for y, (r, f) in enumerate(reversed(verdict_figs)):
             offset = f.value - f.chance
@@ -200,11 +199,11 @@ def make_plots(out: Path, results) -> dict:
         if not r.figures:
             continue
         if r.name == "content":
-            fig, ax = plt.subplots(figsize=(max(5, 0.5 * len(r.figures) + 2), 3.6))
+            fig, ax = _subplots(figsize=(max(5, 0.5 * len(r.figures) + 2), 3.6))
             _bars(ax, r.figures, "content-only baselines (accuracy, screening CI, dashed: chance)")
         elif r.name == "camera" and getattr(r, "shares", None):
             models = list(r.shares)
-            fig, axes = plt.subplots(1, len(models), figsize=(3.2 * len(models), 3.4), squeeze=False, sharey=True)
+            fig, axes = _subplots(1, len(models), figsize=(3.2 * len(models), 3.4), squeeze=False, sharey=True)
             for ax, model in zip(axes[0], models):
                 devices = list(r.shares[model])
                 classes = list(next(iter(r.shares[model].values())))
@@ -221,11 +220,11 @@ def make_plots(out: Path, results) -> dict:
             axes[0][-1].legend(fontsize=7)
             fig.suptitle("Predicted classes per device (cf. the paper's Fig. 3)", fontsize=10)
         elif r.name == "position":
-            fig, ax = plt.subplots(figsize=(5.5, 3.4))
+            fig, ax = _subplots(figsize=(5.5, 3.4))
             _bars(ax, [f for f in r.figures if f.key.startswith("position_")] +
                   [r.figure("other_positions_accuracy")], "Balanced model away from its training crop")
         elif r.name == "patch":
-            fig, ax = plt.subplots(figsize=(5.5, 3.4))
+            fig, ax = _subplots(figsize=(5.5, 3.4))
             _bars(ax, [r.figure(k) for k in ("balanced_accuracy", "random_crop_accuracy", "jitter_accuracy",
                                              "grayscale_accuracy")], "patch size and colour (accuracy)")
         else:
@@ -237,7 +236,7 @@ def make_plots(out: Path, results) -> dict:
     return plots
 
 
-def write_report(out: Path | None, record: dict, results, bank, levels, plan: dict, manifest, *, log=print) -> dict:
+def write_report(out: Path | None, record: dict, results, bank, levels, plan: dict, manifest) -> dict:
     """Write every output file (when ``out`` is given) and return the audit's result dict."""
     record.update({
         "levels": {"family_size": levels.family_size, "alpha_suspect": levels.alpha_suspect,

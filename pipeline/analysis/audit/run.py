@@ -9,11 +9,18 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.analysis.audit.cnn import CnnSettings, ModelStore
+from pipeline.analysis.audit import camera, content, patch_colour, position
+from pipeline.analysis.audit.cnn import CnnSettings, ModelStore, disjoint_groups
 from pipeline.analysis.audit.common import AuditContext
+from pipeline.analysis.audit.data import load_bank
+from pipeline.analysis.audit.report import start_record, write_report
+from pipeline.analysis.audit.splits import cnn_split, content_splits
 from pipeline.analysis.audit.stats import JUDGED, AuditLevels
+from pipeline.logs import get_logger
 
 __all__ = ["CHECKS", "AuditConfig", "planned_figures", "run_audit"]
+
+logger = get_logger(__name__)
 
 CHECKS = ("content", "camera", "position", "patch")
 """Check names, in the order they run and are reported."""
@@ -75,8 +82,6 @@ class AuditConfig:
 
 def planned_figures(config: AuditConfig, *, has_content_splits: bool, has_groups: bool) -> dict:
     """Number of judged figures each selected check will report (the Bonferroni family)."""
-    from pipeline.analysis.audit import camera, content, patch_colour, position
-
     cnn = config.cnn is not None
     plan = {}
     for name in config.checks:
@@ -93,17 +98,12 @@ def planned_figures(config: AuditConfig, *, has_content_splits: bool, has_groups
 
 
 def _check_function(name: str):
-    from pipeline.analysis.audit.camera import camera_check
-    from pipeline.analysis.audit.content import content_check
-    from pipeline.analysis.audit.patch_colour import patch_colour_check
-    from pipeline.analysis.audit.position import position_check
-
-    return {"content": content_check, "camera": camera_check, "position": position_check,
-            "patch": patch_colour_check}[name]
+    return {"content": content.content_check, "camera": camera.camera_check, "position": position.position_check,
+            "patch": patch_colour.patch_colour_check}[name]
 
 
-def run_audit(manifest, out_dir: str | Path | None, config: AuditConfig, *, extra_record: dict | None = None,
-              log=print) -> dict:
+def run_audit(manifest, out_dir: str | Path | None, config: AuditConfig, *,
+              extra_record: dict | None = None) -> dict:
     """Run the checks of ``config`` on ``manifest`` and write the report to ``out_dir``.
 
     Parameters
@@ -115,8 +115,8 @@ def run_audit(manifest, out_dir: str | Path | None, config: AuditConfig, *, extr
     config : AuditConfig
     extra_record : dict, optional
         Further entries for ``audit.json`` (e.g. the synthetic dataset's location).
-    log : callable
-        Progress lines.
+
+    Progress lines go to this module's logger (``agetrace.analysis.audit.run``) at INFO.
 
     Returns
     -------
@@ -124,11 +124,6 @@ def run_audit(manifest, out_dir: str | Path | None, config: AuditConfig, *, extr
         ``results`` (list of check results), ``record`` (what ``audit.json`` holds),
         ``summary_text`` (the printed summary), ``files`` (paths written) and ``out``.
     """
-    from pipeline.analysis.audit.camera import disjoint_groups
-    from pipeline.analysis.audit.data import load_bank
-    from pipeline.analysis.audit.report import start_record, write_report
-    from pipeline.analysis.audit.splits import cnn_split, content_splits
-
     started = time.perf_counter()
     out = None if out_dir is None else Path(out_dir)
     record = start_record(out, config, manifest, extra_record or {})
@@ -137,8 +132,8 @@ def run_audit(manifest, out_dir: str | Path | None, config: AuditConfig, *, extr
     bank = load_bank(manifest, patch=cnn.patch if needs_crops else None,
                      random_patch=cnn.random_patch if needs_crops and "patch" in config.checks else None,
                      n_random=max(cnn.n_random_train, cnn.n_random_test) if needs_crops and "patch" in config.checks
-                     else 0, seed=config.seed, strict=config.strict, progress=config.progress, log=log)
-    log(f"Read {len(bank.samples)} image(s) of {len(set(bank.devices.tolist()))} device(s)"
+                     else 0, seed=config.seed, strict=config.strict, progress=config.progress)
+    logger.info(f"Read {len(bank.samples)} image(s) of {len(set(bank.devices.tolist()))} device(s)"
         + (f"; {len(bank.failures)} left out" if bank.failures else ""))
     splits = content_splits(manifest, bank, runs=config.runs, test_size=config.test_size, seed=config.seed,
                             out=out) if "content" in config.checks else None
@@ -148,20 +143,20 @@ def run_audit(manifest, out_dir: str | Path | None, config: AuditConfig, *, extr
             split = cnn_split(bank, test_size=cnn.test_size if cnn else CnnSettings().test_size, seed=config.seed,
                               out=out, usable=None if needs_crops else np.ones(len(bank.samples), bool))
         except ValueError as exc:
-            log(f"No balanced split possible ({exc}); the camera, position and patch checks are skipped")
+            logger.info(f"No balanced split possible ({exc}); the camera, position and patch checks are skipped")
     groups = disjoint_groups(split, bank)[0] if split is not None else {}
     plan = planned_figures(config, has_content_splits=bool(splits), has_groups=bool(groups))
     if split is None:
         plan.update({c: 0 for c in ("camera", "position", "patch") if c in plan})
     levels = AuditLevels(max(1, sum(plan.values())), config.alpha_suspect, config.alpha_found)
     ctx = AuditContext(bank, levels, config.seed, out, splits, split, cnn if split is not None else None,
-                       ModelStore(config.progress, log, None if out is None else out / "models"),
-                       config.progress, log)
+                       ModelStore(config.progress, None if out is None else out / "models"),
+                       config.progress)
     results = []
     for name in config.checks:
         if name != "content" and split is None:
             continue
-        log(f"Check '{name}' ...")
+        logger.info(f"Check '{name}' ...")
         result = _check_function(name)(ctx)
         planned = plan.get(name, 0)
         got = sum(f.role in JUDGED for f in result.figures)
@@ -169,7 +164,7 @@ def run_audit(manifest, out_dir: str | Path | None, config: AuditConfig, *, extr
             raise RuntimeError(f"check {name!r} reported {got} judged figures but {planned} were planned "
                                "for the Bonferroni family; this is a bug")
         stress = "" if result.susceptibility is None else f"; stress test: {result.susceptibility}"
-        log(f"  {result.title}: {result.verdict or 'not run'}{stress} ({result.seconds:.1f} s)")
+        logger.info(f"  {result.title}: {result.verdict or 'not run'}{stress} ({result.seconds:.1f} s)")
         results.append(result)
     record["seconds_total"] = round(time.perf_counter() - started, 2)
-    return write_report(out, record, results, bank, levels, plan, manifest, log=log)
+    return write_report(out, record, results, bank, levels, plan, manifest)

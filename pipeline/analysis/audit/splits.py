@@ -2,7 +2,7 @@
 
 * :func:`content_splits` makes exactly the splits ``python -m pipeline.ml_age`` makes with the
   same root seed, runs and test size (per device, its images in time order, seed
-  :func:`pipeline.analysis.experiment.device_seed`), writes them as
+  :func:`pipeline.data.splits.device_seed`), writes them as
   ``splits/<device>/run_XX.csv`` in the experiment's format, and works from the files read
   back, so that the content baselines and the age estimators are compared on identical
   splits.
@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.data.manifest import Manifest
-from pipeline.data.splits import Split, read_split, stratified_splits, write_split
+from pipeline.data.splits import Split, device_seed, read_split, stratified_splits, write_split
 
 __all__ = ["CnnSplit", "cnn_split", "content_splits"]
 
@@ -38,8 +38,6 @@ def content_splits(manifest: Manifest, bank, *, runs: int, test_size: float, see
     dict
         device -> list of ``(train_idx, test_idx)`` into ``bank.samples``.
     """
-    from pipeline.analysis.experiment import device_seed
-
     where = {s.path: s.index for s in bank.samples}
     result = {}
     for device in manifest.devices:

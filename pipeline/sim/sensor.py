@@ -21,12 +21,12 @@ from functools import cached_property
 
 import numpy as np
 
-from pipeline.data.sim_config import CFA_PATTERNS, SimulationConfig
-from pipeline.data.sim_defects import DefectSet, sample_defects
-from pipeline.data.sim_isp import Isp, cfa_color_map
-from pipeline.data.sim_scenes import LIGHTING, render_scene
-from pipeline.data.sim_schedule import (STREAM_DEFECTS, STREAM_PRNU, Capture, device_seed, image_rng,
-                                        plan_captures)
+from pipeline.sim.config import CFA_PATTERNS, SimulationConfig
+from pipeline.sim.defects import DefectSet, sample_defects
+from pipeline.sim.isp import Isp, cfa_color_map
+from pipeline.sim.scenes import LIGHTING, render_scene
+from pipeline.sim.schedule import (STREAM_DEFECTS, STREAM_PRNU, Capture, device_seed, image_rng,
+                                   plan_captures)
 
 __all__ = ["SimulatedDevice", "RenderedCapture"]
 
@@ -56,7 +56,7 @@ class RenderedCapture:
 
 
 class SimulatedDevice:
-    """A camera body of a :class:`~pipeline.data.sim_config.SimulationConfig`.
+    """A camera body of a :class:`~pipeline.sim.config.SimulationConfig`.
 
     Parameters
     ----------

@@ -14,7 +14,7 @@ from datetime import datetime
 
 import numpy as np
 
-from pipeline.data.sim_config import CFA_PATTERNS, DefectConfig
+from pipeline.sim.config import CFA_PATTERNS, DefectConfig
 
 __all__ = ["DefectSet", "SECONDS_PER_YEAR", "poisson_onsets", "sample_defects", "to_datetime64"]
 

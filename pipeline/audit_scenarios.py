@@ -1,7 +1,7 @@
 """The audit's acceptance scenarios on the synthetic aging camera, with the CNN: a reproducible table.
 
-    python -m pipeline.analysis.audit.scenarios [--scenarios no_bias,scene_bias,processing_bias,default]
-                                                [--seeds 5] [--size 1024x768] [--threads 1] [--out DIR]
+    python -m pipeline.audit_scenarios [--scenarios no_bias,scene_bias,processing_bias,default]
+                                       [--seeds 5] [--size 1024x768] [--threads 1] [--out DIR] [-q | -v]
 
 For each scenario a synthetic dataset is generated (or taken from the cache) with the
 override below, and the full audit runs on it with the given CNN settings; ``no_bias`` runs
@@ -29,6 +29,13 @@ import argparse
 import time
 from pathlib import Path
 
+from pipeline.analysis.audit.cnn import CnnSettings
+from pipeline.analysis.audit.run import AuditConfig, run_audit
+from pipeline.analysis.provenance import package_versions, utc_now, write_json
+from pipeline.cli import comma_list, new_parser, run_command
+from pipeline.data.manifest import load_manifest
+from pipeline.sim import default_dataset
+
 SCENARIOS = {
     "no_bias": {"scenes.scene_bias": 0.0, "processing.processing_bias": 0.0},
     "scene_bias": {"scenes.scene_bias": 1.0},
@@ -53,30 +60,31 @@ def _overrides(name: str, size: tuple[int, int], sim_seed: int, images_per_class
     return overrides
 
 
-def main(argv=None) -> int:
-    from pipeline.analysis.audit.cnn import CnnSettings
-    from pipeline.analysis.audit.run import AuditConfig, run_audit
-    from pipeline.analysis.provenance import package_versions, utc_now, write_json
-    from pipeline.data.manifest import load_manifest
-    from pipeline.data.simulator import default_dataset
-
-    p = argparse.ArgumentParser(prog="python -m pipeline.analysis.audit.scenarios",
-                                description=__doc__.split("\n\n")[0])
-    p.add_argument("--scenarios", default=",".join(SCENARIOS), help=f"comma-separated, from {','.join(SCENARIOS)}")
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line parser of ``python -m pipeline.audit_scenarios``."""
+    p = new_parser("python -m pipeline.audit_scenarios", __doc__.split("\n\n")[0])
+    p.add_argument("--scenarios", type=comma_list(SCENARIOS, "scenario"), default=",".join(SCENARIOS),
+                   help=f"comma-separated, from {','.join(SCENARIOS)}")
     p.add_argument("--seeds", type=int, default=5, help="runs of no_bias (dataset and audit seed both change)")
     p.add_argument("--size", default="1024x768", help="image size WxH of the synthetic devices")
     p.add_argument("--images-per-class", type=int, default=None, help="images per class and device (default 60)")
-    p.add_argument("--patch", type=int, default=64)
-    p.add_argument("--random-patch", type=int, default=32)
-    p.add_argument("--epochs", type=int, default=8)
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--no-camera-extras", action="store_true")
-    p.add_argument("--out", type=Path, default=Path("agetrace-out/audit-scenarios"))
-    args = p.parse_args(argv)
-    names = [n.strip() for n in args.scenarios.split(",") if n.strip()]
-    unknown = [n for n in names if n not in SCENARIOS]
-    if unknown:
-        p.error(f"unknown scenario(s) {unknown}; choose from {', '.join(SCENARIOS)}")
+    p.add_argument("--patch", type=int, default=64, help="fixed crop side of the CNN checks")
+    p.add_argument("--random-patch", type=int, default=32, help="random crop side")
+    p.add_argument("--epochs", type=int, default=8, help="training epochs per network")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
+    p.add_argument("--no-camera-extras", action="store_true", help="skip the Partial protocol and device "
+                                                                    "identification")
+    p.add_argument("--out", type=Path, default=Path("agetrace-out/audit-scenarios"), help="output folder")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run every scenario's audit; print and write the table. Returns the exit status."""
+    return run_command(_run, build_parser().parse_args(argv), ())
+
+
+def _run(args: argparse.Namespace) -> int:
+    names = args.scenarios
     width, height = (int(v) for v in args.size.lower().split("x"))
     cnn = CnnSettings(patch=args.patch, random_patch=args.random_patch, epochs=args.epochs, threads=args.threads,
                       camera_extras=not args.no_camera_extras)
@@ -90,7 +98,7 @@ def main(argv=None) -> int:
             generated = time.perf_counter() - started
             out = args.out / f"{name}_{i}"
             result = run_audit(load_manifest(data.manifest_path), out,
-                               AuditConfig(seed=i, cnn=cnn, progress=False), log=lambda *a: None)
+                               AuditConfig(seed=i, cnn=cnn, progress=False))
             seconds = time.perf_counter() - started - generated
             checks = {r.name: {"verdict": r.verdict, "susceptibility": r.susceptibility,
                                "figures": {f.key: {"value": f.value, "chance": f.chance, "ci": list(f.ci),

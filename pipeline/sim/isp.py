@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from pipeline.data.sim_config import CFA_PATTERNS, ModelConfig, ProcessingConfig
+from pipeline.sim.config import CFA_PATTERNS, ModelConfig, ProcessingConfig
 
 __all__ = ["Isp", "cfa_color_map", "demosaic_bilinear", "display_jump_8bit"]
 

@@ -23,7 +23,7 @@ from importlib import resources
 import numpy as np
 from PIL import Image
 
-from pipeline.data.sim_config import SCENE_GROUPS, SceneConfig
+from pipeline.sim.config import SCENE_GROUPS, SceneConfig
 
 __all__ = ["SceneType", "SceneLighting", "SCENE_TYPES", "LIGHTING", "scene_types_in", "choose_scene",
            "render_scene", "srgb_to_linear"]

@@ -18,7 +18,7 @@ import tifffile
 from PIL import Image
 from PIL.TiffImagePlugin import IFDRational
 
-from pipeline.data.sim_config import CFA_PATTERNS, JPEG_SUBSAMPLING, ModelConfig
+from pipeline.sim.config import CFA_PATTERNS, JPEG_SUBSAMPLING, ModelConfig
 
 __all__ = ["ExifInfo", "encode_jpeg", "write_jpeg", "write_tiff16", "write_dng", "FILE_SUFFIX"]
 

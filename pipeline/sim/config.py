@@ -41,7 +41,7 @@ CFA_PATTERNS = {
 }
 OUTPUT_FORMATS = ("jpeg", "tiff", "dng")
 JPEG_SUBSAMPLING = {"4:4:4": 0, "4:2:2": 1, "4:2:0": 2}
-#: Scene groups (see :mod:`pipeline.data.sim_scenes`): each has its own lighting and scene types.
+#: Scene groups (see :mod:`pipeline.sim.scenes`): each has its own lighting and scene types.
 SCENE_GROUPS = ("indoor", "outdoor")
 DEFAULT_RESOURCE = "synthetic_default.toml"
 

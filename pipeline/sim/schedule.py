@@ -14,8 +14,8 @@ from fractions import Fraction
 
 import numpy as np
 
-from pipeline.data.sim_config import SimulationConfig
-from pipeline.data.sim_scenes import SCENE_TYPES, choose_scene
+from pipeline.sim.config import SimulationConfig
+from pipeline.sim.scenes import SCENE_TYPES, choose_scene
 
 __all__ = ["Capture", "STREAM_PRNU", "STREAM_DEFECTS", "STREAM_SCHEDULE", "STREAM_IMAGE",
            "device_seed", "image_rng", "plan_captures", "shutter_speed"]
@@ -94,7 +94,7 @@ def plan_captures(config: SimulationConfig, device: str) -> list[Capture]:
     (the first slots take the remainder); inside a slot each image falls on one of its
     ``slot_duration_days`` days at a uniform time of day. Exposure is log-uniform in the
     model's range, ISO follows the model's weights, and the scene follows
-    :func:`~pipeline.data.sim_scenes.choose_scene`.
+    :func:`~pipeline.sim.scenes.choose_scene`.
     """
     cfg = config.device(device)
     model = config.models[cfg.model]

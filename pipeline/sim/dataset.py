@@ -1,8 +1,9 @@
-"""The synthetic aging camera: generate a dated image dataset with known sensor defects.
+"""Generate a dated image dataset with known sensor defects, and cache the default one.
 
-Quick use::
+This module runs the synthetic camera (:mod:`pipeline.sim.sensor` and its helpers) over every
+planned capture and writes the images, the manifest and the defect ground truth. Quick use::
 
-    from pipeline.data.simulator import default_dataset, load_config, simulate
+    from pipeline.sim import default_dataset, load_config, simulate
     ds = default_dataset()                       # cached under ~/.cache/agetrace/synthetic/<hash>/
     ds = default_dataset(**{"scenes.scene_bias": 1.0})
     ds = simulate(load_config(overrides={"capture.images_per_class": 8}), "/tmp/sim")
@@ -39,29 +40,14 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from pipeline.data.sim_config import (SIMULATOR_VERSION, AgeClass, CaptureConfig, DefectConfig, DeviceConfig,
-                                      IspStyle, ModelConfig, ProcessingConfig, SceneConfig, SimulationConfig,
-                                      TimeConfig, apply_overrides, config_hash, load_config)
-from pipeline.data.sim_defects import DefectSet, poisson_onsets, sample_defects
-from pipeline.data.sim_isp import Isp, demosaic_bilinear, display_jump_8bit
-from pipeline.data.sim_scenes import SCENE_TYPES, choose_scene, render_scene, scene_types_in
-from pipeline.data.sim_schedule import Capture, image_rng, plan_captures
-from pipeline.data.sim_sensor import RenderedCapture, SimulatedDevice
-from pipeline.data.sim_writers import FILE_SUFFIX, ExifInfo, write_dng, write_jpeg, write_tiff16
+from pipeline.sim.config import SIMULATOR_VERSION, SimulationConfig, config_hash, load_config
+from pipeline.sim.isp import display_jump_8bit
+from pipeline.sim.schedule import Capture
+from pipeline.sim.sensor import SimulatedDevice
+from pipeline.sim.writers import FILE_SUFFIX, ExifInfo, write_dng, write_jpeg, write_tiff16
 
-__all__ = [
-    # configuration
-    "SimulationConfig", "ModelConfig", "DeviceConfig", "AgeClass", "TimeConfig", "DefectConfig",
-    "SceneConfig", "CaptureConfig", "ProcessingConfig", "IspStyle", "load_config", "apply_overrides",
-    "config_hash",
-    # generation
-    "SimulatedDataset", "simulate", "default_dataset", "cached_dataset", "cache_root", "MANIFEST_COLUMNS", "DEFECT_COLUMNS",
-    "GENERATOR",
-    # lower-level pieces
-    "SimulatedDevice", "RenderedCapture", "Capture", "plan_captures", "image_rng", "DefectSet",
-    "poisson_onsets", "sample_defects", "Isp", "demosaic_bilinear", "display_jump_8bit", "SCENE_TYPES",
-    "scene_types_in", "choose_scene", "render_scene",
-]
+__all__ = ["SimulatedDataset", "simulate", "default_dataset", "cached_dataset", "cache_root", "MANIFEST_COLUMNS",
+           "DEFECT_COLUMNS", "GENERATOR"]
 
 GENERATOR = "agetrace synthetic camera"
 MANIFEST_COLUMNS = ("path", "device", "captured_at", "timeslot", "label", "exposure_s", "iso", "make", "model",
