@@ -17,8 +17,11 @@ Rules
   :class:`ExifWarning` warnings, :func:`inspect_exif` returns them.
 * JPEG and PNG are read with Pillow (``getexif()`` and its Exif IFD, tag 0x8769); TIFF, DNG
   and TIFF-based raw files (NEF, CR2, ARW, ...) with tifffile (IFD0 and its Exif IFD).
-  Raw containers that are not TIFF-structured (RAF, CR3, ORF, RW2, ...) yield empty metadata
-  with an issue saying so.
+* Raw files where that built-in reader finds nothing (no capture time, exposure, ISO, make or
+  model) -- above all the containers that are not TIFF-structured (CR3, RAF, ORF, RW2, ...) --
+  are read again with ExifTool when it is installed (:mod:`pipeline.data.exiftool`), through
+  the same tag rules. Without it they yield empty metadata and an issue saying how to install
+  it. :attr:`ImageMetadata.source` tells which reader supplied the fields.
 """
 
 from __future__ import annotations
@@ -27,22 +30,24 @@ import math
 import os
 import re
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from io import BytesIO
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import tifffile
 from PIL import JpegImagePlugin, PngImagePlugin, UnidentifiedImageError
 
 from pipeline.data.decoder_messages import describe_exception, python_warnings_into, tifffile_log_into
 from pipeline.data.errors import ImageReadError
+from pipeline.data.exiftool import read_exiftool_tags
 from pipeline.data.formats import detect_format, file_extension, is_tiff_structured, tiff_structure_error
 
 __all__ = [
     "ExifWarning",
     "ImageMetadata",
+    "complete_with_exiftool",
     "inspect_exif",
     "metadata_from_tags",
     "read_exif",
@@ -95,6 +100,10 @@ class ImageMetadata:
         Size of the stored image in pixels, as stored (not rotated). ``None`` for RAW/DNG in
         :func:`read_exif`, where only decoding tells the visible area; ``read_image`` fills
         them in.
+    source : {'built-in', 'exiftool'} or None
+        Which reader supplied the fields: this module's own (``'built-in'``) or ExifTool
+        (``'exiftool'``, for raw files the built-in reader finds nothing in); ``None`` when no
+        field was found. Not part of equality.
     """
 
     captured_at: datetime | None = None
@@ -106,6 +115,11 @@ class ImageMetadata:
     orientation: int | None = None
     width: int | None = None
     height: int | None = None
+    source: str | None = field(default=None, compare=False)
+
+    def has_capture_fields(self) -> bool:
+        """Whether any of capture time, exposure, ISO, make or model is known."""
+        return any(value is not None for value in (self.captured_at, self.exposure_s, self.iso, self.make, self.model))
 
 
 def inspect_exif(
@@ -113,6 +127,7 @@ def inspect_exif(
     *,
     image_format: str | None = None,
     data: bytes | None = None,
+    exiftool: bool = True,
 ) -> tuple[ImageMetadata, list[str]]:
     """Read capture metadata and return it with the problems found in it.
 
@@ -124,12 +139,17 @@ def inspect_exif(
         The result of :func:`~pipeline.data.formats.detect_format` if already known; detected otherwise.
     data : bytes, optional
         The file's bytes if already in memory (JPEG/PNG only), to avoid reading it twice.
+    exiftool : bool, default True
+        Read a raw file that the built-in reader finds nothing in with ExifTool
+        (:func:`complete_with_exiftool`). False: the built-in reader only (callers that batch
+        many files through :func:`complete_with_exiftool` themselves).
 
     Returns
     -------
     metadata : ImageMetadata
     issues : list of str
-        One sentence per malformed field (the field is ``None``), empty when all is well.
+        One sentence per malformed field (the field is ``None``), or why nothing could be
+        read (e.g. ExifTool is not installed); empty when all is well.
 
     Raises
     ------
@@ -139,15 +159,58 @@ def inspect_exif(
     path = Path(path)
     image_format = image_format or detect_format(path)
     if image_format in ("jpeg", "png"):
-        return _exif_with_pillow(path, data, image_format)
-    if is_tiff_structured(path):
+        metadata, issues = _exif_with_pillow(path, data, image_format)
+    elif is_tiff_structured(path):
         metadata, issues = _exif_with_tifffile(path)
         if image_format in ("dng", "raw"):
             metadata = replace(metadata, width=None, height=None)  # IFD0 is often a preview
-        return metadata, issues
-    return ImageMetadata(), [
-        f"EXIF is not read from .{file_extension(path) or '?'} raw files (not TIFF-structured); "
-        "fill captured_at, exposure_s and iso in the manifest by hand"]
+    else:
+        metadata, issues = ImageMetadata(), [
+            f"EXIF is not read from .{file_extension(path) or '?'} raw files (not TIFF-structured) by the "
+            "built-in reader; install exiftool or fill captured_at, exposure_s and iso in the manifest by hand"]
+    if metadata.has_capture_fields():
+        metadata = replace(metadata, source="built-in")
+    if exiftool:
+        return complete_with_exiftool([(path, image_format, metadata, issues)])[0]
+    return metadata, issues
+
+
+def complete_with_exiftool(
+    entries: Sequence[tuple[str | os.PathLike[str], str, ImageMetadata, list[str]]],
+) -> list[tuple[ImageMetadata, list[str]]]:
+    """Read with ExifTool the raw files that the built-in reader found nothing in.
+
+    All such files go to one ExifTool run (:func:`~pipeline.data.exiftool.read_exiftool_tags`),
+    and its tags through :func:`metadata_from_tags`, so units and time zones follow the same
+    rules. The other entries are returned unchanged.
+
+    Parameters
+    ----------
+    entries : sequence of (path, image_format, ImageMetadata, list of str)
+        Results of ``inspect_exif(path, image_format=image_format, exiftool=False)``.
+
+    Returns
+    -------
+    list of (ImageMetadata, list of str)
+        One per entry, in order. Where ExifTool found a field, its metadata (``source`` is
+        ``'exiftool'``) and its issues; where it found nothing, the built-in result with the
+        reason added (for instance :data:`~pipeline.data.exiftool.MISSING_MESSAGE` when ExifTool
+        is not installed). Never raises because of ExifTool.
+    """
+    results = [(metadata, list(issues)) for _, _, metadata, issues in entries]
+    wanted = [index for index, (_, image_format, metadata, _) in enumerate(entries)
+              if image_format == "raw" and not metadata.has_capture_fields()]
+    found = read_exiftool_tags([entries[index][0] for index in wanted])
+    for index, (tags, tool_issues) in zip(wanted, found):
+        path, _, metadata, issues = entries[index]
+        read, tag_issues = metadata_from_tags(tags)
+        if read.has_capture_fields():
+            results[index] = replace(read, source="exiftool"), tool_issues + tag_issues
+            continue
+        # what the built-in reader said about a container it does not parse is replaced by why ExifTool failed
+        kept = list(issues) if _tiff_structured(Path(path)) else []
+        results[index] = metadata, kept + (tool_issues + tag_issues or ["exiftool found no capture metadata in it"])
+    return results
 
 
 def read_exif(path: str | os.PathLike[str]) -> ImageMetadata:
@@ -210,6 +273,13 @@ def metadata_from_tags(tags: Mapping[int, Any]) -> tuple[ImageMetadata, list[str
         orientation=_orientation(tags.get(_ORIENTATION), issues),
     )
     return metadata, issues
+
+
+def _tiff_structured(path: Path) -> bool:
+    try:
+        return is_tiff_structured(path)
+    except OSError:  # gone since it was read: nothing to keep either way
+        return False
 
 
 # --- readers ----------------------------------------------------------------------------------

@@ -8,6 +8,10 @@ Problems never stop the walk: an unreadable file gets no row and a problem, and 
 pipe, socket or device file with an image's name (it is never opened, so it cannot hang the
 walk); an image without ``DateTimeOriginal`` gets a row with ``captured_at`` empty and a problem
 (the manifest loader flags such rows, so the user fills the time in or removes the row).
+
+Raw files the built-in EXIF reader finds nothing in (CR3, RAF, ORF, RW2, ...) are read with
+ExifTool in one batch after the walk (:func:`~pipeline.data.exif.complete_with_exiftool`); when
+ExifTool is not installed, one problem says so for all of them.
 """
 
 from __future__ import annotations
@@ -22,11 +26,13 @@ from tqdm import tqdm
 
 from pipeline.data.atomic import atomic_write
 from pipeline.data.errors import ImageReadError, ManifestProblem
-from pipeline.data.exif import ExifWarning, ImageMetadata, inspect_exif
-from pipeline.data.formats import IMAGE_EXTENSIONS
+from pipeline.data.exif import ExifWarning, ImageMetadata, complete_with_exiftool, inspect_exif
+from pipeline.data.exiftool import MISSING_MESSAGE
+from pipeline.data.formats import IMAGE_EXTENSIONS, detect_format
 from pipeline.data.imageio import read_image
 from pipeline.data.manifest import manifest_path as _manifest_path
 from pipeline.data.manifest import non_regular_kind
+from pipeline.logs import get_logger
 
 __all__ = ["BuiltManifest", "DEVICE_SOURCES", "MANIFEST_COLUMNS", "build_manifest", "write_manifest"]
 
@@ -34,6 +40,8 @@ __all__ = ["BuiltManifest", "DEVICE_SOURCES", "MANIFEST_COLUMNS", "build_manifes
 MANIFEST_COLUMNS = ("path", "device", "captured_at", "make", "model", "exposure_s", "iso", "serial")
 #: Where the ``device`` column can come from.
 DEVICE_SOURCES = ("folder", "serial", "name")
+
+logger = get_logger(__name__)
 
 
 class BuiltManifest(NamedTuple):
@@ -111,8 +119,8 @@ def build_manifest(
     base = Path(relative_to) if relative_to is not None else root
     files = sorted(_image_files(root), key=lambda found: found.relative_to(root).as_posix())
 
-    rows: list[dict[str, str]] = []
-    problems: list[ManifestProblem] = []
+    # per file, in order: the problem that leaves it out, or what the built-in reader found
+    entries: list[ManifestProblem | tuple[Path, str, str, ImageMetadata, list[str]]] = []
     for image_path in tqdm(files, desc="reading EXIF", unit="file", disable=not progress):
         manifest_path = _manifest_path(image_path, base)
         try:
@@ -120,16 +128,35 @@ def build_manifest(
         except OSError:
             kind = None  # gone or unreachable: inspect_exif says which
         if kind is not None:
-            problems.append(ManifestProblem(None, f"left out, not a regular file ({kind}): remove it or move it "
-                                                  "out of the folder", manifest_path))
+            entries.append(ManifestProblem(None, f"left out, not a regular file ({kind}): remove it or move it "
+                                                 "out of the folder", manifest_path))
             continue
         try:
-            metadata, issues = inspect_exif(image_path)
+            image_format = detect_format(image_path)
+            metadata, issues = inspect_exif(image_path, image_format=image_format, exiftool=False)
             if verify_pixels:
                 _decode(image_path)
         except ImageReadError as exc:
-            problems.append(ManifestProblem(None, f"left out, unreadable: {exc.reason}", manifest_path))
+            entries.append(ManifestProblem(None, f"left out, unreadable: {exc.reason}", manifest_path))
             continue
+        entries.append((image_path, manifest_path, image_format, metadata, issues))
+    read = [entry for entry in entries if not isinstance(entry, ManifestProblem)]
+    completed = iter(complete_with_exiftool([(path, fmt, metadata, issues) for path, _, fmt, metadata, issues in read]))
+
+    rows: list[dict[str, str]] = []
+    problems: list[ManifestProblem] = []
+    without_exiftool: list[str] = []
+    n_exiftool = 0
+    for entry in entries:
+        if isinstance(entry, ManifestProblem):
+            problems.append(entry)
+            continue
+        image_path, manifest_path = entry[0], entry[1]
+        metadata, issues = next(completed)
+        n_exiftool += metadata.source == "exiftool"
+        if MISSING_MESSAGE in issues:  # said once for all files, below
+            without_exiftool.append(manifest_path)
+            issues = [issue for issue in issues if issue != MISSING_MESSAGE]
         line = len(rows) + 2
         problems += [ManifestProblem(line, issue, manifest_path) for issue in issues]
         device_id = _device_for(image_path, root, metadata, device, device_from)
@@ -140,6 +167,11 @@ def build_manifest(
             problems.append(ManifestProblem(line, "no DateTimeOriginal in the EXIF: fill captured_at "
                                             "in (ISO 8601) or remove the row", manifest_path, "captured_at"))
         rows.append(_row(manifest_path, device_id, metadata))
+    if without_exiftool:
+        listed = ", ".join(without_exiftool[:3]) + (", ..." if len(without_exiftool) > 3 else "")
+        problems.insert(0, ManifestProblem(None, f"{MISSING_MESSAGE} ({len(without_exiftool)} file(s): {listed})"))
+    if n_exiftool:
+        logger.info("%d of %d image(s) had their metadata read by exiftool", n_exiftool, len(rows))
     return BuiltManifest(rows, problems)
 
 
