@@ -289,6 +289,24 @@ class DefectIdentifier:
         defect (bilinear demosaicing spreads a defect ±1 pixel; JPEG rings it over its block).
     max_candidates : int, default 50000
         Upper bound on screened candidates (the strongest are kept), bounding the sparse pass.
+
+    Examples
+    --------
+    The residuals of three screened candidates in 40 time-ordered trusted images; the second
+    becomes a stuck pixel (a constant rise of 12) from image 25 on:
+
+    >>> import numpy as np
+    >>> from baselines import DefectIdentifier
+    >>> rng = np.random.default_rng(0)
+    >>> sigma = np.full((40, 3), 2.0)                   # local noise level of each residual
+    >>> residuals = sigma * rng.normal(size=(40, 3))
+    >>> residuals[25:, 1] += 12.0
+    >>> rows, cols, channels = np.array([10, 20, 30]), np.array([5, 6, 7]), np.zeros(3, dtype=int)
+    >>> table = DefectIdentifier().identify(residuals, sigma, None, rows, cols, channels, demosaiced=False)
+    >>> len(table), table.rows, table.cols, table.onset_index
+    (1, array([20]), array([6]), array([25]))
+    >>> bool(abs(table.offset[0] - 12.0) < 1.0)         # c, estimated after the onset
+    True
     """
 
     def __init__(self, candidate_false_alarm: float = 1e-4, onset_false_alarm: float = 1e-3,

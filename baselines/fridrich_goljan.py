@@ -236,6 +236,62 @@ class FridrichGoljanClassifier(ClassifierMixin, BaseEstimator):
     shape), ``exposure`` (seconds) and ``iso`` per image (NaN where unknown), and for
     :meth:`fit` ``time`` (capture time of each trusted image as a number, e.g. days; without
     it the class index stands for time and onsets can only be located between classes).
+
+    Examples
+    --------
+    Residuals at six defects in 90 trusted images of three age classes (oldest first). Three
+    defects appear during class 1 and three during class 2; four are hot (their residual rises
+    with the exposure time), two stuck (a constant offset):
+
+    >>> import numpy as np
+    >>> from baselines import FridrichGoljanClassifier
+    >>> rng = np.random.default_rng(0)
+    >>> y = np.repeat([0, 1, 2], 30)
+    >>> exposure = rng.uniform(0.01, 0.1, 90)           # seconds, one per image
+    >>> sigma = rng.uniform(1.0, 2.0, (90, 6))          # local noise level of each residual
+    >>> onset = np.array([1, 1, 1, 2, 2, 2])            # the class in which each defect appears
+    >>> dark, offset = np.array([60.0, 0, 80] * 2), np.array([0, 6.0, 0] * 2)
+    >>> def residuals():
+    ...     present = y[:, None] >= onset
+    ...     return sigma * rng.normal(size=sigma.shape) + present * (exposure[:, None] * dark + offset)
+    >>> X = residuals()
+    >>> fg = FridrichGoljanClassifier().fit(X, y, sigma=sigma, exposure=exposure)
+    >>> fg.onset_                                       # the class of each onset, found in X
+    array([1, 1, 1, 2, 2, 2])
+    >>> X_new = residuals()                             # new images taken in the same conditions
+    >>> proba = fg.predict_proba(X_new, sigma=sigma, exposure=exposure)
+    >>> proba.shape, bool(np.allclose(proba.sum(axis=1), 1.0))
+    ((90, 3), True)
+    >>> proba[[0, 45, 89]].round(2)                     # an image of each class
+    array([[1., 0., 0.],
+           [0., 1., 0.],
+           [0., 0., 1.]])
+    >>> float((fg.predict(X_new, sigma=sigma, exposure=exposure) == y).mean())
+    1.0
+
+    Inside a :class:`~sklearn.pipeline.Pipeline` or another meta-estimator, scikit-learn's
+    metadata routing passes the per-image ``sigma`` and ``exposure`` (and ``iso``, ``time``) to
+    the methods that request them. Routing is switched on here for the block only
+    (``sklearn.set_config(enable_metadata_routing=True)`` switches it on for the session):
+
+    >>> import sklearn
+    >>> from sklearn.pipeline import make_pipeline
+    >>> with sklearn.config_context(enable_metadata_routing=True):
+    ...     fg = (FridrichGoljanClassifier()
+    ...           .set_fit_request(sigma=True, exposure=True)
+    ...           .set_predict_proba_request(sigma=True, exposure=True)
+    ...           .set_predict_request(sigma=True, exposure=True))
+    ...     pipe = make_pipeline(fg).fit(X, y, sigma=sigma, exposure=exposure)
+    ...     routed = pipe.predict_proba(X_new, sigma=sigma, exposure=exposure)
+    ...     predicted = pipe.predict(X_new, sigma=sigma, exposure=exposure)
+    >>> bool(np.allclose(routed, proba)), float((predicted == y).mean())
+    (True, 1.0)
+    >>> sklearn.get_config()["enable_metadata_routing"]
+    False
+
+    scikit-learn's scorers pass metadata to the metric, not to ``predict``: a model fitted with
+    ``exposure`` refuses to predict without it, so score it on its own predictions (as above),
+    not with ``cross_val_score``.
     """
 
     def __init__(self, false_alarm: float = 1e-3, base_iso: float | None = None, masked_prior: float = 0.1,
