@@ -4,9 +4,10 @@
     python -m pipeline.simulate --out DIR               # ... into DIR (replacing an earlier output)
     python -m pipeline.simulate --config my.toml --seed 7 --set scenes.scene_bias=1 --workers 2
 
-Without ``--out`` the dataset goes to ``$AGETRACE_CACHE/synthetic/<hash>`` (default
-``~/.cache/agetrace/synthetic/<hash>``) and an existing complete copy is reused. The folder is
-printed on the last line of standard output.
+Without ``--out`` the dataset goes to ``$AGETRACE_CACHE/synthetic/<hash>`` (without
+``AGETRACE_CACHE``: the platform's user cache folder, ``$XDG_CACHE_HOME/agetrace/synthetic/<hash>``
+or ``~/.cache/agetrace/synthetic/<hash>`` on Linux) and an existing complete copy is reused. The
+folder is printed on the last line of standard output.
 
 Exit status: 0 done; 2 error (one line on stderr naming the problem).
 """

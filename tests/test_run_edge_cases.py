@@ -17,7 +17,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -57,15 +56,14 @@ def root(small_dataset, tmp_path) -> Path:
 
 def _fail_writes(monkeypatch, under: Path, code: int, name: str | None = None):
     """Make atomic writes into ``under`` (of files called ``name``, if given) fail with ``code``."""
-    real = tempfile.mkstemp
+    real = atomic._create_temporary
 
-    def mkstemp(*args, dir=None, prefix=None, **kwargs):
-        if dir is not None and Path(dir).resolve().is_relative_to(under.resolve()) and \
-                (name is None or (prefix or "").startswith(f".{name}.")):
+    def create_temporary(path: Path):
+        if Path(path).parent.resolve().is_relative_to(under.resolve()) and (name is None or Path(path).name == name):
             raise OSError(code, os.strerror(code))
-        return real(*args, dir=dir, prefix=prefix, **kwargs)
+        return real(path)
 
-    monkeypatch.setattr(atomic.tempfile, "mkstemp", mkstemp)
+    monkeypatch.setattr(atomic, "_create_temporary", create_temporary)
 
 
 # --- 3. messages: the manifest line, the folder ------------------------------------------------
@@ -77,7 +75,8 @@ def test_failures_csv_and_strict_errors_name_the_manifest_line(root, tmp_path):
     run_experiment(load_manifest(root / "alpha.csv"), tmp_path / "run", ExperimentConfig(**CFG))
     failures = read_csv(tmp_path / "run" / "failures.csv")
     # the header is line 1, so rows[6] is line 8
-    assert [(f["line"], f["device"], f["image"]) for f in failures] == [("8", "SIM-alpha01", str(victim))]
+    assert [(f["line"], f["device"], f["image"]) for f in failures] == [
+        ("8", "SIM-alpha01", victim.relative_to(root).as_posix())]  # relative to the manifest's folder
     with pytest.raises(ImageReadError) as excinfo:
         run_experiment(load_manifest(root / "alpha.csv"), tmp_path / "strict", ExperimentConfig(**CFG, strict=True))
     message = str(excinfo.value)
@@ -326,7 +325,7 @@ def test_a_missing_file_is_recorded_with_its_line_and_the_run_goes_on(root, tmp_
             "--no-progress"]
     assert main(args + ["--out", str(out)]) == 0
     failures = read_csv(out / "failures.csv")
-    assert [(f["line"], f["image"]) for f in failures] == [("11", str(gone))]
+    assert [(f["line"], f["image"]) for f in failures] == [("11", gone.relative_to(root).as_posix())]
     assert "not found" in failures[0]["reason"]
     assert status_of(out) == "complete"
     capsys.readouterr()

@@ -54,7 +54,8 @@ def reliability_figure(curves: Mapping[str, tuple], title: str, *, n_bins: int =
         mean_conf = np.bincount(b, weights=conf, minlength=n_bins)[nz] / n_b[nz]
         freq = np.bincount(b, weights=ok, minlength=n_bins)[nz] / n_b[nz]
         ece = expected_calibration_error(conf, ok, n_bins)
-        label = f"{name} (n={conf.size}, ECE={ece:.3f})" if conf.size else f"{name} (n=0)"
+        # ECE in percent, as the evidence table of summary.md prints it
+        label = f"{name} (n={conf.size}, ECE {100 * ece:.1f} %)" if conf.size else f"{name} (n=0)"
         ax.plot(mean_conf, freq, color=col, linewidth=1.2, label=label)
         if conf.size:
             ax.scatter(mean_conf, freq, s=20 + 400 * n_b[nz] / n_b.max(), color=col, alpha=0.6,

@@ -36,8 +36,9 @@ Layout of an output folder::
                             chance, binomial tail above chance, and a note saying what was done
     matrix_<method>.csv     the accuracy matrix: a row per training device and statistic
                             (mean, std, runs, chance), a column per test device
-    heatmap_<method>.png    the matrix as a heat map, each cell labelled with its runs
-    boxplot_<method>.png    per training device, per-run accuracy on every test device, own first
+    heatmap_<method>.png    the matrix as a heat map (percent), each cell labelled with its runs; also .svg
+    boxplot_<method>.png    per training device, per-run accuracy on every test device, own first; also .svg
+                            (figures: PNG at 300 dpi and SVG)
     predictions.csv         every cross prediction with its probabilities
     cross_device.md         the report
 """
@@ -57,7 +58,7 @@ from pipeline.analysis.calibration import calibrated_lr_from_table, log_scores, 
 from pipeline.analysis.config import (ALL_METHODS, DEFECT_METHODS, ConfigMismatchError, ExperimentConfig,
                                       result_config)
 from pipeline.analysis.matrix_figures import plot_boxes, plot_heatmap
-from pipeline.analysis.provenance import package_versions, read_json, utc_now, write_json
+from pipeline.analysis.provenance import command_line, package_versions, read_json, utc_now, write_json
 from pipeline.analysis.report import method_labels, write_csv
 from pipeline.analysis.runfolder import STATUS_COMPLETE, STATUS_NOTHING_ANALYSED, Part, RunFolder
 from pipeline.data.atomic import atomic_write_text
@@ -65,6 +66,7 @@ from pipeline.data.errors import ImageReadError
 from pipeline.data.imageio import read_image
 from pipeline.data.manifest import Manifest
 from pipeline.data.splits import Split, device_seed
+from pipeline.features.device import shown_path
 from pipeline.features.executor import WorkerPool, batched, map_batches
 from pipeline.features.extract import SparseTask, sparse_batch
 from pipeline.logs import get_logger
@@ -185,7 +187,7 @@ def run_cross_device(manifest: Manifest, out_dir: str | Path, cfg: ExperimentCon
         "manifest": {"path": str(manifest.source), "sha256": manifest.sha256, "rows": len(manifest.rows),
                      "excluded": len(manifest.excluded)},
         "device_seeds": {d: device_seed(cfg.seed, d) for d in manifest.devices},
-        "versions": package_versions(), **(extra_record or {}),
+        "versions": package_versions(), "command": command_line(), **(extra_record or {}),
     }
     prepare_output(out)
     experiment = _finished_experiment(exp_dir, manifest, cfg)
@@ -212,11 +214,8 @@ def run_cross_device(manifest: Manifest, out_dir: str | Path, cfg: ExperimentCon
     check = transfer_report.own_device_check({d.name: d.parts for d in devices}, metrics)
     summary = transfer_report.summarise(metrics, names)
     root = manifest.source.parent.resolve()
-    for p in predictions:
-        try:
-            p["image"] = str(Path(p["image"]).relative_to(root))
-        except ValueError:
-            pass
+    for p in predictions:  # image paths relative to the manifest's folder, as in every output
+        p["image"] = shown_path(p["image"], root)
     files = ["config.json", "cross_metrics.csv", "cross_summary.csv", "predictions.csv", "cross_device.md"]
     write_csv(out / "cross_metrics.csv", metrics, _METRIC_COLUMNS)
     write_csv(out / "cross_summary.csv", summary, _SUMMARY_COLUMNS)
@@ -231,7 +230,8 @@ def run_cross_device(manifest: Manifest, out_dir: str | Path, cfg: ExperimentCon
         plot_heatmap(out / f"heatmap_{method}.png", rows, names, labels[method])
         plot_boxes(out / f"boxplot_{method}.png", [m for m in metrics if m["method"] == method], rows, names,
                    labels[method])
-        files += [f"matrix_{method}.csv", f"heatmap_{method}.png", f"boxplot_{method}.png"]
+        files += [f"matrix_{method}.csv", f"heatmap_{method}.png", f"heatmap_{method}.svg", f"boxplot_{method}.png",
+                  f"boxplot_{method}.svg"]
     oldest = transfer_report.oldest_share(predictions, classes)
     report = transfer_report.report(summary, evaluated, names, cfg, check, exp_dir, manifest, oldest, labels)
     atomic_write_text(out / "cross_device.md", report + "\n")
@@ -239,14 +239,17 @@ def run_cross_device(manifest: Manifest, out_dir: str | Path, cfg: ExperimentCon
                   methods_evaluated=evaluated,
                   runs_per_cell={m: {s["train_device"]: s["runs"] for s in summary
                                      if s["method"] == m and s["own_device"]} for m in evaluated},
-                  failures={d.name: sorted(d.failures.items()) for d in devices if d.failures})
+                  failures={d.name: [(shown_path(path, root), why) for path, why in sorted(d.failures.items())]
+                            for d in devices if d.failures})
     write_json(out / "config.json", record)
     return {"out": out, "summary": summary, "metrics": metrics, "own_device_check": check, "report": report,
             "files": files}
 
 
 _OUTPUT_FILES = ("cross_metrics.csv", "cross_summary.csv", "predictions.csv", "cross_device.md") + tuple(
-    f"{kind}_{m}.{ext}" for m in ALL_METHODS for kind, ext in (("matrix", "csv"), ("heatmap", "png"), ("boxplot", "png")))
+    f"{kind}_{m}.{ext}" for m in ALL_METHODS for kind, ext in (("matrix", "csv"), ("heatmap", "png"),
+                                                              ("heatmap", "svg"), ("boxplot", "png"),
+                                                              ("boxplot", "svg")))
 
 
 def prepare_output(out: str | Path) -> None:

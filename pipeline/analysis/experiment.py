@@ -40,7 +40,7 @@ from pipeline.analysis.config import (DEFECT_METHODS, ConfigMismatchError, Exper
 from pipeline.analysis.experiment_aggregates import Collected, finish
 from pipeline.analysis.experiment_methods import (metric_row, prediction_rows, run_defect_methods, run_srnet,
                                                   write_defect_csv)
-from pipeline.analysis.provenance import code_fingerprint, package_versions, utc_now
+from pipeline.analysis.provenance import code_fingerprint, command_line, package_versions, utc_now
 from pipeline.analysis.runfolder import (AGGREGATE_FILES, CONFIG, STATUS_RUNNING, ManifestRecord, OutputFolderError,
                                          Part, RunFolder, RunRecord, read_record, write_part, write_record)
 from pipeline.data.atomic import FOLDER_ERRNOS, remove_stale_temporaries
@@ -48,7 +48,7 @@ from pipeline.data.manifest import Manifest
 from pipeline.data.splits import Split, device_seed, read_split, stratified_splits, write_split
 from pipeline.features.cache import FeatureCache
 from pipeline.features.device import (DeviceData, defect_features, duplicate_rows, failure_rows, find_duplicates,
-                                      probe_images, read_note_rows, screen_device)
+                                      probe_images, read_note_rows, screen_device, shown_path)
 from pipeline.features.executor import make_pool
 from pipeline.logs import get_logger
 from pipeline.srnet.presets import preset_config
@@ -168,8 +168,8 @@ def _run(manifest: Manifest, folder: RunFolder, cfg: ExperimentConfig, extra: di
                root=manifest.source.parent.resolve(), srnet_k=srnet_run_count(cfg),
                defect_methods=[m for m in cfg.methods if m in DEFECT_METHODS], cache=cache)
     collected, cache_totals = Collected(), Counter()
-    collected.excluded = [{"line": e.line, "image": e.path, "device": e.device, "reason": e.reason}
-                          for e in manifest.excluded]
+    collected.excluded = [{"line": e.line, "image": _shown_row_path(e.path, run.root), "device": e.device,
+                           "reason": e.reason} for e in manifest.excluded]
     with make_pool(cfg.executor, workers=cfg.workers, scheduler=cfg.scheduler) as pool:
         run.pool = pool
         for device in manifest.devices:
@@ -199,6 +199,12 @@ def _run(manifest: Manifest, folder: RunFolder, cfg: ExperimentConfig, extra: di
     return finish(folder, cfg, record, manifest, run.classes, collected, run.srnet_k)
 
 
+def _shown_row_path(raw: str, root: Path) -> str:
+    """A manifest row's path as written, as the outputs show image paths (relative to the manifest's folder)."""
+    path = Path(raw)
+    return shown_path(str(path if path.is_absolute() else (root / path).resolve()), root)
+
+
 def _remove_aggregates(folder: RunFolder) -> None:
     """Remove an earlier run's aggregate files, so that none sits beside a status that is not final."""
     out = folder.path
@@ -216,9 +222,10 @@ def _prepare_output(folder: RunFolder, cfg: ExperimentConfig, manifest: Manifest
     record = RunRecord(
         tool="pipeline.ml_age", status=STATUS_RUNNING, started=utc_now(), config=asdict(cfg),
         result_config=result_config(cfg),
-        manifest=ManifestRecord(str(manifest.source), manifest.sha256, len(manifest.rows), len(manifest.excluded)),
+        manifest=ManifestRecord(str(manifest.source), manifest.sha256, len(manifest.rows), len(manifest.excluded),
+                                str(manifest.source.parent.resolve())),
         device_seeds={d: device_seed(cfg.seed, d) for d in manifest.devices}, versions=package_versions(),
-        code=code_fingerprint(), extra=dict(extra))
+        code=code_fingerprint(), command=command_line(), extra=dict(extra))
     if "srnet" in cfg.methods:
         record.srnet = preset_config(cfg.srnet_preset, **cfg.srnet_overrides).to_dict()
     if (out / CONFIG).exists():
@@ -389,7 +396,7 @@ def _complete_part(run: _Run, dev: DeviceData, split: Split, part: Part, feature
         if res.fg_params is not None:
             part.fg_model = res.fg_params
         part.frame, part.kind = tuple(dev.frame), dev.kind
-        write_defect_csv(run.folder, device, split.run, res.defects, root)
+        write_defect_csv(run.folder, device, split.run, res.defects, root, dev.rows)
     if "srnet" in wanted and "srnet" not in done:
         res = run_srnet(dev, split, cfg, classes, run.folder)
         part.srnet_config = res.config

@@ -8,7 +8,8 @@ status once they are all there, so that no table of a half-finished run looks co
     metrics.csv                 accuracy, Cllr, Cllr_min, ECE, Brier, confident_wrong per device/run/method
     calibration.csv             the same figures pooled over every run's test images
     calibration/                reliability_<device> and tippett_<device> (PNG 300 dpi and PDF)
-    summary.csv summary.md accuracy_boxplot.png
+    summary.csv summary.md
+    accuracy_boxplot.png/.svg   per-run test accuracy per device and method (PNG 300 dpi and SVG)
     failures.csv                unreadable or missing images: manifest line, device, image, reason
     excluded.csv                images and devices left out, with the manifest line and the reason
     read_notes.csv              images used with a note from their reader
@@ -26,17 +27,18 @@ import numpy as np
 from pipeline.analysis.calibration_figures import reliability_figure, tippett_figure
 from pipeline.analysis.config import ALL_METHODS, ExperimentConfig, srnet_crops
 from pipeline.analysis.experiment_methods import EVIDENCE_COLUMNS
+from pipeline.analysis.figures import save_figure
 from pipeline.analysis.metrics import evidence_metrics, top_label
-from pipeline.analysis.provenance import utc_now
+from pipeline.analysis.provenance import agetrace_version, utc_now
 from pipeline.analysis.report import method_labels, plot_accuracy_boxes, summarise, summary_markdown, write_csv
 from pipeline.analysis.runfolder import (AGGREGATE_FILES, CACHE, CALIBRATION, DEFECTS, PARTS, SPLITS, SRNET,
                                          STATUS_COMMITTING, STATUS_COMPLETE, STATUS_NOTHING_ANALYSED, RunFolder,
                                          RunRecord, write_record)
-from pipeline.data.atomic import atomic_write, atomic_write_text
+from pipeline.data.atomic import atomic_write_text
 from pipeline.data.manifest import Manifest
 
-__all__ = ["Collected", "pooled_evidence", "evidence_markdown", "write_calibration_figures", "skipped_markdown",
-           "finish"]
+__all__ = ["Collected", "pooled_evidence", "evidence_markdown", "write_calibration_figures", "boxplot_title",
+           "skipped_markdown", "summary_header", "finish"]
 
 
 @dataclass
@@ -111,7 +113,8 @@ def write_calibration_figures(folder: Path, predictions: list[dict], methods: li
                 continue
             proba = np.array([[p[f"p_{c}"] for c in classes] for p in preds], dtype=float)
             truth = np.array([p["true"] for p in preds])
-            name = f"{labels.get(method, method)}, {len({p['run'] for p in preds})} runs"
+            n_runs = len({p['run'] for p in preds})
+            name = f"{labels.get(method, method)}, {n_runs} run{'s' if n_runs != 1 else ''}"
             curves[name] = top_label(proba, truth, classes)
             if len(classes) == 2:
                 llrs[name] = (np.array([p[f"log10_lr_{classes[1]}"] for p in preds], dtype=float),
@@ -123,13 +126,25 @@ def write_calibration_figures(folder: Path, predictions: list[dict], methods: li
                 f"vs class {classes[0]}; > 0 supports the newer class)", h1_name=f"class {classes[1]}",
                 h2_name=f"class {classes[0]}")))
         for kind, fig in figs:
-            for fmt, dpi in (("png", 300), ("pdf", None)):
-                path = folder / f"{kind}_{device}.{fmt}"
-                path.parent.mkdir(parents=True, exist_ok=True)
-                with atomic_write(path, "wb") as fh:
-                    fig.savefig(fh, format=fmt, dpi=dpi)
-                written.append(path)
+            written += save_figure(fig, folder / f"{kind}_{device}.png", vector="pdf")
     return written
+
+
+def boxplot_title(metrics: list[dict], methods: list[str], labels: dict, test_size: float) -> str:
+    """The accuracy box plot's title: how many splits each method was really run on.
+
+    One count for all methods ("3 stratified 75/25 splits"), or each method's own when they differ
+    (SRNet trained on the first splits only).
+    """
+    runs = {m: len({r["run"] for r in metrics if r["method"] == m}) for m in methods}
+    runs = {m: n for m, n in runs.items() if n}
+    split = f"stratified {100 * (1 - test_size):.0f}/{100 * test_size:.0f}"
+    counts = set(runs.values())
+    if len(counts) == 1:
+        n = counts.pop()
+        return f"Test accuracy per split run ({n} {split} split{'s' if n != 1 else ''}, every method)"
+    parts = "; ".join(f"{labels.get(m, m)} on {n} split{'s' if n != 1 else ''}" for m, n in runs.items())
+    return f"Test accuracy per split run ({split})\n{parts}"
 
 
 def skipped_markdown(skipped: list[dict]) -> str:
@@ -137,6 +152,40 @@ def skipped_markdown(skipped: list[dict]) -> str:
     lines = ["| device | images | reason |", "|---|---|---|"]
     lines += [f"| {s['device']} | {s['images']} | {s['reason']} |" for s in skipped]
     return "\n".join(lines)
+
+
+def summary_header(record: RunRecord, out: Path, date: str) -> str:
+    """The header summary.md opens with: the dataset, its manifest's SHA-256, agetrace's version and the date.
+
+    Parameters
+    ----------
+    record : RunRecord
+        The run record (its manifest, versions and, for the embedded dataset, ``extra["synthetic"]``).
+    out : Path
+        The run folder: the manifest's path is given relative to it (absolute when no relative
+        path leads there, e.g. on another drive).
+    date : str
+        The UTC time the summary was made (ISO 8601).
+    """
+    source = Path(record.manifest.path)
+    try:
+        shown = Path(os.path.relpath(source.resolve(), Path(out).resolve())).as_posix()
+    except ValueError:  # another drive (Windows)
+        shown = source.resolve().as_posix()
+    if "synthetic" in record.extra:
+        dataset = f"the embedded synthetic dataset (the default; manifest `{shown}`, relative to this folder)"
+    else:
+        dataset = f"manifest `{shown}` (relative to this folder)"
+    version = agetrace_version() or "unknown"
+    if record.versions.get("git_commit"):
+        version += (f" (git commit {record.versions['git_commit'][:12]}"
+                    + (", with uncommitted changes)" if record.versions.get("git_dirty") else ")"))
+    started = "" if not record.started or record.started == date else f"; started {record.started}"
+    return "\n".join(["# Age experiment", "",
+                      f"- Dataset: {dataset}",
+                      f"- Manifest SHA-256: `{record.manifest.sha256}`",
+                      f"- agetrace: {version}",
+                      f"- Date (UTC): {date}{started}"])
 
 
 def _commit(stage: Path, out: Path) -> None:
@@ -253,10 +302,15 @@ def finish(folder: RunFolder, cfg: ExperimentConfig, record: RunRecord, manifest
     text = "\n\n".join(sections)
     write_csv(stage / "summary.csv", summary_rows, ["device", "method", "splits", "runs", "mean_accuracy",
                                                     "std_accuracy", "min_accuracy", "max_accuracy"])
-    atomic_write_text(stage / "summary.md", text + "\n")
+    finished = utc_now()
+    atomic_write_text(stage / "summary.md", summary_header(record, out, finished) + "\n\n" + text + "\n")
     if metrics:
-        plot_accuracy_boxes(metrics, methods, stage / "accuracy_boxplot.png",
-                            title=f"Per-run accuracy ({cfg.runs} stratified splits)")
+        figure_chance = dict(chance)
+        if cfg.pooled:
+            truths = [p["true"] for p in predictions if p["method"] == methods[0]]
+            figure_chance["pooled"] = max(np.mean(np.asarray(truths) == c) for c in classes) if truths else None
+        plot_accuracy_boxes(metrics, methods, stage / "accuracy_boxplot.png", chance=figure_chance, labels=labels,
+                            title=boxplot_title(metrics, methods, labels, cfg.test_size))
     # the commit: "committing" while the files move in, the final status once they are all there
     status = STATUS_COMPLETE if analysed else STATUS_NOTHING_ANALYSED
     record.status, record.n_failures, record.n_excluded = STATUS_COMMITTING, len(failures), len(excluded)
@@ -264,7 +318,7 @@ def finish(folder: RunFolder, cfg: ExperimentConfig, record: RunRecord, manifest
     record.calibration_figures = [str(f.relative_to(stage)) for f in figures]
     write_record(out, record)
     _commit(stage, out)
-    record.status, record.finished = status, utc_now()
+    record.status, record.finished = status, finished
     write_record(out, record)
     written = ["config.json"] + [f"{name}/" for name in (PARTS, SPLITS, DEFECTS, CALIBRATION, SRNET, CACHE)
                                  if (out / name).is_dir() and any((out / name).iterdir())]

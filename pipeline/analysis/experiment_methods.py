@@ -29,7 +29,7 @@ from pipeline.features.device import DeviceData, fg_side_arrays, shown_path
 from pipeline.srnet.presets import preset_config
 
 __all__ = ["EVIDENCE_COLUMNS", "MethodOutputs", "DefectResults", "SRNetResults", "run_defect_methods", "run_srnet", "prediction_rows", "metric_row",
-           "write_defect_csv"]
+           "write_defect_csv", "DEFECT_CSV_COLUMNS"]
 
 #: calibration columns of metrics.csv and the calibration table, in order
 EVIDENCE_COLUMNS = ("cllr", "cllr_min", "ece", "brier", "confident_wrong")
@@ -253,18 +253,44 @@ def metric_row(device, split, method, output, labels, classes, n_defects, note) 
     return row
 
 
-def write_defect_csv(folder: RunFolder, device: str, run: int, defects: PartDefects, root: Path) -> None:
-    """Write ``defects/<device>/run_XX.csv``: the run's identified defects, onset images relative to ``root``."""
-    cols = ["rows", "cols", "channels", "onset_index", "onset_path", "dark_current", "offset", "llr", "spread"]
-    rows = []
+#: columns of ``defects/<device>/run_XX.csv``
+DEFECT_CSV_COLUMNS = ["row", "col", "channel", "onset_index", "onset_path", "onset_date", "onset_timeslot",
+                      "onset_class", "dark_current", "offset", "llr", "spread"]
+
+
+def write_defect_csv(folder: RunFolder, device: str, run: int, defects: PartDefects, root: Path | None,
+                     images: dict | None = None) -> None:
+    """Write ``defects/<device>/run_XX.csv``: the run's identified defects and when each appeared.
+
+    Each defect's onset is the first training image (in time order) that shows it: its index
+    among the training images (``onset_index``), its path (``onset_path``, relative to ``root``,
+    the manifest's folder, when inside it), and, from its manifest row, its capture time
+    (``onset_date``, ISO 8601; empty when the manifest gives none), its time slot
+    (``onset_timeslot``, for slot-based manifests) and its age class (``onset_class``).
+
+    Parameters
+    ----------
+    folder : RunFolder
+    device : str
+    run : int
+    defects : PartDefects
+        The run's identified defects (``onset_path``: the onset images' paths as the manifest rows hold them).
+    root : Path or None
+        The manifest's folder.
+    images : dict, optional
+        Image path (as in ``defects.onset_path``) -> its :class:`~pipeline.data.manifest.ManifestRow`
+        (``DeviceData.rows``); without it the date, slot and class are left empty.
+    """
+    images = images or {}
+    out = []
     for i in range(len(defects)):
-        row = {c: getattr(defects, c)[i] for c in cols}
-        try:
-            row["onset_path"] = str(Path(row["onset_path"]).relative_to(root))
-        except ValueError:
-            pass
-        rows.append(row)
-    write_csv(folder.defects_path(device, run),
-              [{"row": r["rows"], "col": r["cols"], "channel": r["channels"], **{k: r[k] for k in cols[3:]}}
-               for r in rows],
-              ["row", "col", "channel", "onset_index", "onset_path", "dark_current", "offset", "llr", "spread"])
+        path = defects.onset_path[i] if defects.onset_path else ""
+        found = images.get(str(path))
+        out.append({
+            "row": defects.rows[i], "col": defects.cols[i], "channel": defects.channels[i],
+            "onset_index": defects.onset_index[i], "onset_path": shown_path(str(path), root) if path else "",
+            "onset_date": found.captured_at.isoformat() if found is not None and found.captured_at else "",
+            "onset_timeslot": "" if found is None or found.timeslot is None else found.timeslot,
+            "onset_class": "" if found is None or found.label is None else found.label,
+            **{c: getattr(defects, c)[i] for c in ("dark_current", "offset", "llr", "spread")}})
+    write_csv(folder.defects_path(device, run), out, DEFECT_CSV_COLUMNS)

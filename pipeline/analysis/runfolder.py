@@ -11,7 +11,7 @@ Layout of a run folder::
     srnet/<device>/run_XX/      SRNet's crop checkpoints of that run (srnet_<crop>.pt)
     cache/                      the per-image feature cache (unless the run was given another one)
     predictions.csv metrics.csv calibration.csv summary.csv summary.md accuracy_boxplot.png
-    failures.csv excluded.csv read_notes.csv calibration/
+    accuracy_boxplot.svg failures.csv excluded.csv read_notes.csv calibration/
                                 the aggregates (:data:`AGGREGATE_FILES`), written at the final commit
 
 Every reader of a run folder (the experiment resuming, the cross-device evaluation, ``ml_age
@@ -59,7 +59,7 @@ CACHE = "cache"
 STAGING = ".staging"
 #: the aggregate files of a run, written at the final commit only (and removed when a run starts)
 AGGREGATE_FILES = ("predictions.csv", "metrics.csv", "calibration.csv", "summary.csv", "summary.md",
-                   "accuracy_boxplot.png", "failures.csv", "excluded.csv", "read_notes.csv")
+                   "accuracy_boxplot.png", "accuracy_boxplot.svg", "failures.csv", "excluded.csv", "read_notes.csv")
 
 _RUN_FILE = re.compile(r"run_(\d+)(\.csv|\.json)?")
 
@@ -104,12 +104,23 @@ class ManifestRecord:
         Rows inside a class (those the run used).
     excluded : int
         Rows outside every class.
+    folder : str, optional
+        The manifest's folder, absolute: the image paths of the run's outputs are relative to it
+        (absolute only for images outside it). Absent in folders written before it was recorded.
     """
 
     path: str
     sha256: str
     rows: int
     excluded: int
+    folder: str | None = None
+
+    def image_root(self) -> Path | None:
+        """The folder the outputs' image paths are relative to: :attr:`folder`, else the folder of an
+        absolute :attr:`path`; None when neither tells it (a relative path of an older record)."""
+        if self.folder:
+            return Path(self.folder)
+        return Path(self.path).parent if Path(self.path).is_absolute() else None
 
 
 @dataclass
@@ -134,7 +145,9 @@ class RunRecord:
     device_seeds : dict
         Device -> its split seed (:func:`pipeline.data.splits.device_seed`).
     versions : dict
-        Python, platform and package versions (:func:`pipeline.analysis.provenance.package_versions`).
+        Python, platform and package versions, the LibRaw and libjpeg-turbo versions, and the git
+        commit of the source (``git_commit``, ``git_dirty``) when it ran from a checkout
+        (:func:`pipeline.analysis.provenance.package_versions`).
     code : str
         Fingerprint of the source (:func:`pipeline.analysis.provenance.code_fingerprint`); parts
         made by other code are not mixed with this code's.
@@ -159,6 +172,10 @@ class RunRecord:
     reuse : dict, optional
         What the run reused: ``parts_reused``, ``parts_computed``, ``devices_reused``,
         ``images_from_cache`` and ``images_computed`` (per pass).
+    command : dict, optional
+        The command line of the latest run into the folder: ``argv`` as run, ``entry_point``
+        (e.g. ``python -m pipeline.ml_age``) and ``line`` (:func:`pipeline.analysis.provenance.command_line`);
+        absent in folders written before it was recorded.
     extra : dict
         Keys the caller added to the record (e.g. ``synthetic``: the embedded dataset's
         ``root`` and ``defects``); written at the top level of ``config.json``.
@@ -183,6 +200,7 @@ class RunRecord:
     calibration_figures: list | None = None
     feature_cache: dict | None = None
     reuse: dict | None = None
+    command: dict | None = None
     extra: dict = field(default_factory=dict)
 
     def to_json(self) -> dict:

@@ -98,8 +98,8 @@ def write_matrix(path: Path, rows: list[dict], names: list[str]) -> None:
 def _fmt_cell(s: dict | None) -> str:
     if s is None:
         return "—"
-    spread = "" if s["runs"] < 2 else f" ± {100 * s['std_accuracy']:.1f}"
-    return f"{100 * s['mean_accuracy']:.1f}{spread} (n={s['runs']})"
+    spread = "—" if s["runs"] < 2 else f"± {100 * s['std_accuracy']:.1f}"  # one run has no spread
+    return f"{100 * s['mean_accuracy']:.1f} {spread} (n={s['runs']})"
 
 
 def oldest_share(predictions: list, classes: list) -> dict:
@@ -178,7 +178,7 @@ def report(summary, methods, names, cfg: ExperimentConfig, check: dict, exp_dir:
             lines += ["", f"Off the own device, {100 * share:.1f} % of its {n} predictions are the oldest class"
                           + (" (what an image without the training device's defects looks like)."
                              if method in DEFECT_METHODS else ".")]
-        lines += ["", f"Files: `matrix_{method}.csv`, `heatmap_{method}.png`, `boxplot_{method}.png`.", ""]
+        lines += ["", f"Files: `matrix_{method}.csv`, `heatmap_{method}.png|svg`, `boxplot_{method}.png|svg`.", ""]
     lines += ["Per-run accuracies: `cross_metrics.csv`; per cell with notes and binomial tail above chance: "
               "`cross_summary.csv`; every prediction: `predictions.csv`; configuration, seeds, versions and the "
               "manifest's SHA-256: `config.json`."]

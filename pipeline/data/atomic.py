@@ -8,6 +8,12 @@ a writer killed mid-write (``kill -9``) leaves it behind, and the host and proce
 let :func:`remove_stale_temporaries` tell a dead writer's leftovers from a live writer's file.
 A write that fails because its folder is full, over quota, read-only or not writable raises
 :class:`FolderWriteError`, which names the file and the folder.
+
+A written file gets the permissions any new file of the process gets: ``0o666`` less the umask
+(0644 under the usual umask 022), as :func:`open` would give it, so that a shared output or cache
+folder can be read by another user or a Dask worker running as another user. (The temporary
+file is opened with mode 0o666 and ``O_EXCL``, so the system applies the umask, and a default
+ACL of the folder, itself: no process-wide umask is read or changed.)
 """
 
 from __future__ import annotations
@@ -16,8 +22,8 @@ import contextlib
 import errno
 import os
 import re
+import secrets
 import socket
-import tempfile
 import time
 from pathlib import Path
 
@@ -33,6 +39,26 @@ STALE_AFTER_S = 3600.0
 _HOST = re.sub(r"[^A-Za-z0-9_]", "_", socket.gethostname()) or "host"
 _TEMPORARY = re.compile(r"^\..+\.tmp$")
 _WRITER = re.compile(r"\.(?P<host>[A-Za-z0-9_]+)-(?P<pid>\d+)\.[A-Za-z0-9_]+\.tmp$")
+
+#: flags of a new temporary file: created here or failing, never through a link, binary on Windows
+_CREATE_FLAGS = (os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
+                 | getattr(os, "O_CLOEXEC", 0))
+
+
+def _create_temporary(path: Path) -> tuple[int, str]:
+    """Open a new temporary file beside ``path`` with mode 0o666 (the system applies the umask).
+
+    :func:`tempfile.mkstemp` would create it 0600, and the rename would keep that: every output
+    would then be unreadable to anyone but its writer.
+    """
+    prefix = f".{path.name}.{_HOST}-{os.getpid()}."
+    for _ in range(100):
+        tmp = str(path.parent / f"{prefix}{secrets.token_hex(4)}.tmp")
+        try:
+            return os.open(tmp, _CREATE_FLAGS, 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "no unused temporary file name found", str(path.parent))
 
 
 class FolderWriteError(OSError):
@@ -87,7 +113,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", *, encoding: str | No
     ------
     file object
         On an exception inside the ``with`` block the temporary file is removed and ``path``
-        is left as it was.
+        is left as it was. The file written gets mode ``0o666`` less the umask.
 
     Raises
     ------
@@ -100,8 +126,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", *, encoding: str | No
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{_HOST}-{os.getpid()}.",
-                                       suffix=".tmp")
+        handle, tmp = _create_temporary(path)
     except OSError as exc:
         error = _folder_error(exc, path)
         if error is exc:

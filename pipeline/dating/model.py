@@ -34,7 +34,8 @@ and its companion ``NAME.npz`` (no pickle anywhere). The JSON holds
 ``rows``, ``cols``, ``channels``, ``onset_index``, ``dark_current``, ``offset``, ``llr``, ``spread``,
 ``onset_path``), ``fridrich_goljan`` (:meth:`~baselines.fridrich_goljan.FridrichGoljanClassifier.to_params`),
 ``period_days`` ([first, last] trusted capture time), ``trusted_sha256`` (SHA-256 -> path of each
-trusted image), ``calibration`` (the before/after calibration table and the held-out figures, or
+trusted image; image paths here, in ``onset_path`` and in ``unreadable`` are relative to the trusted
+manifest's folder, absolute outside it), ``calibration`` (the before/after calibration table and the held-out figures, or
 null), ``provenance`` (manifest path and SHA-256, creation time, package versions, folds, level,
 detection parameters, unreadable images) and ``arrays``: ``file`` (the npz's name, in the same
 folder), ``sha256`` (of the npz's bytes; a model whose npz is missing or does not match is
@@ -91,7 +92,7 @@ from pipeline.data.splits import Split
 from pipeline.dating.crops import CROP_RADIUS, CropTask, crop_batch, merge_crop_sums
 from pipeline.dating.posterior import TimePosterior, time_grid, time_posterior
 from pipeline.features.cache import FeatureCache
-from pipeline.features.device import device_features, fg_side_arrays
+from pipeline.features.device import device_features, fg_side_arrays, shown_path
 from pipeline.features.executor import batched, make_pool, map_batches
 from pipeline.features.extract import SparseTask, sparse_batch
 from pipeline.logs import get_logger
@@ -272,7 +273,10 @@ class DeviceModel:
             crops = _trusted_crops(device, [p for p, good in zip(feats["train"], ok) if good], times, defects, fg,
                                    info, cfg, pool)
         period = (float(times.min()), float(times.max()))
-        trusted = {info["sha256"][p]: p for p, good in zip(paths, ok) if good and p in info["sha256"]}
+        # image paths are kept relative to the manifest's folder (absolute outside it), as in every output
+        root = manifest.source.parent.resolve()
+        defects["onset_path"] = [shown_path(str(p), root) for p in defects["onset_path"]]
+        trusted = {info["sha256"][p]: shown_path(p, root) for p, good in zip(paths, ok) if good and p in info["sha256"]}
         calibration, pairs = _cross_fit(features, splits, fg, period, cfg, level)
         before_mean, after_mean = crops.means()
         arrays = {"trusted_days": times.astype(np.float64),
@@ -287,7 +291,7 @@ class DeviceModel:
                       "folds": folds, "level": level,
                       "parameters": {k: getattr(cfg, k) for k in ("n_blocks", "candidate_false_alarm",
                                                                   "onset_false_alarm", "fg_false_alarm")},
-                      "unreadable": info["failures"]}
+                      "unreadable": {shown_path(p, root): why for p, why in info["failures"].items()}}
         return cls(device, tuple(info["frame"]), info["kind"], int(info["bit_depth"]), defects, fg, period, trusted,
                    calibration, provenance, arrays)
 

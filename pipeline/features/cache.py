@@ -7,9 +7,11 @@ entries, and a renamed or copied file still hits. Entries are ``.npz`` files wri
 most a temporary file that is never read), so a rerun after a crash or ``kill -9`` recomputes
 only what is missing. Any process (a local worker or a Dask worker on another machine that
 sees the same folder) may read and write the cache concurrently: two writers of one key write
-the same bytes. A cache folder that cannot be written (full, over quota, read-only) never stops
-the work: the first failed write switches writing off and is kept in :attr:`FeatureCache.write_error`
-for the caller to report once; reading goes on.
+the same bytes. Entries and their folders get the permissions the umask gives (files 0644 and
+folders 0755 under umask 022), so that a cache shared with other users, or with Dask workers
+running as another user, can be read by them. A cache folder that cannot be written (full, over
+quota, read-only) never stops the work: the first failed write switches writing off and is kept
+in :attr:`FeatureCache.write_error` for the caller to report once; reading goes on.
 """
 
 from __future__ import annotations

@@ -82,13 +82,17 @@ class DeviceData:
 
 
 def shown_path(path: str, root: Path | None) -> str:
-    """``path`` relative to ``root`` when it lies inside it (as the outputs show image paths), else as it is."""
+    """``path`` relative to ``root`` when it lies inside it (as the outputs show image paths), else as it is.
+
+    Every output of every tool shows an image's path this way, with ``root`` the manifest's
+    folder: relative to it (POSIX separators) when the image is inside it, absolute otherwise.
+    """
     if root is not None:
         try:
-            return str(Path(path).relative_to(root))
+            return Path(path).relative_to(root).as_posix()
         except ValueError:
             pass
-    return path
+    return str(path)
 
 
 def probe_images(dev: DeviceData, cfg: ExtractionSettings, samples: int = 7) -> bool:
@@ -134,7 +138,7 @@ def record_failures(dev: DeviceData, failures, strict: bool) -> None:
 
 def failure_rows(dev: DeviceData) -> list[dict]:
     """Rows of failures.csv for the device's unreadable images, in manifest order."""
-    return [{"line": dev.line(p), "device": dev.device, "image": p, "reason": r}
+    return [{"line": dev.line(p), "device": dev.device, "image": dev.shown(p), "reason": r}
             for p, r in sorted(dev.failures.items(), key=lambda item: dev.line(item[0]))]
 
 

@@ -4,7 +4,7 @@ This module runs the synthetic camera (:mod:`pipeline.sim.sensor` and its helper
 planned capture and writes the images, the manifest and the defect ground truth. Quick use::
 
     from pipeline.sim import default_dataset, load_config, simulate
-    ds = default_dataset()                       # cached under ~/.cache/agetrace/synthetic/<hash>/
+    ds = default_dataset()                       # cached under <cache_root()>/<hash>/
     ds = default_dataset(**{"scenes.scene_bias": 1.0})
     ds = simulate(load_config(overrides={"capture.images_per_class": 8}), "/tmp/sim")
 
@@ -38,6 +38,7 @@ from importlib import metadata
 from pathlib import Path
 
 import numpy as np
+import platformdirs
 from tqdm import tqdm
 
 from pipeline.sim.config import SIMULATOR_VERSION, SimulationConfig, config_hash, load_config
@@ -97,9 +98,17 @@ def _read_csv(path: Path) -> list[dict[str, str]]:
 
 
 def cache_root() -> Path:
-    """Where :func:`default_dataset` caches: ``$AGETRACE_CACHE/synthetic`` or ``~/.cache/agetrace/synthetic``."""
+    """Where :func:`default_dataset` caches: ``<agetrace's cache folder>/synthetic``.
+
+    agetrace's cache folder is ``$AGETRACE_CACHE`` when that is set, else the platform's user cache
+    folder for agetrace (:func:`platformdirs.user_cache_dir`): ``$XDG_CACHE_HOME/agetrace``, by
+    default ``~/.cache/agetrace``, on Linux; ``~/Library/Caches/agetrace`` on macOS;
+    ``%LOCALAPPDATA%\\agetrace\\Cache`` on Windows. Read at each call, so a changed environment
+    variable takes effect at once.
+    """
     base = os.environ.get("AGETRACE_CACHE")
-    return (Path(base) if base else Path.home() / ".cache" / "agetrace") / "synthetic"
+    folder = Path(base).expanduser() if base else Path(platformdirs.user_cache_dir("agetrace", appauthor=False))
+    return folder / "synthetic"
 
 
 def _image_relpath(capture: Capture, suffix: str, digits: int) -> str:
@@ -379,8 +388,9 @@ def default_dataset(cache_dir: str | Path | None = None, *, workers: int | None 
     Parameters
     ----------
     cache_dir : str or Path, optional
-        Cache folder; default :func:`cache_root` (``$AGETRACE_CACHE/synthetic`` or
-        ``~/.cache/agetrace/synthetic``).
+        Cache folder; default :func:`cache_root` (``$AGETRACE_CACHE/synthetic``, else the platform's
+        user cache folder: ``$XDG_CACHE_HOME/agetrace/synthetic`` or ``~/.cache/agetrace/synthetic``
+        on Linux).
     workers, progress
         As in :func:`simulate`, used only when the dataset must be generated.
     **overrides

@@ -7,6 +7,7 @@ Output folder::
     audit.md            the same for a reader, with the plots
     overview.png        every judged figure with its intervals against its chance level
     content.png camera_fig3.png position.png patch_colour.png   one plot per check that ran
+                        (each plot as PNG at 300 dpi and as an SVG of the same name; percent)
     predictions.csv     every test prediction of every model
     failures.csv        images left out, with the reason
     splits/<device>/run_XX.csv   the experiment's splits (content check)
@@ -24,11 +25,14 @@ from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
 from pipeline.analysis.audit.stats import FOUND, JUDGED, NO_BIAS, SUSPECTED
-from pipeline.analysis.provenance import package_versions, utc_now, write_json
+from pipeline.analysis.figures import chance_segments, n_label, percent, percent_axis, save_figure, vector_path
+from pipeline.analysis.provenance import command_line, package_versions, utc_now, write_json
 from pipeline.analysis.report import write_csv
-from pipeline.data.atomic import atomic_write, atomic_write_text
+from pipeline.data.atomic import atomic_write_text
+from pipeline.features.device import shown_path
 
 __all__ = ["markdown", "start_record", "summary_text", "write_report"]
 
@@ -46,6 +50,7 @@ def start_record(out: Path | None, config, manifest, extra: dict) -> dict:
         "manifest": {"path": str(manifest.source), "sha256": manifest.sha256, "rows": len(manifest.rows),
                      "excluded": len(manifest.excluded)},
         "versions": package_versions(),
+        "command": command_line(),
         **extra,
     }
     if config.cnn is not None:
@@ -148,90 +153,105 @@ def markdown(record: dict, results, levels, plots: dict, bank) -> str:
     return "\n".join(parts) + "\n"
 
 
-def _save(fig, path: Path) -> None:
-    with atomic_write(path, "wb") as fh:
-        fig.savefig(fh, format="png", dpi=110)
-
-
 def _subplots(*grid, figsize, **kwargs):
     """A figure without pyplot (no global figure registry, no backend switch) and its axes."""
-    fig = Figure(figsize=figsize)
+    fig = Figure(figsize=figsize, layout="constrained")
     return fig, fig.subplots(*grid, **kwargs)
 
 
-def _bars(ax, figures, title):
-    labels = [f.key.replace("_", " ") for f in figures]
-    values = np.array([f.value for f in figures])
-    lo = np.array([f.ci[0] for f in figures])
-    hi = np.array([f.ci[1] for f in figures])
+def _tick_name(key: str) -> str:
+    """A bar's name from its figure's key: ``colour_accuracy_SIM-a`` -> ``colour, SIM-a``."""
+    name = key.replace("_accuracy", "")
+    if name.startswith("position_"):
+        return f"crop {name.removeprefix('position_')}"
+    kind, _, device = name.partition("_")
+    if kind in ("colour", "thumbnail"):
+        return f"{kind}, {device or 'all devices'}"
+    return name.replace("_", " ")
+
+
+def _bars(ax, figures, title, confidence):
+    """Accuracies in percent with their screening intervals, each bar's chance level and its n."""
+    labels = [n_label(_tick_name(f.key), f.n, one_line=True) for f in figures]
+    values = percent([f.value for f in figures])
+    lo = percent([f.ci[0] for f in figures])
+    hi = percent([f.ci[1] for f in figures])
     ax.bar(range(len(figures)), values, color="#8fb3d9", yerr=[values - lo, hi - values], capsize=3)
-    for i, f in enumerate(figures):
-        ax.hlines(f.chance, i - 0.4, i + 0.4, colors="k", linestyles="--", lw=1)
-    ax.set_xticks(range(len(figures)), labels, rotation=30, ha="right", fontsize=7)
-    ax.set_title(title, fontsize=9)
-    ax.set_ylim(min(0.0, float(lo.min()) - 0.05), 1.02)
-    ax.grid(axis="y", alpha=0.3)
+    chance_segments(ax, range(len(figures)), percent([f.chance for f in figures]), label=False)
+    ax.set_xticks(range(len(figures)), labels, rotation=30, ha="right", rotation_mode="anchor", fontsize=7.5)
+    ax.set_title(f"{title}\nbars: accuracy with its {100 * confidence:.2f} % screening interval; dashed: chance; "
+                 "n: test images", fontsize=9)
+    percent_axis(ax, "accuracy (%)")
+    ax.set_ylim(min(-2.0, float(lo.min()) - 5), 102)
 
 
-def make_plots(out: Path, results) -> dict:
-    """Write the plots; return check name -> file name."""
+def make_plots(out: Path, results, confidence: float = 0.95) -> dict:
+    """Write the plots, each as PNG (300 dpi) and SVG; return check name -> PNG file name.
+
+    ``confidence`` is the screening intervals' level, named in the legends.
+    """
     plots = {}
     verdict_figs = [(r, f) for r in results for f in r.figures if f.role in JUDGED]
     if verdict_figs:
         fig, ax = _subplots(figsize=(7.5, 0.42 * len(verdict_figs) + 1.2))
         colours = {NO_BIAS: "#4a8f4a", SUSPECTED: "#d9a000", FOUND: "#c0392b"}
         for y, (r, f) in enumerate(reversed(verdict_figs)):
-            offset = f.value - f.chance
-            ax.plot([f.ci_strict[0] - f.chance, f.ci_strict[1] - f.chance], [y, y], color="0.75", lw=6,
+            offset = 100 * (f.value - f.chance)
+            ax.plot(percent([f.ci_strict[0] - f.chance, f.ci_strict[1] - f.chance]), [y, y], color="0.75", lw=6,
                     solid_capstyle="butt")
-            ax.plot([f.ci[0] - f.chance, f.ci[1] - f.chance], [y, y], color=colours[f.verdict], lw=2.5)
+            ax.plot(percent([f.ci[0] - f.chance, f.ci[1] - f.chance]), [y, y], color=colours[f.verdict], lw=2.5)
             ax.plot([offset], [y], "o", color=colours[f.verdict])
         ax.axvline(0, color="k", lw=1)
         ax.set_yticks(range(len(verdict_figs)), [f"{r.name}: {f.key}" + (" (stress)" if f.role == "susceptibility"
                                                                           else "") for r, f in reversed(verdict_figs)],
                       fontsize=7)
-        ax.set_xlabel("figure minus its chance level (screening interval coloured, strict interval grey)")
-        ax.set_title("Judged figures", fontsize=10)
-        fig.tight_layout()
-        _save(fig, out / "overview.png")
+        ax.set_xlabel("figure minus its chance level (percentage points)\n"
+                      "screening interval coloured by verdict, strict interval grey")
+        ax.legend(handles=[Line2D([], [], color=c, lw=2.5, marker="o", label=v) for v, c in colours.items()]
+                  + [Line2D([], [], color="0.75", lw=6, label="strict interval")],
+                  loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, frameon=False)
+        ax.set_title("Judged figures against their chance level", fontsize=10)
+        save_figure(fig, out / "overview.png", vector="svg")
         plots["overview"] = "overview.png"
     for r in results:
         if not r.figures:
             continue
         if r.name == "content":
-            fig, ax = _subplots(figsize=(max(5, 0.5 * len(r.figures) + 2), 3.6))
-            _bars(ax, r.figures, "content-only baselines (accuracy, screening CI, dashed: chance)")
+            fig, ax = _subplots(figsize=(max(6.5, 0.55 * len(r.figures) + 2), 3.8))
+            _bars(ax, r.figures, "Content-only baselines: accuracy per model and device", confidence)
         elif r.name == "camera" and getattr(r, "shares", None):
             models = list(r.shares)
-            fig, axes = _subplots(1, len(models), figsize=(3.2 * len(models), 3.4), squeeze=False, sharey=True)
+            fig, axes = _subplots(1, len(models), figsize=(max(6.0, 3.2 * len(models)), 3.8), squeeze=False,
+                                  sharey=True)
             for ax, model in zip(axes[0], models):
                 devices = list(r.shares[model])
                 classes = list(next(iter(r.shares[model].values())))
                 bottom = np.zeros(len(devices))
                 for c in classes:
-                    vals = np.array([r.shares[model][d][c] for d in devices])
-                    ax.bar(range(len(devices)), vals, bottom=bottom, label=f"predicted {c}")
+                    vals = percent([r.shares[model][d][c] for d in devices])
+                    ax.bar(range(len(devices)), vals, bottom=bottom, label=f"predicted class {c}")
                     bottom += vals
                 taught = {d: c for c, ds in getattr(r, "groups", {}).items() for d in ds}
-                names = [f"{d}\n(taught {taught[d]})" if "disjoint" in model and d in taught else d for d in devices]
-                ax.set_xticks(range(len(devices)), names, rotation=30, ha="right", fontsize=7)
+                names = [f"{d} (taught class {taught[d]})" if "disjoint" in model and d in taught else d for d in devices]
+                ax.set_xticks(range(len(devices)), names, rotation=30, ha="right", rotation_mode="anchor", fontsize=7.5)
                 ax.set_title(model, fontsize=9)
-            axes[0][0].set_ylabel("share of the device's test images")
-            axes[0][-1].legend(fontsize=7)
+            axes[0][0].set_ylabel("share of the device's test images (%)", fontsize=9)
+            axes[0][0].set_ylim(0, 100)
+            handles, names = axes[0][0].get_legend_handles_labels()
+            fig.legend(handles, names, loc="outside lower center", ncols=len(handles), fontsize=7.5, frameon=False)
             fig.suptitle("Predicted classes per device (cf. the paper's Fig. 3)", fontsize=10)
         elif r.name == "position":
-            fig, ax = _subplots(figsize=(5.5, 3.4))
+            fig, ax = _subplots(figsize=(6.5, 3.8))
             _bars(ax, [f for f in r.figures if f.key.startswith("position_")] +
-                  [r.figure("other_positions_accuracy")], "Balanced model away from its training crop")
+                  [r.figure("other_positions_accuracy")], "Balanced model away from its training crop", confidence)
         elif r.name == "patch":
-            fig, ax = _subplots(figsize=(5.5, 3.4))
+            fig, ax = _subplots(figsize=(6.5, 3.8))
             _bars(ax, [r.figure(k) for k in ("balanced_accuracy", "random_crop_accuracy", "jitter_accuracy",
-                                             "grayscale_accuracy")], "patch size and colour (accuracy)")
+                                             "grayscale_accuracy")], "Patch size and colour: accuracy", confidence)
         else:
             continue
-        fig.tight_layout()
         name = {"camera": "camera_fig3.png", "patch": "patch_colour.png"}.get(r.name, f"{r.name}.png")
-        _save(fig, out / name)
+        save_figure(fig, out / name, vector="svg")
         plots[r.name] = name
     return plots
 
@@ -256,19 +276,16 @@ def write_report(out: Path | None, record: dict, results, bank, levels, plan: di
         rows = []
         for r in results:
             for row in r.predictions:
-                row = dict(row)
-                try:
-                    row["image"] = str(Path(row["image"]).relative_to(root))
-                except ValueError:
-                    pass
-                rows.append(row)
+                rows.append({**row, "image": shown_path(row["image"], root)})
         columns = ["check", "model", "run", "image", "device", "true", "predicted"]
         columns += sorted({k for row in rows for k in row if k.startswith("p_")})
         write_csv(out / "predictions.csv", rows, columns)
-        write_csv(out / "failures.csv", [{"image": p, "reason": why} for p, why in bank.failures], ["image", "reason"])
-        plots = make_plots(out, results)
+        write_csv(out / "failures.csv", [{"image": shown_path(p, root), "reason": why} for p, why in bank.failures],
+                  ["image", "reason"])
+        plots = make_plots(out, results, levels.confidence)
         atomic_write_text(out / "audit.md", markdown(record, results, levels, plots, bank))
-        files = ["audit.json", "audit.md", *plots.values(), "predictions.csv", "failures.csv"]
+        files = ["audit.json", "audit.md", *[f for png in plots.values() for f in (png, str(vector_path(png)))],
+                 "predictions.csv", "failures.csv"]
         if (out / "splits").is_dir():
             files.append("splits/")
         if (out / "splits_cnn").is_dir():

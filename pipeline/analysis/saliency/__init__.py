@@ -48,7 +48,7 @@ defects
 
 Outputs (in ``out``): ``saliency.json`` (per device and method; settings; provenance),
 ``saliency.md`` (a short verdict), ``saliency_maps.csv`` (one row per map), ``maps/<device>.npz``
-(the raw maps), and ``sheets/<device>.png`` (contact sheets: crops with their defect positions,
+(the raw maps), and ``sheets/<device>.png`` and ``.svg`` (contact sheets: crops with their defect positions,
 and one overlay row per method, shown on one colour scale per device and method).
 
 Modules: :mod:`.explain` (:class:`SaliencyConfig` and :func:`explain_run`, which runs the

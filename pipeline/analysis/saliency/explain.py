@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from pipeline.analysis.provenance import package_versions, read_json, utc_now
+from pipeline.analysis.provenance import command_line, package_versions, read_json, utc_now
 from pipeline.analysis.runfolder import RunFolder, read_record
 from pipeline.analysis.saliency.figures import contact_sheet
 from pipeline.analysis.saliency.inputs import (
@@ -44,6 +44,7 @@ from pipeline.analysis.saliency.stats import (
     structure_features,
 )
 from pipeline.data.imageio import read_image
+from pipeline.features.device import shown_path
 from pipeline.logs import get_logger
 from pipeline.srnet.crops import extract_crops
 from pipeline.srnet.presets import SRNetConfig
@@ -167,7 +168,9 @@ def explain_run(run_dir: str | Path, out_dir: str | Path | None = None, config: 
     if "srnet" not in record:
         raise FileNotFoundError(f"{run_dir}: this run did not train SRNet (config.json has no 'srnet' section); "
                                 "run `python -m pipeline.ml_age --methods fg,nb,svm,srnet` first")
-    read_record(run_dir)  # raises RunFolderSchemaError for a folder of another run-folder schema
+    # raises RunFolderSchemaError for a folder of another run-folder schema; image paths are shown
+    # relative to the manifest's folder, as in the run's own outputs
+    root = read_record(run_dir).manifest.image_root()
     srnet_config = SRNetConfig.from_dict(record["srnet"])
     devices = {}
     for device in folder.srnet_devices():
@@ -186,7 +189,7 @@ def explain_run(run_dir: str | Path, out_dir: str | Path | None = None, config: 
     per_map_rows: list[dict] = []
     for device, found in devices.items():
         logger.info(f"{device}: explaining SRNet runs {found.runs} with {', '.join(config.methods)}")
-        result = _explain_device(folder, out, found, srnet_config, config, positions)
+        result = _explain_device(folder, out, found, srnet_config, config, positions, root)
         summary[device] = result["summary"]
         per_map_rows += result["rows"]
         files += result["files"]
@@ -209,6 +212,7 @@ def explain_run(run_dir: str | Path, out_dir: str | Path | None = None, config: 
                                     "content_rho": CONTENT_RHO}},
         "srnet": srnet_config.to_dict(),
         "versions": package_versions(),
+        "command": command_line(),
         "devices": summary,
     }
     return write_report(out, report, per_map_rows, files)
@@ -278,8 +282,9 @@ def _saliency_maps(folder: RunFolder, found: DeviceRuns, stacked: dict[str, np.n
 
 
 def _explain_device(folder: RunFolder, out: Path, found: DeviceRuns, srnet_config: SRNetConfig, config: SaliencyConfig,
-                    positions: DefectPositions) -> dict:
-    """Maps, figures, per-map rows, the maps file and the contact sheet of one device."""
+                    positions: DefectPositions, root: Path | None = None) -> dict:
+    """Maps, figures, per-map rows, the maps file and the contact sheet of one device (image paths in
+    the rows, the failures and the maps file relative to ``root``, the manifest's folder, when inside it)."""
     from pipeline.srnet.fusion import fuse_probabilities
 
     device_name = found.device
@@ -354,7 +359,8 @@ def _explain_device(folder: RunFolder, out: Path, found: DeviceRuns, srnet_confi
                         tallies["all"].add(shares)
                         tallies.setdefault(target_label, DefectTally(min_shift)).add(shares)
                     rows.append({
-                        "device": device_name, "run": run, "image": usable[i], "crop": crop_name, "method": method,
+                        "device": device_name, "run": run, "image": shown_path(usable[i], root), "crop": crop_name,
+                        "method": method,
                         "true": int(truth[i]), "target": target_label,
                         **{f"rho_{name}": float(own[name][k]) for name in feature_names},
                         "defects_in_crop": len(points),
@@ -380,20 +386,20 @@ def _explain_device(folder: RunFolder, out: Path, found: DeviceRuns, srnet_confi
     voting = [m for m, s in method_summaries.items() if any(s is f for f in fine)]
     files = []
     npz_path = out / "maps" / f"{device_name}.npz"
-    write_maps(npz_path, runs=found.runs, images=usable, crops=srnet_config.crops, held_out=held_out, true=truth,
+    write_maps(npz_path, runs=found.runs, images=[shown_path(p, root) for p in usable], crops=srnet_config.crops,
+               held_out=held_out, true=truth,
                maps={m: maps[m] for m in config.methods}, targets={m: targets[m] for m in config.methods})
     files.append(npz_path)
     if config.sheet_images:
         sheet = out / "sheets" / f"{device_name}.png"
-        contact_sheet(sheet, device_name, usable, truth, stacked, maps, targets, held_out, boxes, positions,
-                      found.runs, classes, srnet_config, config)
-        files.append(sheet)
+        files += contact_sheet(sheet, device_name, usable, truth, stacked, maps, targets, held_out, boxes, positions,
+                               found.runs, classes, srnet_config, config)
     summary = {
         "runs": found.runs,
         "runs_skipped": {str(k): v for k, v in found.skipped.items()},
         "n_test_images": int(held_out.sum()),
         "n_images": n_images,
-        "failures": failures,
+        "failures": [{**f, "image": shown_path(f["image"], root)} for f in failures],
         "srnet_accuracy": {str(k): v for k, v in accuracy.items()},
         "chance_accuracy": chance,
         "verdict_methods": voting,

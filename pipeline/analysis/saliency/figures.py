@@ -1,8 +1,9 @@
-"""The contact sheet of a device's saliency maps (``sheets/<device>.png``).
+"""The contact sheet of a device's saliency maps (``sheets/<device>.png`` and ``.svg``).
 
-Drawn on a bare :class:`matplotlib.figure.Figure` (no pyplot, no backend to choose). The maps
-are upsampled to their crops with :func:`pipeline.srnet.cam.upsample_maps`, so torch is
-imported when a sheet is drawn.
+Drawn on a bare :class:`matplotlib.figure.Figure` (no pyplot, no backend to choose) and saved as a
+PNG at 300 dpi and an SVG (:func:`pipeline.analysis.figures.save_figure`). The maps are upsampled
+to their crops with :func:`pipeline.srnet.cam.upsample_maps`, so torch is imported when a sheet is
+drawn. The layout is fixed in inches (a constrained layout of a hundred panels costs seconds).
 """
 
 from __future__ import annotations
@@ -10,22 +11,33 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
+from pipeline.analysis.figures import save_figure
 from pipeline.analysis.saliency.inputs import points_in_crop
-from pipeline.data.atomic import atomic_write
 
-__all__ = ["contact_sheet"]
+__all__ = ["METHOD_NAMES", "contact_sheet"]
+
+#: display names of the saliency methods
+METHOD_NAMES = {"cam": "CAM", "gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++", "scorecam": "Score-CAM"}
+
+#: the sheet's layout, in inches: panel side, gaps between panels, margins
+_PANEL, _GAP_W, _GAP_H = 1.3, 0.12, 0.34
+_LEFT, _RIGHT, _TOP, _BOTTOM = 0.95, 0.85, 1.2, 0.2
+_FONT = 8
 
 
 def contact_sheet(path, device, usable, truth, stacked, maps, targets, held_out, boxes, positions, runs,
-                  classes, srnet_config, config) -> None:
-    """Draw one device's contact sheet into the PNG file ``path``.
+                  classes, srnet_config, config) -> list[Path]:
+    """Draw one device's contact sheet into the PNG file ``path`` and an SVG beside it.
 
     Per shown image a row of its crops (defects circled in cyan), then one row of overlays per
-    method, on one colour scale per method (the largest positive saliency of the device's maps of
-    that method), so that weak and strong maps look different.  The images are test images of
-    the first run, alternating between the true classes.
+    method, on one colour scale per method (0 to the largest positive saliency of the device's
+    maps of that method, shown by the colour bar at the end of each overlay row), so that weak and
+    strong maps look different.  The images are test images of the first run, alternating
+    between the true classes.
 
     Parameters
     ----------
@@ -56,6 +68,11 @@ def contact_sheet(path, device, usable, truth, stacked, maps, targets, held_out,
         The run's SRNet settings (its crops).
     config : SaliencyConfig
         The analysis settings (``sheet_images``).
+
+    Returns
+    -------
+    list of Path
+        The PNG and the SVG.
     """
     from pipeline.srnet.cam import upsample_maps  # torch
 
@@ -74,7 +91,11 @@ def contact_sheet(path, device, usable, truth, stacked, maps, targets, held_out,
     crops = list(srnet_config.crops)
     per_crop = 1 + len(methods)
     rows, cols = len(crops) * per_crop, max(len(chosen), 1)
-    fig = Figure(figsize=(1.6 * cols + 0.9, 1.6 * rows + 0.6))
+    width = _LEFT + cols * _PANEL + (cols - 1) * _GAP_W + _RIGHT
+    height = _TOP + rows * _PANEL + (rows - 1) * _GAP_H + _BOTTOM
+    fig = Figure(figsize=(width, height))
+    fig.subplots_adjust(left=_LEFT / width, right=1 - _RIGHT / width, top=1 - _TOP / height,
+                        bottom=_BOTTOM / height, wspace=_GAP_W / _PANEL, hspace=_GAP_H / _PANEL)
     axes = fig.subplots(rows, cols, squeeze=False)
     scale = {m: float(np.maximum(maps[m][run_index], 0).max()) or 1.0 for m in methods}
     grey = {"cmap": "gray", "vmin": 0, "vmax": 1}
@@ -90,9 +111,9 @@ def contact_sheet(path, device, usable, truth, stacked, maps, targets, held_out,
             if len(local):
                 ax.scatter(local[:, 1], local[:, 0], s=30, facecolors="none", edgecolors="cyan", linewidths=0.8)
             if c == 0:
-                ax.set_title(f"{Path(usable[i]).stem}\nclass {truth[i]}", fontsize=6)
+                ax.set_title(f"{Path(usable[i]).stem}\ntrue class {truth[i]}", fontsize=_FONT - 1)
             if k == 0:
-                ax.set_ylabel(f"crop {crop_name}", fontsize=7)
+                ax.set_ylabel(f"crop {crop_name}\n(input)", fontsize=_FONT)
             for m, method in enumerate(methods):
                 ax = axes[c * per_crop + 1 + m, k]
                 raw = np.maximum(maps[method][run_index, i, c], 0)[None]
@@ -101,14 +122,24 @@ def contact_sheet(path, device, usable, truth, stacked, maps, targets, held_out,
                 ax.imshow(heat, cmap="inferno", alpha=0.55, vmin=0, vmax=scale[method])
                 if len(local):
                     ax.scatter(local[:, 1], local[:, 0], s=30, facecolors="none", edgecolors="cyan", linewidths=0.6)
-                ax.set_xlabel(f"→ class {classes[targets[method][run_index, i, c]]}", fontsize=6, labelpad=1)
+                ax.set_xlabel(f"explains class {classes[targets[method][run_index, i, c]]}", fontsize=_FONT - 1,
+                              labelpad=1)
                 if k == 0:
-                    ax.set_ylabel(method, fontsize=7)
+                    ax.set_ylabel(f"{METHOD_NAMES.get(method, method)}\n(crop {crop_name})", fontsize=_FONT)
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.suptitle(f"{device}: SRNet saliency, run {runs[run_index]} (cyan: defect positions; "
-                 "one colour scale per method)", fontsize=7)
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()))
-    with atomic_write(path, "wb") as fh:
-        fig.savefig(fh, format="png", dpi=90)
+    # one colour bar per overlay row: the method's scale (the same in every row of that method)
+    for c in range(len(crops)):
+        for m, method in enumerate(methods):
+            box = axes[c * per_crop + 1 + m, -1].get_position()
+            cax = fig.add_axes((box.x1 + 0.1 / width, box.y0, 0.12 / width, box.height))
+            bar = fig.colorbar(ScalarMappable(Normalize(0, scale[method]), cmap="inferno"), cax=cax)
+            bar.set_ticks([0, scale[method]], labels=["0", f"{scale[method]:.2g}"])
+            bar.ax.tick_params(labelsize=_FONT - 1)
+    fig.suptitle(f"{device}: SRNet saliency maps, test images of run {runs[run_index]}", fontsize=_FONT + 2,
+                 y=1 - 0.12 / height, va="top")
+    fig.text(0.5, 1 - 0.42 / height, "cyan circles: defect positions; overlay: positive saliency (arbitrary units),\n"
+             "one colour scale per method, from 0 to its largest value on this device", ha="center", va="top",
+             fontsize=_FONT - 1)
+    return save_figure(fig, path, vector="svg")
