@@ -218,7 +218,10 @@ def run_cross_device(manifest: Manifest, out_dir: str | Path, cfg: ExperimentCon
         p["image"] = shown_path(p["image"], root)
     files = ["config.json", "cross_metrics.csv", "cross_summary.csv", "predictions.csv", "cross_device.md"]
     write_csv(out / "cross_metrics.csv", metrics, _METRIC_COLUMNS)
-    write_csv(out / "cross_summary.csv", summary, _SUMMARY_COLUMNS)
+    # one run has no spread: an empty std cell, as summary.csv of the experiment writes it, not "nan"
+    write_csv(out / "cross_summary.csv",
+              [{**row, "std_accuracy": "" if row["runs"] < 2 else row["std_accuracy"]} for row in summary],
+              _SUMMARY_COLUMNS)
     write_csv(out / "predictions.csv", predictions,
               ["method", "train_device", "run", "test_device", "image", "true", "predicted"]
               + [f"p_{c}" for c in classes])

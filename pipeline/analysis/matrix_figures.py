@@ -66,7 +66,7 @@ def plot_heatmap(path: Path, rows: list[dict], names: list[str], label: str) -> 
             s = cell.get((a, b))
             if s is None:
                 continue
-            spread = "" if s["runs"] < 2 else f" ± {100 * s['std_accuracy']:.1f}"
+            spread = " —" if s["runs"] < 2 else f" ± {100 * s['std_accuracy']:.1f}"  # as in the tables
             ax.text(j, i, f"{100 * s['mean_accuracy']:.1f}{spread}\nn={s['runs']}", ha="center", va="center",
                     fontsize=7.5, color="white" if s["mean_accuracy"] < 0.6 else "black",
                     fontweight="bold" if a == b else "normal")
