@@ -115,12 +115,17 @@ def fetch_camera_files(cache: Path | None = None) -> Path:
     if not all(_matches(target / name, digest) for name, digest in CAMERA_FILES.items()):
         archive = _archive(cache)
         _extract(archive, target)
-    for name, digest in CAMERA_FILES.items():
+    _check_pinned(target, CAMERA_FILES, remove=cache)
+    return target
+
+
+def _check_pinned(target: Path, pinned: dict, *, remove: Path) -> None:
+    """Raise :class:`FetchError` unless every pinned file in ``target`` has its SHA-256."""
+    for name, digest in pinned.items():
         actual = sha256_of(target / name)
         if actual != digest:
             raise FetchError(f"{target / name} has SHA-256 {actual}, expected {digest}: "
-                             f"delete {cache} and run the tests again")
-    return target
+                             f"delete {remove} and run the tests again")
 
 
 def _matches(path: Path, digest: str) -> bool:
@@ -186,11 +191,7 @@ def fetch_raw_samples(cache: Path | None = None) -> Path:
     if not all(_matches(target / name, digest) for name, digest in RAW_SAMPLE_FILES.items()):
         archive = _exiftool_archive(cache)
         _extract_from_tarball(archive, target)
-    for name, digest in RAW_SAMPLE_FILES.items():
-        actual = sha256_of(target / name)
-        if actual != digest:
-            raise FetchError(f"{target / name} has SHA-256 {actual}, expected {digest}: "
-                             f"delete {target} and run the tests again")
+    _check_pinned(target, RAW_SAMPLE_FILES, remove=target)
     return target
 
 
