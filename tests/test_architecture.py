@@ -79,8 +79,9 @@ def _layer(name: str) -> str:
         return "infra" if parts[1] in ("logs",) else "entry"
     if parts[1] == "analysis" and len(parts) >= 3:
         tool = parts[2]
-        if any(tool == t or tool.startswith(t + "_") for t in ANALYSIS_TOOLS):
-            return f"tool:{tool.split('_')[0] if tool.startswith('experiment') else tool}"
+        owner = next((t for t in ANALYSIS_TOOLS if tool == t or tool.startswith(t + "_")), None)
+        if owner is not None:  # a tool's own modules (experiment_methods, cross_device_cells) belong to it
+            return f"tool:{owner}"
         return "analysis-lower"
     return parts[1]
 
@@ -93,7 +94,7 @@ ALLOWED = {
     "data": {"infra", "kernels"},
     "sim": {"infra", "data", "kernels"},
     "features": {"infra", "data", "kernels", "baselines"},
-    "srnet": {"infra", "data", "features"},
+    "srnet": {"infra", "data", "features", "kernels"},
     "analysis-lower": {"infra", "data", "sim", "features", "kernels", "baselines", "srnet"},
     "dating": {"infra", "data", "features", "kernels", "baselines", "analysis-lower"},
     "pipeline": set(),

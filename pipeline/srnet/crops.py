@@ -8,7 +8,11 @@ colour filter array; for a CFA plane (already one colour) no alignment is needed
 
 :func:`to_tensor_input` is the single place where pixel values become network inputs; the
 training and the explanation code both go through it, so inputs are never scaled
-differently between the two.  Only numpy is imported here.
+differently between the two.  With ``input='median-residual'`` (method ``srnet-res``) each
+crop becomes the 3x3 median-filter residual of each of its channels, computed on the crop plus
+a one-pixel margin inside the image, so that every crop pixel has the residual of the whole image
+(:func:`kernels.median_residual`, reflect borders at the image's own edges).  Only numpy and
+the kernels are imported here.
 """
 
 from __future__ import annotations
@@ -17,9 +21,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from kernels import median_residual
+
 CROP_NAMES: tuple[str, ...] = ("tl", "tr", "bl", "br", "ce")
 """Top-left, top-right, bottom-left, bottom-right and centre, in this order."""
 CHANNEL_MODES: tuple[str, ...] = ("rgb", "luma", "cfa-plane")
+INPUT_MODES: tuple[str, ...] = ("pixels", "median-residual")
 DTYPE_FULL_SCALE: dict[np.dtype, float] = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
 """Fixed divisor per integer dtype; float images are taken as already scaled."""
 LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float32)
@@ -147,6 +154,7 @@ def extract_crops(
     names: Sequence[str] = CROP_NAMES,
     *,
     cfa_offset: tuple[int, int] = (0, 0),
+    input: str = "pixels",
 ) -> dict[str, np.ndarray]:
     """The named crops of one image as network inputs, ``name -> (C, size, size)`` float32.
 
@@ -164,6 +172,9 @@ def extract_crops(
         Which crops, from :data:`CROP_NAMES`.
     cfa_offset : (int, int)
         Plane of the 2x2 CFA tile used with ``'cfa-plane'``.
+    input : {'pixels', 'median-residual'}
+        The scaled pixels, or the 3x3 median-filter residual of each input channel of them
+        (equal, at every crop pixel, to the residual of the whole scaled image).
 
     Returns
     -------
@@ -172,16 +183,50 @@ def extract_crops(
         whole image.
     """
     _check_channel_mode(channels)
+    if input not in INPUT_MODES:
+        raise ValueError(f"unknown input {input!r}; use one of {', '.join(INPUT_MODES)}")
     pixels = np.asarray(pixels)
     if channels == "cfa-plane":
         source, align = cfa_plane(pixels, cfa_offset), 1
     else:
         source, align = pixels, 2
     boxes = crop_boxes(source.shape, size, names, align=align)
+    if input == "median-residual":
+        return {name: _residual_crop(source, box, channels) for name, box in boxes.items()}
     return {
         name: to_tensor_input(source[top:bottom, left:right], channels)
         for name, (top, left, bottom, right) in boxes.items()
     }
+
+
+def median_residual_inputs(inputs: np.ndarray) -> np.ndarray:
+    """The 3x3 median-filter residual of every channel of network inputs (N, C, P, P) float32.
+
+    For inputs that are already crops (the audit's crop banks, after colour jitter and the like):
+    each crop's residual is computed on the crop alone, with reflect borders at its own edges.
+    Inside the crop it equals the residual of the image the crop came from.
+    """
+    inputs = np.asarray(inputs)
+    if inputs.ndim != 4 or inputs.dtype != np.float32:
+        raise ValueError(f"inputs must be float32 network inputs (N, C, P, P), got {inputs.dtype} {inputs.shape}")
+    out = np.empty_like(inputs)
+    for index, crop in enumerate(inputs):
+        residual = median_residual(np.ascontiguousarray(np.moveaxis(crop, 0, 2)))
+        out[index] = np.moveaxis(residual, 2, 0)
+    return out
+
+
+def _residual_crop(source: np.ndarray, box: tuple[int, int, int, int], channels: str) -> np.ndarray:
+    """Median residual (C, P, P) of the scaled crop, computed with a one-pixel margin where the
+    image has one, so that it equals the whole image's residual on every crop pixel."""
+    top, left, bottom, right = box
+    height, width = source.shape[:2]
+    outer_top, outer_left = max(top - 1, 0), max(left - 1, 0)
+    outer_bottom, outer_right = min(bottom + 1, height), min(right + 1, width)
+    scaled = to_tensor_input(source[outer_top:outer_bottom, outer_left:outer_right], channels)
+    residual = median_residual(np.ascontiguousarray(np.moveaxis(scaled, 0, 2)))
+    inner = residual[top - outer_top : bottom - outer_top, left - outer_left : right - outer_left]
+    return np.ascontiguousarray(np.moveaxis(inner, 2, 0), dtype=np.float32)
 
 
 def _dtype_full_scale(dtype: np.dtype) -> float:

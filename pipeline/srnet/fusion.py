@@ -84,7 +84,7 @@ def stack_crops(
     collected: dict[str, list[np.ndarray]] = {name: [] for name in config.crops}
     for index, pixels in enumerate(tqdm(images, desc="SRNet crops", unit="image", disable=not progress, leave=False)):
         try:
-            crops = extract_crops(pixels, config.patch, config.channels, config.crops)
+            crops = extract_crops(pixels, config.patch, config.channels, config.crops, input=config.input)
         except (TypeError, ValueError) as exc:
             raise type(exc)(f"{describe(index)}: {exc}") from exc
         for name, crop in crops.items():

@@ -154,6 +154,41 @@ class FinalBlock(nn.Module):
         return self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x)))))
 
 
+class ConstrainedConv2d(nn.Conv2d):
+    """Bayar & Stamm's constrained prediction-error convolution (no bias, stride 1, same size).
+
+    Every 2-D kernel slice ``w[k, c]`` is held at ``w[k, c, centre] = -1`` with its other weights
+    summing to 1, so each slice computes "weighted mean of the neighbours minus the pixel": a
+    prediction error that is 0 on any locally constant or linear-in-mean region, which suppresses
+    scene content and keeps local noise (Bayar & Stamm, IH&MMSec 2016; IEEE TIFS 2018).  The
+    constraint is restored by :meth:`project_` after every optimiser step (the training loop calls
+    it through :meth:`SRNet.project_constraints`), and at initialisation.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int) -> None:
+        if kernel_size % 2 == 0 or kernel_size < 3:
+            raise ValueError(f"kernel_size must be an odd integer >= 3, got {kernel_size!r}")
+        super().__init__(in_channels, out_channels, kernel_size, stride=1, padding=kernel_size // 2, bias=False)
+
+    @torch.no_grad()
+    def project_(self) -> None:
+        """Re-impose the constraint in place: centre -1, the others rescaled to sum to 1.
+
+        A slice whose off-centre weights sum to (nearly) zero cannot be rescaled; it is reset to
+        the uniform neighbour mean, the simplest prediction-error filter.
+        """
+        weight = self.weight
+        centre = self.kernel_size[0] // 2
+        weight[:, :, centre, centre] = 0.0
+        sums = weight.sum(dim=(2, 3), keepdim=True)
+        degenerate = sums.abs() < 1e-6
+        neighbours = self.kernel_size[0] * self.kernel_size[1] - 1
+        uniform = torch.full_like(weight, 1.0 / neighbours)
+        uniform[:, :, centre, centre] = 0.0
+        weight.copy_(torch.where(degenerate, uniform, weight / torch.where(degenerate, torch.ones_like(sums), sums)))
+        weight[:, :, centre, centre] = -1.0
+
+
 class GlobalAvgPool(nn.Module):
     """Mean over the spatial axes: (N, C, H, W) -> (N, C)."""
 
@@ -173,15 +208,22 @@ class SRNet(nn.Module):
     conv_bias : bool, default False
         Give every convolution a bias (initialised to 0.2 as in the original).  Functionally
         redundant in front of BatchNorm; see the module docstring.
+    stem : {'plain', 'constrained'}, default 'plain'
+        ``'constrained'`` puts a :class:`ConstrainedConv2d` (``constrained_filters`` kernels of
+        ``constrained_kernel`` squared pixels) in front of layer 1, as the attribute ``stem``.
+    constrained_filters, constrained_kernel : int, default 3 and 5
+        The constrained layer's kernels (Bayar & Stamm's three 5x5 filters).
 
     Notes
     -----
     Stages are the attributes named in :data:`STAGE_NAMES` (``layer1`` ... ``layer12``,
     ``gap``, ``head``), so that ``model.layer12`` can be hooked for the pre-pooling feature
-    map, which :meth:`feature_map` also returns directly.
+    map, which :meth:`feature_map` also returns directly.  A constrained model runs ``stem``
+    before them.
     """
 
-    def __init__(self, in_channels: int = 1, n_classes: int = 2, conv_bias: bool = False) -> None:
+    def __init__(self, in_channels: int = 1, n_classes: int = 2, conv_bias: bool = False, *, stem: str = "plain",
+                 constrained_filters: int = 3, constrained_kernel: int = 5) -> None:
         super().__init__()
         if in_channels not in (1, 3):
             raise ValueError(f"in_channels must be 1 (luminance or a CFA plane) or 3 (RGB), got {in_channels!r}")
@@ -190,9 +232,16 @@ class SRNet(nn.Module):
         self.in_channels = int(in_channels)
         self.n_classes = int(n_classes)
         self.conv_bias = bool(conv_bias)
+        if stem not in ("plain", "constrained"):
+            raise ValueError(f"stem must be 'plain' or 'constrained', got {stem!r}")
+        self.stem_mode = stem
         bias = self.conv_bias
 
-        self.layer1 = ConvBNReLU(in_channels, 64, bias)
+        first_in = in_channels
+        if stem == "constrained":
+            self.stem = ConstrainedConv2d(in_channels, int(constrained_filters), int(constrained_kernel))
+            first_in = int(constrained_filters)
+        self.layer1 = ConvBNReLU(first_in, 64, bias)
         self.layer2 = ConvBNReLU(64, 16, bias)
         self.layer3 = ResidualBlock(16, bias)
         self.layer4 = ResidualBlock(16, bias)
@@ -224,9 +273,17 @@ class SRNet(nn.Module):
             elif isinstance(module, nn.Linear):
                 nn.init.normal_(module.weight, mean=0.0, std=HEAD_WEIGHT_STD)
                 nn.init.zeros_(module.bias)
+        self.project_constraints()
+
+    def project_constraints(self) -> None:
+        """Restore the constrained stem's constraint (a no-op for the plain network)."""
+        if self.stem_mode == "constrained":
+            self.stem.project_()
 
     def feature_map(self, x: torch.Tensor) -> torch.Tensor:
         """Layer-12 output before global average pooling, (N, 512, ceil(P/16), ceil(P/16))."""
+        if self.stem_mode == "constrained":
+            x = self.stem(x)
         for name in STAGE_NAMES[:12]:
             x = getattr(self, name)(x)
         return x
@@ -245,7 +302,8 @@ class SRNet(nn.Module):
         conv_weights, others = [], []
         for module in self.modules():
             for name, parameter in module.named_parameters(recurse=False):
-                if isinstance(module, nn.Conv2d) and name == "weight":
+                # the constrained kernels are re-projected after each step: decay would only fight that
+                if isinstance(module, nn.Conv2d) and not isinstance(module, ConstrainedConv2d) and name == "weight":
                     conv_weights.append(parameter)
                 else:
                     others.append(parameter)

@@ -30,9 +30,12 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from pipeline.srnet.crops import CHANNEL_MODES, CROP_NAMES, input_channels
+from pipeline.srnet.crops import CHANNEL_MODES, CROP_NAMES, INPUT_MODES, input_channels
 
 FUSION_METHODS = ("mean", "vote")
+
+STEM_MODES = ("plain", "constrained")
+"""SRNet as published, or with Bayar & Stamm's constrained prediction-error layer in front."""
 _DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
 
 
@@ -62,6 +65,16 @@ class SRNetConfig:
         Mean of the crop networks' softmax outputs, or a majority vote of their labels.
     channels : {'rgb', 'luma', 'cfa-plane'}
         Network input: 3 RGB channels, or one luminance / CFA-plane channel.
+    input : {'pixels', 'median-residual'}
+        ``'median-residual'`` feeds each channel's 3x3 median-filter residual
+        (:func:`kernels.median_residual`) instead of its pixels, so that scene content is
+        suppressed before the network sees it (method ``srnet-res``).
+    stem : {'plain', 'constrained'}
+        ``'constrained'`` puts a constrained prediction-error convolution (Bayar & Stamm 2016/2018:
+        every kernel's centre fixed at -1, its other weights summing to 1, re-projected after each
+        optimiser step) in front of layer 1 (method ``srnet-cs``).
+    constrained_filters, constrained_kernel : int
+        Number and side of the constrained kernels (3 and 5 in Bayar & Stamm).
     conv_bias : bool
         Biases on the convolutions (redundant before BatchNorm; off by default).
     oversample : bool
@@ -97,6 +110,10 @@ class SRNetConfig:
     crops: tuple[str, ...] = CROP_NAMES
     fusion: str = "mean"
     channels: str = "rgb"
+    input: str = "pixels"
+    stem: str = "plain"
+    constrained_filters: int = 3
+    constrained_kernel: int = 5
     conv_bias: bool = False
     oversample: bool = True
     device: str = "auto"
@@ -122,6 +139,15 @@ class SRNetConfig:
             raise ValueError(f"crops must be distinct names from {', '.join(CROP_NAMES)}, got {self.crops!r}")
         if self.fusion not in FUSION_METHODS:
             raise ValueError(f"fusion must be one of {', '.join(FUSION_METHODS)}, got {self.fusion!r}")
+        if self.input not in INPUT_MODES:
+            raise ValueError(f"input must be one of {', '.join(INPUT_MODES)}, got {self.input!r}")
+        if self.stem not in STEM_MODES:
+            raise ValueError(f"stem must be one of {', '.join(STEM_MODES)}, got {self.stem!r}")
+        _check_positive_int("constrained_filters", self.constrained_filters)
+        _check_positive_int("constrained_kernel", self.constrained_kernel)
+        if self.constrained_kernel % 2 == 0 or self.constrained_kernel < 3:
+            raise ValueError(f"constrained_kernel must be an odd integer >= 3 (a kernel needs a centre), "
+                             f"got {self.constrained_kernel!r}")
         if self.channels not in CHANNEL_MODES:
             raise ValueError(f"channels must be one of {', '.join(CHANNEL_MODES)}, got {self.channels!r}")
         if not isinstance(self.device, str) or not _DEVICE_PATTERN.match(self.device):
@@ -188,3 +214,32 @@ def preset_config(name: str = "paper", **overrides: Any) -> SRNetConfig:
         raise ValueError(f"unknown SRNet preset {name!r}; use one of {', '.join(PRESETS)}")
     return PRESETS[name].replace(**overrides) if overrides else PRESETS[name]
 
+
+
+SRNET_VARIANTS: dict[str, dict[str, Any]] = {
+    "srnet": {},
+    "srnet-res": {"input": "median-residual"},
+    "srnet-cs": {"stem": "constrained"},
+}
+"""The SRNet-family methods and what each changes in the preset.
+
+Each variant keeps everything else of the preset it is trained with (crops, epochs, batch,
+optimiser, schedule, oversampling, fusion), for the ``cpu`` preset and the ``paper`` preset
+alike: the three are compared on the same split files, and a difference between them must come
+from the constraint (what the network is allowed to see), not from a different training budget.
+``srnet-res`` costs a median filter per crop on top of SRNet (negligible beside training);
+``srnet-cs`` adds one 5x5 convolution with 3 outputs, about 1 % more multiply-adds at layer 1.
+"""
+
+
+def variant_config(method: str, preset: str = "paper", **overrides: Any) -> SRNetConfig:
+    """The configuration of an SRNet-family method: the preset, the variant's changes, ``overrides``.
+
+    Raises
+    ------
+    ValueError
+        ``method`` is not one of :data:`SRNET_VARIANTS`.
+    """
+    if method not in SRNET_VARIANTS:
+        raise ValueError(f"unknown SRNet variant {method!r}; use one of {', '.join(SRNET_VARIANTS)}")
+    return preset_config(preset, **{**overrides, **SRNET_VARIANTS[method]})

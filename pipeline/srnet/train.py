@@ -52,6 +52,9 @@ _NON_TRAINING_FIELDS = ("preset", "fusion", "crops", "max_runs", "device", "num_
                         "eval_batch_size", "seed")
 
 
+_LATER_FIELDS = {"input": "pixels", "stem": "plain", "constrained_filters": 3, "constrained_kernel": 5}
+
+
 class TrainedCrop(NamedTuple):
     """Result of :func:`train_crop_model`: the network (eval mode) and one record per epoch.
 
@@ -98,11 +101,20 @@ def crop_seed(seed: int, crop_index: int) -> int:
     return int(np.random.SeedSequence([seed, crop_index]).generate_state(1)[0])
 
 
-def build_model(in_channels: int, n_classes: int, conv_bias: bool, seed: int) -> SRNet:
-    """SRNet initialised from ``seed`` without touching torch's global RNG state."""
+def build_model(in_channels: int, n_classes: int, conv_bias: bool, seed: int, **architecture: Any) -> SRNet:
+    """SRNet initialised from ``seed`` without touching torch's global RNG state.
+
+    ``architecture`` holds SRNet's keyword-only options (``stem``, ``constrained_filters``,
+    ``constrained_kernel``)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return SRNet(in_channels=in_channels, n_classes=n_classes, conv_bias=conv_bias)
+        return SRNet(in_channels=in_channels, n_classes=n_classes, conv_bias=conv_bias, **architecture)
+
+
+def architecture(config: SRNetConfig) -> dict[str, Any]:
+    """SRNet's keyword-only architecture options that ``config`` sets."""
+    return {"stem": config.stem, "constrained_filters": config.constrained_filters,
+            "constrained_kernel": config.constrained_kernel}
 
 
 def train_crop_model(
@@ -164,7 +176,7 @@ def train_crop_model(
     # seeded here and restored from a checkpoint, so anything random added later stays repeatable.
     with torch_runtime(config.num_threads, device, config.deterministic), torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = build_model(crops.shape[1], n_classes, config.conv_bias, seed).to(device)
+        model = build_model(crops.shape[1], n_classes, config.conv_bias, seed, **architecture(config)).to(device)
         optimizer = torch.optim.Adamax(model.parameter_groups(config.weight_decay), lr=config.lr)
         history: list[dict[str, float]] = []
         start_epoch = 0
@@ -200,6 +212,7 @@ def train_crop_model(
                     "n_classes": n_classes,
                     "in_channels": int(crops.shape[1]),
                     "conv_bias": config.conv_bias,
+                    "architecture": architecture(config),
                 },
             )
 
@@ -235,7 +248,8 @@ def train_crop_model(
 def load_crop_model(checkpoint_path: str | os.PathLike, device: str = "cpu") -> SRNet:
     """The SRNet stored in a training checkpoint, in eval mode on ``device``."""
     state = load_checkpoint(checkpoint_path)
-    model = SRNet(in_channels=state["in_channels"], n_classes=state["n_classes"], conv_bias=state["conv_bias"])
+    model = SRNet(in_channels=state["in_channels"], n_classes=state["n_classes"], conv_bias=state["conv_bias"],
+                  **state.get("architecture", {}))
     model.load_state_dict(state["model"])
     return model.to(resolve_device(device)).eval()
 
@@ -279,6 +293,7 @@ def _train_one_epoch(
         loss = F.cross_entropy(logits, targets)
         loss.backward()
         optimizer.step()
+        model.project_constraints()
         total_loss += float(loss.detach()) * len(batch)
         correct += int((logits.detach().argmax(dim=1) == targets).sum())
         seen += len(batch)
@@ -345,6 +360,11 @@ def _validated_training_data(crops: Any, labels: Any, n_classes: int | None) -> 
 
 def _fingerprint(crops: np.ndarray, labels: np.ndarray, config: SRNetConfig, seed: int, n_classes: int) -> str:
     settings = {key: value for key, value in config.to_dict().items() if key not in _NON_TRAINING_FIELDS}
+    # Fields added after checkpoints were written count only when they differ from the value
+    # those checkpoints were trained with, so that earlier plain-SRNet checkpoints stay valid.
+    for key, default in _LATER_FIELDS.items():
+        if settings.get(key) == default:
+            settings.pop(key)
     settings.update(seed=seed, n_classes=n_classes, shape=list(crops.shape))
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
     digest.update(crops)
