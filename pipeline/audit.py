@@ -2,7 +2,8 @@
 
     python -m pipeline.audit [--manifest M] [--classes SPEC] [--out DIR] [--seed S]
                              [--checks content,camera,position,patch] [--no-cnn] [--runs 10]
-                             [--test-size 0.1] [--cnn-test-size 0.3] [--patch 64] [--epochs 8] [-q | -v]
+                             [--test-size 0.1] [--cnn-test-size 0.3] [--patch 64] [--epochs 8]
+                             [--methods srnet|srnet-res|srnet-cs] [-q | -v]
 
 With no manifest it audits the embedded synthetic default (generated once and cached). It
 writes audit.json, audit.md and plots to --out and prints every verdict.
@@ -21,7 +22,7 @@ from pipeline.cli import (add_dataset_options, add_run_options, add_split_option
 from pipeline.data.errors import ImageReadError, ManifestError
 from pipeline.data.manifest import load_manifest
 from pipeline.logs import get_logger
-from pipeline.srnet.presets import preset_config
+from pipeline.srnet.presets import SRNET_VARIANTS, preset_config
 
 logger = get_logger(__name__)
 
@@ -53,6 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"comma-separated, from {','.join(CHECKS)}")
     cnn = p.add_argument_group("CNN checks")
     cnn.add_argument("--no-cnn", action="store_true", help="skip every CNN part (minutes -> seconds)")
+    cnn.add_argument("--methods", type=_one_learned_method, default="srnet",
+                     help=f"the learned model the CNN checks train and audit, one of {', '.join(SRNET_VARIANTS)} "
+                          "(SRNet, on the median residual, behind a constrained layer); one per audit: audit "
+                          "another into its own --out")
     cnn.add_argument("--cnn-test-size", type=float, default=0.3, help="held-out fraction of each (device, class) "
                                                                        "for the CNN checks' balanced test set")
     cnn.add_argument("--srnet-preset", default="cpu", choices=["cpu", "paper"], help="SRNet preset the CNN "
@@ -76,6 +81,17 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _one_learned_method(text: str) -> str:
+    methods = [m.strip() for m in text.split(",") if m.strip()]
+    if len(methods) != 1 or methods[0] not in SRNET_VARIANTS:
+        hint = (" (defect-cnn needs a run's identified defects: audit it with ml_age and cross_device)"
+                if "defect-cnn" in methods else "")
+        raise argparse.ArgumentTypeError(
+            f"give one learned method from {', '.join(SRNET_VARIANTS)}, got {text!r}{hint}; an audit audits one "
+            "model: run it again into another --out for the next")
+    return methods[0]
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit status (0 done, 2 bad input)."""
     return run_command(_run, build_parser().parse_args(argv), ERRORS, status=EXIT_ERROR)
@@ -89,7 +105,7 @@ def _run(args: argparse.Namespace) -> int:
                                                batch_size=args.batch_size or preset.batch_size,
                                                test_size=args.cnn_test_size,
                                                max_train=args.max_train, threads=args.threads,
-                                               camera_extras=not args.no_camera_extras)
+                                               camera_extras=not args.no_camera_extras, method=args.methods)
     config = AuditConfig(checks=args.checks, seed=args.seed, runs=args.runs, test_size=args.test_size, cnn=cnn,
                          alpha_suspect=args.alpha, alpha_found=args.alpha_found, strict=args.strict,
                          progress=not args.no_progress)

@@ -13,7 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from pipeline.analysis.config import ALL_METHODS, ConfigMismatchError, ExperimentConfig
+from pipeline.analysis.config import ALL_METHODS, CONSTRAINED_METHODS, ConfigMismatchError, ExperimentConfig
 from pipeline.analysis.experiment import run_experiment
 from pipeline.analysis.explain_image import explain_image, format_evidence
 from pipeline.analysis.runfolder import STATUS_NOTHING_ANALYSED
@@ -77,6 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache", type=Path, default=None,
                    help="per-image feature cache folder (default OUT/cache; safe to share between runs)")
     p.add_argument("--pooled", action="store_true", help="also report accuracy pooled over all devices")
+    p.add_argument("--constrained-cnns", action="store_true",
+                   help=f"add the learned models constrained to age traces ({', '.join(CONSTRAINED_METHODS)}) to "
+                        "--methods, so that they stand in the side-by-side table with SRNet (several minutes "
+                        "more on CPU; the default run does not train them)")
     p.add_argument("--srnet-preset", default="cpu", choices=["cpu", "paper"], help="SRNet training preset")
     p.add_argument("--srnet-runs", type=int, default=None,
                    help="train SRNet on the first k splits only (default: the preset's choice)")
@@ -107,7 +111,9 @@ def _run(args: argparse.Namespace) -> int:
     else:
         manifest_path, extra = args.manifest, {}
     manifest = _load(manifest_path, args.classes, args.strict)
-    cfg = ExperimentConfig(methods=args.methods, runs=args.runs, test_size=args.test_size, seed=args.seed,
+    methods = tuple(args.methods) + tuple(m for m in CONSTRAINED_METHODS if args.constrained_cnns
+                                          and m not in args.methods)
+    cfg = ExperimentConfig(methods=methods, runs=args.runs, test_size=args.test_size, seed=args.seed,
                            strict=args.strict, workers=args.workers, progress=not args.no_progress,
                            pooled=args.pooled, srnet_preset=args.srnet_preset, srnet_runs=args.srnet_runs,
                            executor=args.executor, scheduler=args.scheduler,

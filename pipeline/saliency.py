@@ -29,6 +29,7 @@ from pipeline.analysis.saliency import ALL_METHODS, DEFAULT_METHODS, SaliencyCon
 from pipeline.cli import add_run_options, comma_list, new_parser, run_command, verbosity
 from pipeline.logs import get_logger
 from pipeline.ml_age import main as ml_age_main
+from pipeline.srnet.presets import SRNET_VARIANTS
 
 __all__ = ["DEFAULT_RUN", "MAIN_RUN", "build_parser", "default_run", "has_srnet", "main"]
 
@@ -54,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--methods", type=comma_list(ALL_METHODS, "method", unique=True), default=DEFAULT_METHODS,
                         help=f"comma-separated, from {','.join(ALL_METHODS)} (scorecam costs 512 forward passes "
                              "per crop)")
+    parser.add_argument("--model", choices=list(SRNET_VARIANTS), default="srnet",
+                        help="which of the run's SRNet-family methods to explain (srnet-res: on the median "
+                             "residual; srnet-cs: behind the constrained layer)")
     parser.add_argument("--out", type=Path, help="output folder (default: RUN/saliency)")
     parser.add_argument("--layer", default="auto",
                         help="SRNet layer Grad-CAM, Grad-CAM++ and Score-CAM explain: layer12 (the map before global "
@@ -75,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     config = SaliencyConfig(methods=args.methods, neighbourhood=args.neighbourhood, device=args.device,
-                            sheet_images=args.sheet_images, layer=args.layer, progress=not args.no_progress)
+                            sheet_images=args.sheet_images, layer=args.layer, progress=not args.no_progress,
+                            model=args.model)
     run = args.run if args.run is not None else default_run(progress=not args.no_progress,
                                                             verbosity=verbosity(args))
     report = explain_run(run, args.out, config)

@@ -29,6 +29,8 @@ by seeds.
 
 from __future__ import annotations
 
+import copy
+import csv
 import json
 
 import numpy as np
@@ -51,6 +53,8 @@ from pipeline.analysis.saliency import (
     summarise_defects,
 )
 from pipeline.analysis.saliency.inputs import points_in_crop as _points_in_crop
+from pipeline.analysis.saliency.report import FAITHFULNESS_COLUMNS, verdict_markdown
+from pipeline.analysis.saliency.stats import NO_FAITHFUL_METHOD, device_verdict
 from pipeline.saliency import has_srnet
 
 DEVICE = "SIM-alpha01"
@@ -117,6 +121,21 @@ def figures(report: dict, method: str) -> dict:
     return report["devices"][DEVICE]["methods"][method]
 
 
+def faithfulness_figures(device: dict) -> str:
+    """The faithfulness figures of one device, one line (printed with -s)."""
+    out = {}
+    for method, f in device["methods"].items():
+        record = f["faithfulness"]
+        auc = record.get("auc") or {}
+        out[method] = {"label": record["label"], "informative": f"{record['n_informative']}/{record['n_scanned']}",
+                       "auc_del": auc.get("deletion"), "auc_del_random": auc.get("deletion_random"),
+                       "auc_ins": auc.get("insertion"), "auc_ins_random": auc.get("insertion_random"),
+                       "p_del": (record.get("deletion_gain") or {}).get("p_value"),
+                       "p_ins": (record.get("insertion_gain") or {}).get("p_value"),
+                       "rho": record["randomisation_median_abs_rho"]}
+    return json.dumps(out)
+
+
 def measured(device: dict) -> str:
     """The figures of one device, one line (printed with -s: they go into the report)."""
     return json.dumps({"accuracy": device["srnet_accuracy"], **{
@@ -145,6 +164,10 @@ def test_a_content_shortcut_is_detected(content_run, tmp_path, capsys):
         assert figures(report, method)["verdict"] == "content"
     assert device["verdict"] == "content"
     assert "SRNet reads image content, not sensor defects" in printed
+    print(faithfulness_figures(device))
+    for method in FINE_METHODS:  # faithfulness: not failed, so their verdicts are the ones used
+        assert figures(report, method)["faithfulness"]["faithful"] is not False
+        assert figures(report, method)["verdict_used"] is True
 
 
 @pytest.mark.slow
@@ -162,6 +185,13 @@ def test_dense_strong_defects_are_detected(defect_run, tmp_path, capsys):
         assert "defects" in figures(report, method)["verdict"] and "neither" not in figures(report, method)["verdict"]
     assert device["verdict"] in ("defects", "both content and defects")
     assert "the defects" in printed
+    print(faithfulness_figures(device))
+    for method in FINE_METHODS:  # maps that find the hot pixels beat a random pixel order and depend on the weights
+        record = figures(report, method)["faithfulness"]
+        assert record["faithful"] is True and record["n_informative"] >= 6, (method, record)
+        assert record["auc"]["deletion"] < record["auc"]["deletion_random"]
+        assert record["auc"]["insertion"] > record["auc"]["insertion_random"]
+        assert record["randomisation_median_abs_rho"] < record["randomisation_threshold"]
 
 
 @pytest.mark.slow
@@ -170,7 +200,8 @@ def test_outputs_are_written_and_listed(content_run, tmp_path, capsys):
     out = tmp_path / "saliency"
     report, printed = explain_cli(content_run["run"], out, capsys, "--methods", "cam,gradcam", "--sheet-images", "2")
     written = [out / "saliency.json", out / "saliency.md", out / "saliency_maps.csv", out / "maps" / f"{DEVICE}.npz",
-               out / "sheets" / f"{DEVICE}.png"]
+               out / "sheets" / f"{DEVICE}.png", out / "saliency_faithfulness.csv",
+               out / "faithfulness" / f"{DEVICE}.png", out / "faithfulness" / f"{DEVICE}.svg"]
     for path in written:
         assert path.is_file() and path.stat().st_size > 0
         assert str(path) in printed
@@ -187,6 +218,37 @@ def test_outputs_are_written_and_listed(content_run, tmp_path, capsys):
     markdown = (out / "saliency.md").read_text()
     assert "n/a: one run" in markdown and "do not vote" in markdown
     assert printed.index("# Where does SRNet look?") < printed.index("Wrote:")
+    # faithfulness: settings recorded, one record per method, the per-crop CSV, the table in the verdict
+    settings = report["settings"]["faithfulness"]
+    assert settings["crops_per_device"] == 16 and settings["steps"] == 8 and settings["baseline"] == "blur"
+    assert settings["thresholds"] == {"randomisation_median_abs_rho_below": 0.5, "gain_test_alpha": 0.05,
+                                      "informative_span": 0.1}
+    for method in ("cam", "gradcam"):
+        record = figures(report, method)["faithfulness"]
+        assert record["label"] in ("faithful", "inconclusive", "unfaithful — its verdicts are not used")
+        assert record["n_randomised"] == 16 and record["n_scanned"] >= 16 and record["run"] == 0
+        assert 0 <= record["randomisation_median_abs_rho"] <= 1
+        assert figures(report, method)["verdict_used"] is (record["faithful"] is not False)
+    with open(out / "saliency_faithfulness.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert list(rows[0]) == FAITHFULNESS_COLUMNS
+    assert {row["method"] for row in rows} == {"cam", "gradcam"} and {row["device"] for row in rows} == {DEVICE}
+    assert sum(row["randomisation_rho"] != "" for row in rows) == 2 * 16
+    assert "## Are the maps faithful?" in markdown and "randomisation median" in markdown
+    # a method that fails the faithfulness checks does not vote, and the verdict says so
+    edited = copy.deepcopy(report)
+    methods = edited["devices"][DEVICE]["methods"]
+    methods["gradcam"]["faithfulness"].update(faithful=False, label="unfaithful — its verdicts are not used",
+                                              reasons=["its pixel order is no better than a random one"])
+    methods["gradcam"]["verdict_used"] = False
+    verdict, voting = device_verdict(methods)
+    assert voting == ["cam"] and verdict == methods["cam"]["verdict"]  # gradcam, the only fine map, left out
+    edited["devices"][DEVICE].update(verdict=verdict, verdict_methods=voting, unfaithful_methods=["gradcam"])
+    text = verdict_markdown(edited)
+    assert "— not used: unfaithful" in text and "**unfaithful — its verdicts are not used**" in text
+    assert "(gradcam: unfaithful, not used)" in text
+    methods["cam"]["verdict_used"] = False
+    assert device_verdict(methods) == (NO_FAITHFUL_METHOD, [])
 
 
 @pytest.mark.slow
@@ -340,3 +402,18 @@ def test_defect_positions_of_real_data_come_from_the_run_tables(tmp_path):
     assert "identified" in positions.source
     np.testing.assert_array_equal(positions.for_image("cam-01", 0, "x.jpg"), [[10, 20], [40, 7]])
     assert positions.for_image("cam-01", 1, "x.jpg").shape == (0, 2)
+
+
+def test_unfaithful_methods_do_not_vote():
+    def summary(verdict, cells, used=True):
+        return {"verdict": verdict, "map_shape": [cells, cells], "verdict_used": used}
+
+    methods = {"cam": summary("neither content nor defects", 4), "gradcam": summary("content", 16),
+               "gradcam++": summary("defects", 16)}
+    assert device_verdict(methods) == ("content", ["gradcam", "gradcam++"])  # a tie goes to the first
+    methods["gradcam"]["verdict_used"] = False
+    assert device_verdict(methods) == ("defects", ["gradcam++"])
+    methods["gradcam++"]["verdict_used"] = False
+    assert device_verdict(methods) == ("neither content nor defects", ["cam"])  # only the coarse one is left
+    methods["cam"]["verdict_used"] = False
+    assert device_verdict(methods) == (NO_FAITHFUL_METHOD, [])

@@ -8,16 +8,23 @@ is resumed; the others must match (:class:`ConfigMismatchError` otherwise).
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field
 
 from pipeline.srnet.presets import preset_config
 
-__all__ = ["DEFECT_METHODS", "ALL_METHODS", "NON_RESULT_KEYS", "ConfigMismatchError", "ExperimentConfig",
+__all__ = ["DEFECT_METHODS", "SRNET_METHODS", "CONSTRAINED_METHODS", "LEARNED_METHODS", "ALL_METHODS", "NON_RESULT_KEYS", "ConfigMismatchError", "ExperimentConfig",
            "result_config", "srnet_crops", "srnet_run_count"]
 
-#: the defect-based methods (Fridrich–Goljan, Naive Bayes, SVM), then every method
+#: the defect-based methods (Fridrich–Goljan, Naive Bayes, SVM)
 DEFECT_METHODS = ("fg", "nb", "svm")
-ALL_METHODS = DEFECT_METHODS + ("srnet",)
+#: SRNet and its content-suppressed variants (five-crop fusion each; :data:`pipeline.srnet.presets.SRNET_VARIANTS`)
+SRNET_METHODS = ("srnet", "srnet-res", "srnet-cs")
+#: the learned models constrained to age traces: median residual, constrained first layer, defect patches
+CONSTRAINED_METHODS = ("srnet-res", "srnet-cs", "defect-cnn")
+#: every learned method (trained on the first split runs only, calibrated on a held-back part)
+LEARNED_METHODS = ("srnet",) + CONSTRAINED_METHODS
+ALL_METHODS = DEFECT_METHODS + LEARNED_METHODS
 
 #: configuration keys that do not change any result (so a resumed run may differ in them)
 NON_RESULT_KEYS = frozenset({"methods", "workers", "progress", "strict", "batch_size", "srnet_runs", "pooled",
@@ -35,7 +42,8 @@ class ExperimentConfig:
     Parameters
     ----------
     methods : tuple of str
-        Any of ``fg``, ``nb``, ``svm``, ``srnet``.
+        Any of :data:`ALL_METHODS`: ``fg``, ``nb``, ``svm`` (defect-based), ``srnet``, and the
+        constrained learned models ``srnet-res``, ``srnet-cs``, ``defect-cnn``.
     runs : int
         Repetitions of the stratified split (the papers use 10).
     test_size : float
@@ -65,11 +73,13 @@ class ExperimentConfig:
         0 trains on the whole split and claims no evidence (LR 1, probabilities = training priors):
         for studies of what SRNet learns, never for evidence.
     srnet_preset : str
-        ``cpu`` or ``paper`` (see :mod:`pipeline.srnet.presets`).
+        ``cpu`` or ``paper`` (see :mod:`pipeline.srnet.presets`), for every learned method
+        (``defect-cnn`` takes its own preset of that name, :mod:`pipeline.srnet.defect_presets`).
     srnet_runs : int or None
-        Train SRNet on the first k runs only (None: the preset's choice).
+        Train the learned methods on the first k runs only (None: the preset's choice).
     srnet_overrides : dict
-        Fields of the SRNet preset to override (e.g. ``{"epochs": 2}``); recorded.
+        Fields of the SRNet preset to override (e.g. ``{"epochs": 2}``), for the SRNet-family
+        methods; recorded.
     strict : bool
         Stop at the first unreadable image instead of recording it and going on.
     workers, batch_size, progress, pooled
@@ -110,6 +120,9 @@ class ExperimentConfig:
 
     def __post_init__(self):
         self.methods = tuple(self.methods)
+        # as config.json will hold them (tuples become lists), so that a resume or a cross evaluation
+        # compares like with like
+        self.srnet_overrides = json.loads(json.dumps(dict(self.srnet_overrides)))
         if self.executor not in ("local", "dask"):
             raise ValueError(f"executor must be 'local' or 'dask', got {self.executor!r}")
         if self.scheduler is not None and self.executor != "dask":
@@ -143,9 +156,14 @@ def srnet_crops(cfg: ExperimentConfig) -> tuple[str, ...] | None:
     return preset_config(cfg.srnet_preset, **cfg.srnet_overrides).crops
 
 
+def learned_methods(cfg: ExperimentConfig) -> list[str]:
+    """The learned methods of ``cfg``, in :data:`LEARNED_METHODS` order."""
+    return [m for m in LEARNED_METHODS if m in cfg.methods]
+
+
 def srnet_run_count(cfg: ExperimentConfig) -> int:
-    """How many of the first split runs SRNet trains on (0 when it is not one of the methods)."""
-    if "srnet" not in cfg.methods:
+    """How many of the first split runs the learned methods train on (0 when there are none)."""
+    if not learned_methods(cfg):
         return 0
     if cfg.srnet_runs is not None:
         return min(cfg.srnet_runs, cfg.runs)

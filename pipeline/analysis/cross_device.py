@@ -46,64 +46,35 @@ Layout of an output folder::
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
-from scipy.special import logsumexp
 
-from baselines.residual_classifiers import ResidualNaiveBayes, ResidualSVM
 from pipeline.analysis import transfer_report
-from pipeline.analysis.calibration import calibrated_lr_from_table, log_scores, posterior_from_lr
-from pipeline.analysis.config import (ALL_METHODS, DEFECT_METHODS, ConfigMismatchError, ExperimentConfig,
+from pipeline.analysis.cross_device_cells import (DEFECT_TRANSFER_NOTE, SRNET_TRANSFER_NOTE, Device,
+                                                  ExperimentIncompleteError, defect_cells, defect_cnn_cells,
+                                                  srnet_cells)
+from pipeline.analysis.config import (ALL_METHODS, SRNET_METHODS, DEFECT_METHODS, ConfigMismatchError, ExperimentConfig,
                                       result_config)
 from pipeline.analysis.matrix_figures import plot_boxes, plot_heatmap
 from pipeline.analysis.provenance import command_line, package_versions, read_json, utc_now, write_json
 from pipeline.analysis.report import method_labels, write_csv
-from pipeline.analysis.runfolder import STATUS_COMPLETE, STATUS_NOTHING_ANALYSED, Part, RunFolder
+from pipeline.analysis.runfolder import STATUS_COMPLETE, STATUS_NOTHING_ANALYSED, RunFolder
 from pipeline.data.atomic import atomic_write_text
-from pipeline.data.errors import ImageReadError
-from pipeline.data.imageio import read_image
 from pipeline.data.manifest import Manifest
-from pipeline.data.splits import Split, device_seed
+from pipeline.data.splits import device_seed
 from pipeline.features.device import shown_path
-from pipeline.features.executor import WorkerPool, batched, map_batches
-from pipeline.features.extract import SparseTask, sparse_batch
+from pipeline.features.executor import WorkerPool
 from pipeline.logs import get_logger
-from pipeline.srnet.presets import SRNetConfig
 
 __all__ = ["DEFECT_TRANSFER_NOTE", "SRNET_TRANSFER_NOTE", "ExperimentIncompleteError", "experiment_config_from",
            "experiment_run_config", "prepare_output", "run_cross_device"]
 
 logger = get_logger(__name__)
 
-#: What a defect-based method does on another device (CSV notes and the report).
-DEFECT_TRANSFER_NOTE = ("defect map of the training device applied to another sensor: the test device's residuals "
-                        "are measured at the training device's defect positions, where its pixels are healthy; "
-                        "expect chance")
-#: What SRNet does on another device.
-SRNET_TRANSFER_NOTE = ("training device's crop networks applied unchanged: transfers only as far as what they "
-                       "learned (content, processing) is shared between the devices")
-
 _METRIC_COLUMNS = ["method", "train_device", "test_device", "run", "accuracy", "n_test", "chance", "note"]
 _SUMMARY_COLUMNS = ["method", "train_device", "test_device", "own_device", "runs", "mean_accuracy", "std_accuracy",
                     "min_accuracy", "max_accuracy", "chance", "n_test_total", "p_above_chance", "note"]
-
-
-class ExperimentIncompleteError(RuntimeError):
-    """The experiment folder lacks something the cross evaluation needs (a part, a checkpoint)."""
-
-
-@dataclass
-class _Device:
-    name: str
-    rows: dict                  # absolute path -> ManifestRow
-    order: dict                 # absolute path -> index in time order
-    splits: dict = field(default_factory=dict)    # run -> Split
-    parts: dict = field(default_factory=dict)     # run -> Part
-    failures: dict = field(default_factory=dict)  # path -> reason
-    frame: tuple | None = None
-    kind: str | None = None
 
 
 def experiment_config_from(folder: str | Path | None, **explicit) -> ExperimentConfig:
@@ -205,11 +176,14 @@ def run_cross_device(manifest: Manifest, out_dir: str | Path, cfg: ExperimentCon
     if defect_methods:
         with WorkerPool(cfg.workers) as pool:
             for train_dev in devices:
-                _defect_cells(train_dev, devices, defect_methods, cfg, classes, pool, metrics, predictions)
-    if "srnet" in methods:
-        crop_cache = {}
+                defect_cells(train_dev, devices, defect_methods, cfg, classes, pool, metrics, predictions)
+    crop_cache = {}
+    for method in [m for m in methods if m in SRNET_METHODS]:
         for train_dev in devices:
-            _srnet_cells(train_dev, devices, exp_dir, classes, cfg, crop_cache, metrics, predictions)
+            srnet_cells(train_dev, devices, exp_dir, classes, cfg, crop_cache, metrics, predictions, method)
+    if "defect-cnn" in methods:
+        for train_dev in devices:
+            defect_cnn_cells(train_dev, devices, exp_dir, classes, cfg, metrics, predictions)
 
     check = transfer_report.own_device_check({d.name: d.parts for d in devices}, metrics)
     summary = transfer_report.summarise(metrics, names)
@@ -319,11 +293,11 @@ def _finished_experiment(exp_dir: Path, manifest: Manifest, cfg: ExperimentConfi
     return folder
 
 
-def _load_devices(manifest: Manifest, experiment: RunFolder, cfg: ExperimentConfig) -> list[_Device]:
+def _load_devices(manifest: Manifest, experiment: RunFolder, cfg: ExperimentConfig) -> list[Device]:
     devices = []
     for name in manifest.devices:
         rows = manifest.for_device(name)
-        dev = _Device(name, {str(r.path): r for r in rows}, {str(r.path): i for i, r in enumerate(rows)})
+        dev = Device(name, {str(r.path): r for r in rows}, {str(r.path): i for i, r in enumerate(rows)})
         for run in range(cfg.runs):
             if not experiment.split_path(name, run).exists():
                 continue
@@ -345,247 +319,10 @@ def _load_devices(manifest: Manifest, experiment: RunFolder, cfg: ExperimentConf
     return devices
 
 
-def _test_set(dev: _Device, run: int) -> tuple[list[str], list[int]]:
-    split: Split = dev.splits[run]
-    kept = [(p, y) for p, y in zip(split.test_paths, split.test_labels) if p not in dev.failures]
-    return [p for p, _ in kept], [int(y) for _, y in kept]
-
-
-def _exposure(dev: _Device, path: str, from_exif: dict, field: str = "exposure_s") -> float:
-    value = getattr(dev.rows[path], field) if path in dev.rows else None
-    if value is None:
-        value = from_exif.get(path)
-    return float(value) if value else np.nan
-
-
-# ---------------------------------------------------------------- defect-based methods
-
-def _measure(dev: _Device, paths: list[str], rows, cols, chans, cfg: ExperimentConfig, pool: WorkerPool,
-             desc: str) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Residual, local sigma, exposure and ISO of ``paths`` of ``dev`` at the given positions.
-
-    Positions outside the device's frame, or in a colour channel its images lack, stay NaN.
-    """
-    n, m = len(paths), rows.size
-    W = np.full((n, m), np.nan, dtype=np.float32)
-    S = np.full((n, m), np.nan, dtype=np.float32)
-    valid = np.ones(m, dtype=bool)
-    if dev.frame is not None:
-        valid &= (rows >= 0) & (cols >= 0) & (rows < dev.frame[0]) & (cols < dev.frame[1])
-    if dev.kind == "rgb":
-        valid &= (chans >= 0) & (chans < 3)
-    index = np.flatnonzero(valid)
-    chunks = batched(paths, cfg.batch_size)
-    tasks = [SparseTask(tuple(chunk), rows[index], cols[index], np.maximum(chans[index], 0), dev.frame)
-             for chunk in chunks]
-    results = map_batches(sparse_batch, tasks, pool=pool, weights=[len(t.paths) for t in tasks], unit="img",
-                          desc=desc, progress=cfg.progress)
-    exif, exif_iso = {}, {}
-    start = 0
-    for res in results:
-        k = res.residuals.shape[0]
-        W[start:start + k, index] = res.residuals
-        S[start:start + k, index] = res.sigma
-        start += k
-        exif.update(res.exposures)
-        exif_iso.update(res.isos)
-        for path, reason in res.failures:
-            if cfg.strict:
-                raise ImageReadError(path, reason, "Fix or remove it, or run without --strict to skip it.")
-            dev.failures.setdefault(path, reason)
-    tau = np.array([_exposure(dev, p, exif) for p in paths])
-    iso = np.array([_exposure(dev, p, exif_iso, "iso") for p in paths])
-    return {p: i for i, p in enumerate(paths)}, W, S, tau, iso
-
-
-def _defect_cells(train_dev: _Device, devices: list[_Device], methods: list[str], cfg: ExperimentConfig,
-                  classes: list, pool: WorkerPool, metrics: list, predictions: list) -> None:
-    """Every run's defect-based models of ``train_dev`` on every device's test split of that run."""
-    runs = [r for r in sorted(train_dev.parts) if train_dev.parts[r].defects is not None
-            and any(m in train_dev.parts[r].methods for m in methods)]
-    if not runs:
-        logger.info("%s: no defect-based result in the experiment; nothing to cross", train_dev.name)
-        return
-    # every defect position of any run of this device, measured once per image
-    position = {}
-    for r in runs:
-        d = train_dev.parts[r].defects
-        for key in zip(d.rows, d.cols, d.channels):
-            position.setdefault(tuple(int(v) for v in key), len(position))
-    keys = np.array(list(position) or np.zeros((0, 3)), dtype=np.int64).reshape(-1, 3)
-    rows, cols, chans = keys[:, 0], keys[:, 1], keys[:, 2]
-    measured = {}
-    for dev in devices:
-        needed = set()
-        for r in runs:
-            if r not in dev.splits:
-                continue
-            needed.update(dev.splits[r].test_paths)
-            if dev is train_dev:
-                needed.update(dev.splits[r].train_paths)
-        paths = sorted(needed, key=lambda p: dev.order.get(p, -1))
-        measured[dev.name] = _measure(dev, paths, rows, cols, chans, cfg, pool,
-                                      f"{train_dev.name} defects in {dev.name}")
-    logger.info("%s: %s trained on %d run(s), tested on %d devices (%d distinct defect positions)", train_dev.name,
-                ", ".join(methods), len(runs), len(devices), len(position))
-    for r in runs:
-        part = train_dev.parts[r]
-        split = train_dev.splits[r]
-        d = part.defects
-        columns = np.array([position[(int(a), int(b), int(c))] for a, b, c in zip(d.rows, d.cols, d.channels)],
-                           dtype=np.int64)
-        label = dict(zip(split.train_paths, split.train_labels))
-        train = [p for p in sorted(split.train_paths, key=train_dev.order.__getitem__) if p not in train_dev.failures]
-        y_tr = np.array([label[p] for p in train])
-        idx_tr, W_tr, _, _, _ = measured[train_dev.name]
-        X_tr = W_tr[[idx_tr[p] for p in train]][:, columns]
-        models = _fit_models(methods, part, split, X_tr, y_tr, cfg)
-        for test_dev in devices:
-            if r not in test_dev.splits:
-                continue
-            test, y_te = _test_set(test_dev, r)
-            if not test:
-                continue
-            idx, W, S, tau, iso = measured[test_dev.name]
-            rows_te = [idx[p] for p in test]
-            X, Sg, tt = W[rows_te][:, columns], S[rows_te][:, columns], (tau[rows_te], iso[rows_te])
-            outside = int(np.sum(~np.isfinite(W[:, columns]).any(axis=0))) if W.shape[0] else 0
-            for method in methods:
-                if method not in part.methods:
-                    continue
-                (proba, calibrated), note = _predict(models[method], method, X, Sg, tt, classes, y_tr)
-                own = test_dev is train_dev
-                if not own:
-                    note = "; ".join(filter(None, [DEFECT_TRANSFER_NOTE, note,
-                                                   f"{outside} of {columns.size} positions never measurable in "
-                                                   f"{test_dev.name}" if outside else ""]))
-                _record(metrics, predictions, method, train_dev.name, test_dev.name, r, test, y_te, proba, classes,
-                        note, calibrated)
-
-
-def _fit_models(methods, part: Part, split, X_tr, y_tr, cfg: ExperimentConfig) -> dict:
-    """The run's models, refitted exactly as the experiment fitted them (None: no evidence)."""
-    models = {}
-    n_defects = X_tr.shape[1]
-    trivial = n_defects == 0 or len(np.unique(y_tr)) < 2
-    for method in methods:
-        if method not in part.methods:
-            continue
-        table = part.calibration.get(method)
-        if trivial or table is None:
-            models[method] = None
-        elif method == "fg":
-            models[method] = (part.fg_classifier(), table) if part.fg_model is not None else None
-        elif method == "nb":
-            models[method] = (ResidualNaiveBayes().fit(X_tr, y_tr), table)
-        else:
-            models[method] = (ResidualSVM(inner_folds=cfg.svm_inner_folds,
-                                          random_state=split.seed % (2 ** 31)).fit(X_tr, y_tr), table)
-    return models
-
-
-def _predict(model, method, X, S, tau, classes, y_tr) -> tuple[np.ndarray, str]:
-    if model is None:
-        freq = np.array([np.mean(np.asarray(y_tr) == c) for c in classes])
-        prior = np.tile(freq, (X.shape[0], 1))
-        return (prior, prior), "no defects identified: predicts the training class frequencies"
-    model, table = model
-    if method == "fg":
-        exposure, iso = tau
-        scores = model.predict_log_proba(X, sigma=S, exposure=exposure if model.uses_exposure_ else None,
-                                         iso=iso if model.uses_iso_ else None)
-    else:
-        scores = log_scores(model.predict_proba(X))
-    # the run's own calibration, fitted on its training images only
-    calibrated = posterior_from_lr(calibrated_lr_from_table(table, scores), table["priors"])
-    raw = np.exp(scores - logsumexp(scores, axis=1, keepdims=True))
-    out = []
-    for proba in (raw, calibrated):
-        full = np.zeros((X.shape[0], len(classes)))
-        for j, c in enumerate(model.classes_):
-            full[:, classes.index(c)] = proba[:, j]
-        out.append(full)
-    return tuple(out), ""
-
-
-def _record(metrics, predictions, method, train, test_name, run, paths, labels, proba, classes, note,
-            calibrated=None) -> None:
-    """One cell: accuracy of the method's own decisions (``proba``, its own probabilities) and, per image,
-    the probabilities calibrated on the training device's training images (``p_``; the method's own where
-    the run has no calibration)."""
-    pred = np.asarray(classes)[np.argmax(proba, axis=1)]
-    shown = proba if calibrated is None else calibrated
-    acc = float(np.mean(pred == np.asarray(labels)))
-    chance = max(float(np.mean(np.asarray(labels) == c)) for c in classes)
-    metrics.append({"method": method, "train_device": train, "test_device": test_name, "run": run, "accuracy": acc,
-                    "n_test": len(labels), "chance": chance, "note": note})
-    for p, y, yhat, pr in zip(paths, labels, pred, shown):
-        row = {"method": method, "train_device": train, "run": run, "test_device": test_name, "image": p,
-               "true": int(y), "predicted": int(yhat)}
-        row.update({f"p_{c}": float(v) for c, v in zip(classes, pr)})
-        predictions.append(row)
-
-
-# ---------------------------------------------------------------- SRNet
-
-def _srnet_cells(train_dev: _Device, devices: list[_Device], exp_dir: Path, classes: list, cfg: ExperimentConfig,
-                 crop_cache: dict, metrics: list, predictions: list) -> None:
-    """The crop networks of each run SRNet was trained on, on every device's test split of that run."""
-    runs = [r for r in sorted(train_dev.parts) if "srnet" in train_dev.parts[r].methods]
-    if not runs:
-        return
-    # torch is imported by these, and only when a cell needs SRNet
-    from pipeline.srnet.fusion import fuse_probabilities, stack_crops
-    from pipeline.srnet.runtime import resolve_device, torch_runtime
-    from pipeline.srnet.train import load_crop_model, predict_crop_proba
-
-    logger.info("%s: srnet trained on %d run(s), tested on %d devices", train_dev.name, len(runs), len(devices))
-    for r in runs:
-        part = train_dev.parts[r]
-        if part.srnet_config is None:
-            raise ExperimentIncompleteError(f"{exp_dir}/parts/{train_dev.name}/run_{r:02d}.json says SRNet ran but "
-                                            "records no srnet_config; rerun the experiment into a new folder")
-        config = SRNetConfig.from_dict(part.srnet_config)
-        workdir = RunFolder(exp_dir).srnet_dir(train_dev.name, r)
-        models = {}
-        for crop in config.crops:
-            path = workdir / f"srnet_{crop}.pt"
-            if not path.is_file():
-                raise ExperimentIncompleteError(
-                    f"{path} is missing: the SRNet checkpoint of crop {crop} of {train_dev.name} run {r}. Delete "
-                    f"{exp_dir}/parts/{train_dev.name}/run_{r:02d}.json and rerun (it retrains that run only)")
-            models[crop] = load_crop_model(path, config.device)
-        device = resolve_device(config.device)
-        for test_dev in devices:
-            if r not in test_dev.splits:
-                continue
-            test, y_te = _test_set(test_dev, r)
-            if not test:
-                continue
-            key = (test_dev.name, r, config.patch, config.channels, config.crops)
-            if key not in crop_cache:
-                crop_cache[key] = stack_crops((read_image(p).pixels for p in test), config,
-                                              describe=lambda i, t=test: str(t[i]), progress=cfg.progress)
-            crops = crop_cache[key]
-            with torch_runtime(config.num_threads, device, config.deterministic):
-                crop_proba = {name: predict_crop_proba(model, crops[name], config.eval_batch_size)
-                              for name, model in models.items()}
-            proba = fuse_probabilities(crop_proba, config.fusion)
-            if proba.shape[1] != len(classes):
-                raise ExperimentIncompleteError(f"{workdir}: the networks have {proba.shape[1]} outputs but the "
-                                                f"manifest has {len(classes)} classes; rerun the experiment")
-            table = part.calibration.get("srnet")
-            calibrated = (posterior_from_lr(calibrated_lr_from_table(table, log_scores(proba)), table["priors"])
-                          if table is not None else None)  # the run's calibration, from its training images
-            note = "" if test_dev is train_dev else SRNET_TRANSFER_NOTE
-            _record(metrics, predictions, "srnet", train_dev.name, test_dev.name, r, test, y_te, proba, classes, note,
-                    calibrated)
-
-
 # ---------------------------------------------------------------- aggregation
 
 
-def _method_labels(devices: list[_Device]) -> dict:
+def _method_labels(devices: list[Device]) -> dict:
     """Display names of the methods; SRNet's says which crops it fused when not the usual five."""
     crops = {tuple(part.srnet_config["crops"]) for dev in devices for part in dev.parts.values()
              if part.srnet_config is not None}

@@ -35,14 +35,15 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from pipeline.analysis.config import (DEFECT_METHODS, ConfigMismatchError, ExperimentConfig, result_config,
-                                      srnet_run_count)
+from pipeline.analysis.config import (DEFECT_METHODS, ConfigMismatchError, ExperimentConfig, learned_methods,
+                                      result_config, srnet_run_count)
 from pipeline.analysis.experiment_aggregates import Collected, finish
-from pipeline.analysis.experiment_methods import (metric_row, prediction_rows, run_defect_methods, run_srnet,
-                                                  write_defect_csv)
+from pipeline.analysis.experiment_methods import (learned_config, metric_row, prediction_rows, run_defect_cnn,
+                                                  run_defect_methods, run_srnet, write_defect_csv)
 from pipeline.analysis.provenance import code_fingerprint, command_line, package_versions, utc_now
 from pipeline.analysis.runfolder import (AGGREGATE_FILES, CONFIG, STATUS_RUNNING, ManifestRecord, OutputFolderError,
-                                         Part, RunFolder, RunRecord, read_record, write_part, write_record)
+                                         Part, PartDefects, RunFolder, RunRecord, read_record, write_part,
+                                         write_record)
 from pipeline.data.atomic import FOLDER_ERRNOS, remove_stale_temporaries
 from pipeline.data.manifest import Manifest
 from pipeline.data.splits import Split, device_seed, read_split, stratified_splits, write_split
@@ -96,8 +97,9 @@ class _Run:
     manifest: Manifest
     classes: list
     root: Path                # the manifest's folder: outputs show image paths relative to it
-    srnet_k: int              # SRNet trains on the first srnet_k split runs
+    srnet_k: int              # the learned methods train on the first srnet_k split runs
     defect_methods: list
+    learned: list = field(default_factory=list)
     pool: object = None
     cache: FeatureCache | None = None
 
@@ -166,7 +168,8 @@ def _run(manifest: Manifest, folder: RunFolder, cfg: ExperimentConfig, extra: di
             logger.info("removed %d temporary file(s) that interrupted writes left in %s", len(removed), where)
     run = _Run(folder, cfg, manifest, classes=sorted({r.label for r in manifest.rows}),
                root=manifest.source.parent.resolve(), srnet_k=srnet_run_count(cfg),
-               defect_methods=[m for m in cfg.methods if m in DEFECT_METHODS], cache=cache)
+               defect_methods=[m for m in cfg.methods if m in DEFECT_METHODS], cache=cache,
+               learned=learned_methods(cfg))
     collected, cache_totals = Collected(), Counter()
     collected.excluded = [{"line": e.line, "image": _shown_row_path(e.path, run.root), "device": e.device,
                            "reason": e.reason} for e in manifest.excluded]
@@ -228,6 +231,9 @@ def _prepare_output(folder: RunFolder, cfg: ExperimentConfig, manifest: Manifest
         code=code_fingerprint(), command=command_line(), extra=dict(extra))
     if "srnet" in cfg.methods:
         record.srnet = preset_config(cfg.srnet_preset, **cfg.srnet_overrides).to_dict()
+    constrained = [m for m in learned_methods(cfg) if m != "srnet"]
+    if constrained:
+        record.learned = {m: learned_config(m, cfg).to_dict() for m in constrained}
     if (out / CONFIG).exists():
         old = read_record(out)
         if old.manifest.sha256 != manifest.sha256:
@@ -274,7 +280,7 @@ def _load_or_make_splits(folder: RunFolder, dev: DeviceData, readable: list[str]
 
 def _wanted(run: _Run, split_run: int) -> list[str]:
     """The methods a split run must hold."""
-    return run.defect_methods + (["srnet"] if split_run < run.srnet_k else [])
+    return run.defect_methods + (list(run.learned) if split_run < run.srnet_k else [])
 
 
 def _all_parts_complete(run: _Run, device: str) -> bool:
@@ -360,8 +366,15 @@ def _run_device(run: _Run, device: str) -> DeviceResult:
             result.cache_stats["parts_reused"] += 1
         else:
             pending.append(split)
-    need_defects = [split for split in pending
-                    if any(m not in (parts[split.run].methods if parts[split.run] else []) for m in run.defect_methods)]
+    def needs_defects(split: Split) -> bool:
+        part = parts[split.run]
+        done = part.methods if part else []
+        if any(m not in done for m in run.defect_methods):
+            return True
+        # defect-cnn takes its patches at the run's identified defects
+        return "defect-cnn" in _wanted(run, split.run) and "defect-cnn" not in done and (part is None or part.defects is None)
+
+    need_defects = [split for split in pending if needs_defects(split)]
     features = defect_features(dev, need_defects, records, cfg, run.pool, run.cache) if need_defects else {}
     for split in pending:
         part = parts[split.run] or Part(device, split.run, split.seed)
@@ -397,17 +410,30 @@ def _complete_part(run: _Run, dev: DeviceData, split: Split, part: Part, feature
             part.fg_model = res.fg_params
         part.frame, part.kind = tuple(dev.frame), dev.kind
         write_defect_csv(run.folder, device, split.run, res.defects, root, dev.rows)
-    if "srnet" in wanted and "srnet" not in done:
-        res = run_srnet(dev, split, cfg, classes, run.folder)
-        part.srnet_config = res.config
+    for method in [m for m in run.learned if m in wanted and m not in done]:
+        if method == "defect-cnn":
+            if part.defects is None:  # no defect-based method ran: take the run's identified defects here
+                table = features[split.run]["table"]
+                part.defects = PartDefects.from_json({**table.as_dict(),
+                                                      "onset_path": list(features[split.run]["onset_paths"])})
+            res = run_defect_cnn(dev, split, cfg, classes, run.folder, part.defects)
+        else:
+            res = run_srnet(dev, split, cfg, classes, run.folder, method)
+        if method == "srnet":
+            part.srnet_config = res.config
+        else:
+            part.learned_configs = {**(part.learned_configs or {}), method: res.config}
         if res.table is not None:
-            part.calibration["srnet"] = res.table
-        part.predictions += prediction_rows(device, split.run, "srnet", res.test_paths, res.test_labels, res.output,
+            part.calibration[method] = res.table
+        part.predictions += prediction_rows(device, split.run, method, res.test_paths, res.test_labels, res.output,
                                             classes, root)
-        part.metrics.append(metric_row(device, split, "srnet", res.output, res.test_labels, classes, None,
-                                       f"trained on {len(split.train_paths) - res.table['n_calibration']} "
-                                       f"training images, calibrated on the other {res.table['n_calibration']}"
-                                       if res.table else "not calibrated (srnet_calibration_fraction 0): LR 1"))
+        note = (f"trained on {len(split.train_paths) - res.table['n_calibration']} training images, calibrated on "
+                f"the other {res.table['n_calibration']}" if res.table
+                else "not calibrated (srnet_calibration_fraction 0): LR 1")
+        if res.config.get("note"):
+            note = f"{res.config['note']}; {note}"
+        part.metrics.append(metric_row(device, split, method, res.output, res.test_labels, classes,
+                                       len(part.defects) if method == "defect-cnn" and part.defects else None, note))
     part.methods = sorted(done | set(wanted))
     part.failures = sorted(dev.failures.items())
     part.duplicates = sorted(dev.duplicates.items())

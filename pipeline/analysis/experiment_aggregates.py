@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.analysis.calibration_figures import reliability_figure, tippett_figure
-from pipeline.analysis.config import ALL_METHODS, ExperimentConfig, srnet_crops
+from pipeline.analysis.config import ALL_METHODS, LEARNED_METHODS, ExperimentConfig, srnet_crops
 from pipeline.analysis.experiment_methods import EVIDENCE_COLUMNS
 from pipeline.analysis.figures import save_figure
 from pipeline.analysis.metrics import evidence_metrics, top_label
@@ -265,14 +265,18 @@ def finish(folder: RunFolder, cfg: ExperimentConfig, record: RunRecord, manifest
     elif srnet_k and srnet_k < cfg.runs:
         common = [m for m in metrics if m["run"] < srnet_k]
         summary = summarise(common)
+        learned = [m for m in methods if m in LEARNED_METHODS]
+        trained = ("SRNet was" if learned == ["srnet"]
+                   else f"the learned methods ({', '.join(labels.get(m, m) for m in learned)}) were")
         sections.append(f"All methods side by side on the same first {srnet_k} of {cfg.runs} splits "
-                        f"(SRNet was trained on those only, preset {cfg.srnet_preset!r}):\n\n"
+                        f"({trained} trained on those only, preset {cfg.srnet_preset!r}):\n\n"
                         + summary_markdown(summary, methods, chance, labels))
-        classical = [m for m in metrics if m["method"] != "srnet"]
+        classical = [m for m in metrics if m["method"] not in LEARNED_METHODS]
         full = summarise(classical) if classical else []
         if classical:
             sections.append(f"Defect-based methods on all {cfg.runs} splits:\n\n"
-                            + summary_markdown(full, [m for m in methods if m != "srnet"], chance, labels))
+                            + summary_markdown(full, [m for m in methods if m not in LEARNED_METHODS], chance,
+                                               labels))
         summary_rows = [{**s, "splits": f"first {srnet_k}"} for s in summary] + \
                        [{**s, "splits": f"all {cfg.runs}"} for s in full]
     else:

@@ -26,9 +26,9 @@ from pipeline.analysis.report import write_csv
 from pipeline.analysis.runfolder import PartDefects, RunFolder
 from pipeline.data.splits import Split
 from pipeline.features.device import DeviceData, fg_side_arrays, shown_path
-from pipeline.srnet.presets import preset_config
+from pipeline.srnet.presets import variant_config
 
-__all__ = ["EVIDENCE_COLUMNS", "MethodOutputs", "DefectResults", "SRNetResults", "run_defect_methods", "run_srnet", "prediction_rows", "metric_row",
+__all__ = ["EVIDENCE_COLUMNS", "MethodOutputs", "DefectResults", "SRNetResults", "run_defect_methods", "run_srnet", "run_defect_cnn", "learned_config", "prediction_rows", "metric_row",
            "write_defect_csv", "DEFECT_CSV_COLUMNS"]
 
 #: calibration columns of metrics.csv and the calibration table, in order
@@ -186,14 +186,8 @@ def run_defect_methods(feats: dict, split: Split, cfg, classes: list, methods) -
                          fg_params, calibration)
 
 
-def run_srnet(dev: DeviceData, split: Split, cfg, classes: list, folder: RunFolder) -> SRNetResults:
-    """Train SRNet on the split's training images less a stratified calibration part, and
-    calibrate its fused scores on that part (the five crop networks are too costly to cross-fit).
-
-    The checkpoints go to ``folder``'s ``srnet/<device>/run_XX/``.
-    """
-    from pipeline.srnet.fusion import fit_predict  # torch
-
+def _learned_parts(dev: DeviceData, split: Split, cfg):
+    """A learned method's training images less a stratified calibration part, that part, and the test images."""
     usable_train = [(p, y) for p, y in zip(split.train_paths, split.train_labels) if p not in dev.failures]
     usable_test = [(p, y) for p, y in zip(split.test_paths, split.test_labels) if p not in dev.failures]
     seed = split.seed % (2 ** 31)
@@ -203,26 +197,83 @@ def run_srnet(dev: DeviceData, split: Split, cfg, classes: list, folder: RunFold
                                               stratify=labels, random_state=seed)
     else:
         fit_part, cal_part = usable_train, []
-    srnet_cfg = preset_config(cfg.srnet_preset, **{**cfg.srnet_overrides, "seed": seed})
-    result = fit_predict([p for p, _ in fit_part], [y for _, y in fit_part],
-                         [p for p, _ in cal_part] + [p for p, _ in usable_test],
-                         srnet_cfg, folder.srnet_dir(dev.device, split.run), classes=classes,
-                         progress=cfg.progress)
+    return fit_part, cal_part, usable_test, labels, seed
+
+
+def _calibrated_learned(result: dict, fit_part, cal_part, usable_test, labels, seed, cfg, classes,
+                        config: dict) -> SRNetResults:
+    """Calibrate a learned method's fused probabilities on its calibration part (as SRNet's)."""
     fitted = list(result["classes"])
     scores = log_scores(np.asarray(result["proba"]))
     cal_scores, test_scores = scores[:len(cal_part)], scores[len(cal_part):]
     raw = _align(np.exp(test_scores - logsumexp(test_scores, axis=1, keepdims=True)), fitted, classes)
+    test_paths, test_labels = [p for p, _ in usable_test], [y for _, y in usable_test]
     if not cal_part:  # no calibration images: no evidence claimed (LR 1, the training priors)
         prior = _prior_prediction(labels, len(usable_test), classes)
         output = {"proba": prior, "raw": raw, "log10_lr": np.zeros_like(prior)}
-        return SRNetResults(output, [p for p, _ in usable_test], [y for _, y in usable_test], result["config"], None)
+        return SRNetResults(output, test_paths, test_labels, config, None)
     calibrator = EvidenceCalibrator(method=cfg.calibration_method, random_state=seed).fit(
         cal_scores, np.array([y for _, y in cal_part]), classes=fitted)
-    output = {"proba": _align(calibrator.predict_proba(test_scores), fitted, classes),
-              "raw": _align(np.exp(test_scores - logsumexp(test_scores, axis=1, keepdims=True)), fitted, classes),
+    output = {"proba": _align(calibrator.predict_proba(test_scores), fitted, classes), "raw": raw,
               "log10_lr": _align(calibrator.log10_lr(test_scores), fitted, classes)}
-    return SRNetResults(output, [p for p, _ in usable_test], [y for _, y in usable_test], result["config"],
-                        calibration_table(calibrator, cal_scores))
+    return SRNetResults(output, test_paths, test_labels, config, calibration_table(calibrator, cal_scores))
+
+
+#: SRNet settings that also apply to defect-cnn when given as ``srnet_overrides``
+_SHARED_LEARNED_FIELDS = ("device", "num_threads", "deterministic", "epochs")
+
+
+def learned_config(method: str, cfg):
+    """The resolved configuration of a learned method under ``cfg`` (before its run's seed is set):
+    an :class:`~pipeline.srnet.presets.SRNetConfig` for the SRNet family, a
+    :class:`~pipeline.srnet.defect_presets.DefectCNNConfig` for ``defect-cnn``."""
+    if method == "defect-cnn":
+        from pipeline.srnet.defect_presets import defect_cnn_preset
+
+        shared = {k: v for k, v in cfg.srnet_overrides.items() if k in _SHARED_LEARNED_FIELDS}
+        return defect_cnn_preset(cfg.srnet_preset, **shared)
+    return variant_config(method, cfg.srnet_preset, **cfg.srnet_overrides)
+
+
+def run_defect_cnn(dev: DeviceData, split: Split, cfg, classes: list, folder: RunFolder,
+                   defects: PartDefects | None) -> SRNetResults:
+    """Train defect-cnn on patches at the run's identified defects (from its training images), on the
+    same images and calibration part as SRNet, and calibrate its fused scores the same way.
+
+    With no defects it falls back to the training priors and says so in its configuration's ``note``.
+    """
+    from pipeline.srnet.defect_cnn import fit_predict_defect_cnn  # torch
+
+    fit_part, cal_part, usable_test, labels, seed = _learned_parts(dev, split, cfg)
+    config = learned_config("defect-cnn", cfg).replace(seed=seed)
+    rows = list(defects.rows) if defects is not None else []
+    cols = list(defects.cols) if defects is not None else []
+    llr = list(defects.llr) if defects is not None else None
+    result = fit_predict_defect_cnn([p for p, _ in fit_part], [y for _, y in fit_part],
+                                    [p for p, _ in cal_part] + [p for p, _ in usable_test], rows, cols, config,
+                                    folder.learned_dir("defect-cnn", dev.device, split.run), classes=classes,
+                                    progress=cfg.progress, llr=llr)
+    recorded = {**result["config"], "n_defects": int(result["n_defects"]), "note": result.get("note", "")}
+    return _calibrated_learned(result, fit_part, cal_part, usable_test, labels, seed, cfg, classes, recorded)
+
+
+def run_srnet(dev: DeviceData, split: Split, cfg, classes: list, folder: RunFolder,
+              method: str = "srnet") -> SRNetResults:
+    """Train an SRNet-family method (``srnet``, ``srnet-res``, ``srnet-cs``) on the split's training
+    images less a stratified calibration part, and calibrate its fused scores on that part (the
+    five crop networks are too costly to cross-fit).
+
+    The checkpoints go to ``folder.learned_dir(method, device, run)``.
+    """
+    from pipeline.srnet.fusion import fit_predict  # torch
+
+    fit_part, cal_part, usable_test, labels, seed = _learned_parts(dev, split, cfg)
+    srnet_cfg = variant_config(method, cfg.srnet_preset, **{**cfg.srnet_overrides, "seed": seed})
+    result = fit_predict([p for p, _ in fit_part], [y for _, y in fit_part],
+                         [p for p, _ in cal_part] + [p for p, _ in usable_test],
+                         srnet_cfg, folder.learned_dir(method, dev.device, split.run), classes=classes,
+                         progress=cfg.progress)
+    return _calibrated_learned(result, fit_part, cal_part, usable_test, labels, seed, cfg, classes, result["config"])
 
 
 def prediction_rows(device, run, method, paths, labels, output, classes, root: Path | None):

@@ -16,7 +16,9 @@ from pipeline.data.atomic import atomic_write_text
 
 __all__ = ["summarise", "summary_markdown", "write_csv", "plot_accuracy_boxes", "method_labels"]
 
-METHOD_NAMES = {"fg": "Fridrich–Goljan", "nb": "Naive Bayes", "svm": "SVM", "srnet": "SRNet (5-crop)"}
+METHOD_NAMES = {"fg": "Fridrich–Goljan", "nb": "Naive Bayes", "svm": "SVM", "srnet": "SRNet (5-crop)",
+                "srnet-res": "SRNet on median residual", "srnet-cs": "SRNet, constrained layer",
+                "defect-cnn": "Defect-patch CNN"}
 
 
 def method_labels(srnet_crops=None) -> dict:

@@ -156,6 +156,9 @@ class RunRecord:
     srnet : dict, optional
         The resolved SRNet preset (:meth:`pipeline.srnet.presets.SRNetConfig.to_dict`), when SRNet
         is one of the methods.
+    learned : dict, optional
+        Method -> its resolved configuration, for the constrained learned methods
+        (``srnet-res``, ``srnet-cs``, ``defect-cnn``) the run has.
     resumed : int, optional
         How many times the run was resumed (absent on the first run).
     finished : str, optional
@@ -192,6 +195,7 @@ class RunRecord:
     code: str
     schema_version: int = SCHEMA_VERSION
     srnet: dict | None = None
+    learned: dict | None = None
     resumed: int | None = None
     finished: str | None = None
     n_failures: int | None = None
@@ -355,6 +359,9 @@ class Part:
         ``"cfa"``, ``"rgb"`` or ``"gray"``: what the reader gave for the device.
     srnet_config : dict, optional
         The SRNet configuration the run trained with (seeded), when SRNet ran.
+    learned_configs : dict, optional
+        Method -> the configuration a constrained learned method trained with (seeded); for
+        ``defect-cnn`` also ``n_defects`` and ``note``.
     """
 
     device: str
@@ -373,6 +380,7 @@ class Part:
     frame: tuple | None = None
     kind: str | None = None
     srnet_config: dict | None = None
+    learned_configs: dict | None = None
 
     def fg_classifier(self) -> FridrichGoljanClassifier:
         """The run's fitted Fridrich–Goljan model.
@@ -470,6 +478,13 @@ class RunFolder:
         """``defects/<device>/run_XX.csv``."""
         return self.path / DEFECTS / device / f"run_{run:02d}.csv"
 
+    def learned_dir(self, method: str, device: str, run: int) -> Path:
+        """Checkpoints of a learned method's run: ``srnet/<device>/run_XX/`` for SRNet (as always),
+        ``<method>/<device>/run_XX/`` for the others."""
+        if method == "srnet":
+            return self.srnet_dir(device, run)
+        return self.path / method / device / f"run_{run:02d}"
+
     def srnet_dir(self, device: str, run: int) -> Path:
         """``srnet/<device>/run_XX/``: SRNet's checkpoints of that run (``srnet_<crop>.pt``)."""
         return self.path / SRNET / device / f"run_{run:02d}"
@@ -503,6 +518,10 @@ class RunFolder:
     def srnet_devices(self) -> list[str]:
         """Devices with an ``srnet/<device>/`` folder, sorted."""
         return _subfolders(self.path / SRNET)
+
+    def learned_devices(self, method: str) -> list[str]:
+        """Devices with a checkpoint folder of a learned method (``srnet/<device>/`` for SRNet), sorted."""
+        return _subfolders(self.learned_dir(method, "_", 0).parent.parent)
 
     def has_part(self, device: str, run: int) -> bool:
         """Whether the part of (device, run) exists."""
@@ -541,7 +560,11 @@ class RunFolder:
 
     def srnet_runs(self, device: str) -> dict[int, Path]:
         """Run -> ``srnet/<device>/run_XX/`` for every SRNet run folder of ``device`` (finished or not)."""
-        folder = self.path / SRNET / device
+        return self.learned_runs("srnet", device)
+
+    def learned_runs(self, method: str, device: str) -> dict[int, Path]:
+        """Run -> checkpoint folder of a learned method for every run folder of ``device`` (finished or not)."""
+        folder = self.learned_dir(method, device, 0).parent
         found = {}
         for sub in sorted(folder.iterdir()) if folder.is_dir() else []:
             run = _run_number(sub.name)

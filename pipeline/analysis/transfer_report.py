@@ -153,6 +153,15 @@ def report(summary, methods, names, cfg: ExperimentConfig, check: dict, exp_dir:
                   "`scenes.group_for_class`) is the same for every device, so SRNet's off-diagonal accuracy "
                   "measures how much it reads content. SRNet is evaluated on the split runs it was trained on "
                   f"only (preset {cfg.srnet_preset!r}): see n in each cell.", ""]
+    if any(m in methods for m in ("srnet-res", "srnet-cs", "defect-cnn")):
+        lines += ["## What the constrained learned models do on another device", "",
+                  "`srnet-res` (SRNet on the 3x3 median-filter residual) and `srnet-cs` (SRNet behind a "
+                  "constrained prediction-error layer) are meant to see noise and defects rather than scene "
+                  "content; `defect-cnn` sees only 32x32 patches at the training device's defects, so on another "
+                  "sensor it looks at healthy pixels, like the defect-based methods, and should fall to chance. "
+                  "An off-diagonal cell above chance for any of them means it still reads something the devices "
+                  "share (content, or noise statistics that follow content), and its on-device accuracy "
+                  "is not evidence of age traces alone.", ""]
     for method in methods:
         rows = [s for s in summary if s["method"] == method]
         cell = {(s["train_device"], s["test_device"]): s for s in rows}

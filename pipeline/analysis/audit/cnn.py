@@ -32,7 +32,8 @@ import numpy as np
 
 from pipeline.analysis.audit.common import AuditContext, model_seed
 from pipeline.logs import get_logger
-from pipeline.srnet.presets import preset_config
+from pipeline.srnet.crops import median_residual_inputs
+from pipeline.srnet.presets import SRNET_VARIANTS, variant_config
 
 __all__ = ["CnnSettings", "ModelStore", "TrainedModel", "balanced_model", "cnn_builder", "colour_jitter",
            "disjoint_groups", "predict_proba", "protocol_sets", "seeded_rng", "spread_sample", "train_model"]
@@ -72,6 +73,11 @@ class CnnSettings:
         other when a core is taken away).
     overrides : dict
         Further :class:`pipeline.srnet.presets.SRNetConfig` fields (e.g. ``{"device": "cuda"}``).
+    method : {'srnet', 'srnet-res', 'srnet-cs'}
+        The learned model every CNN check trains and audits: SRNet, SRNet on the 3x3 median-filter
+        residual of its crops, or SRNet behind a constrained prediction-error layer
+        (:data:`pipeline.srnet.presets.SRNET_VARIANTS`). The residual is taken after any change a
+        check makes to the pixels (colour jitter, greyscale), as the model would see such an image.
     """
 
     preset: str = "cpu"
@@ -87,8 +93,12 @@ class CnnSettings:
     camera_extras: bool = True
     threads: int | None = None
     overrides: dict = field(default_factory=dict)
+    method: str = "srnet"
 
     def __post_init__(self):
+        if self.method not in SRNET_VARIANTS:
+            raise ValueError(f"the audit's CNN checks train one of {', '.join(SRNET_VARIANTS)}, got {self.method!r} "
+                             "(defect-cnn needs a run's identified defects: audit it with ml_age and cross_device)")
         for name in ("patch", "random_patch", "n_random_train", "n_random_test", "epochs", "batch_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -111,7 +121,7 @@ class CnnSettings:
                   "lr_drop_epoch": max(1, round(0.75 * self.epochs)), "patch": patch or self.patch,
                   "channels": channels, "seed": int(seed) % (2 ** 31), "num_threads": self.threads}
         values.update(self.overrides)
-        return preset_config(self.preset, **values)
+        return variant_config(self.method, self.preset, **values)
 
     def to_dict(self) -> dict:
         """JSON-ready dict."""
@@ -210,7 +220,7 @@ def train_model(name: str, inputs: np.ndarray, labels, config, *, train_index=No
         raise ValueError(f"model {name!r}: its training set holds a single class; it needs at least two")
     epochs_now = []
     started = time.perf_counter()
-    trained = train_crop_model(np.ascontiguousarray(inputs, dtype=np.float32), encoded, config,
+    trained = train_crop_model(_model_inputs(inputs, config.input), encoded, config,
                                n_classes=len(classes), seed=config.seed, checkpoint_path=checkpoint_path,
                                progress=progress, description=f"audit: {name}", on_epoch_end=epochs_now.append)
     seconds = time.perf_counter() - started
@@ -233,9 +243,16 @@ def predict_proba(trained: TrainedModel, inputs: np.ndarray, batch_size: int = 6
     inputs = np.ascontiguousarray(inputs, dtype=np.float32)
     if len(inputs) == 0:
         return np.zeros((0, len(trained.classes)))
+    inputs = _model_inputs(inputs, trained.config.get("input", "pixels"))
     device = resolve_device(trained.device)
     with torch_runtime(trained.num_threads, device, True):
         return predict_crop_proba(trained.model, inputs, batch_size)
+
+
+def _model_inputs(inputs: np.ndarray, input_mode: str) -> np.ndarray:
+    """Pixel crops as the model sees them: unchanged, or their median residual (``srnet-res``)."""
+    inputs = np.ascontiguousarray(inputs, dtype=np.float32)
+    return median_residual_inputs(inputs) if input_mode == "median-residual" else inputs
 
 
 class ModelStore:

@@ -18,6 +18,15 @@ told from content, and any learned age model's accuracy is suspect by that much.
 Interval: Clopper–Pearson with the *distinct* test images as trials (an image tested in
 several runs counts once, with its mean correctness): conservative where a run-by-run count
 would treat overlapping test sets as independent.
+
+With the CNN checks on, a third verdict-bearing figure asks the same of the **audited learned
+model** (SRNet, or the variant of ``--methods``): its Balanced model (the camera check's; trained
+once) is scored on the balanced test crops with every isolated-pixel trace scrubbed -- each pixel
+whose 3x3 median residual exceeds :data:`SCRUB_SIGMAS` robust standard deviations of its crop and
+channel is replaced by its 3x3 median, which removes hot pixels (the age trace) and leaves scene
+content, tone and colour nearly untouched. A model that still scores above chance without those
+traces reads something else: scene content or processing. A model that reads only defects falls
+to chance. The scrubbed share of pixels is reported with the figure.
 """
 
 from __future__ import annotations
@@ -27,6 +36,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from kernels import median_residual
 from pipeline.analysis.audit.common import (
     AuditContext,
     CheckResult,
@@ -40,7 +50,11 @@ from pipeline.analysis.audit.stats import proportion_figure
 __all__ = ["N_FIGURES", "ContentResult", "content_check"]
 
 N_FIGURES = 2
-"""Judged figures of this check (the Bonferroni family counts them)."""
+"""Judged figures of this check without the CNN checks (the Bonferroni family counts them)."""
+N_FIGURES_CNN = 1
+"""Further judged figures with the CNN checks on: the audited learned model without isolated-pixel traces."""
+SCRUB_SIGMAS = 4.0
+"""Residuals beyond this many robust (MAD) standard deviations of their crop and channel are scrubbed."""
 MODELS = {"colour": "colour/luminance statistics", "thumbnail": "12x16 thumbnails"}
 
 
@@ -119,12 +133,57 @@ def content_check(ctx: AuditContext) -> ContentResult:
             float(per_image_chance[tested].mean()) if n_tested else float("nan"), ctx.levels,
             note=f"{len(splits)} device(s), {len(next(iter(splits.values())))} run(s); each of the {n_tested} "
                  "distinct test images counts once with its mean correctness"))
+    if ctx.cnn is not None and ctx.cnn_split is not None:
+        main.append(_learned_without_traces(ctx, result))
     result.figures = main + context
-    result.details = {"models": MODELS, "per_device_mean_accuracy": result.per_device,
-                      "runs": len(next(iter(splits.values()))), "devices": list(splits)}
+    result.details.update({"models": MODELS, "per_device_mean_accuracy": result.per_device,
+                           "runs": len(next(iter(splits.values()))), "devices": list(splits)})
     result.settle()
     if result.verdict != "no bias found":
         result.notes.append("The labels are predictable from content: a learned model's accuracy may come from "
                             "scene content rather than sensor aging; compare it with these figures.")
     result.seconds = time.perf_counter() - started
     return result
+
+
+def scrub_isolated_pixels(inputs: np.ndarray, sigmas: float = SCRUB_SIGMAS) -> tuple[np.ndarray, float]:
+    """Replace every outlying pixel of crops (N, C, P, P) by its 3x3 median; return them and the scrubbed share.
+
+    A pixel is outlying when its 3x3 median residual exceeds ``sigmas`` times the robust standard
+    deviation (1.4826 x the median absolute residual) of its crop and channel.
+    """
+    inputs = np.ascontiguousarray(inputs, dtype=np.float32)
+    out = inputs.copy()
+    scrubbed = 0
+    for index, crop in enumerate(inputs):
+        pixels = np.ascontiguousarray(np.moveaxis(crop, 0, 2))
+        residual = median_residual(pixels)
+        scale = 1.4826 * np.median(np.abs(residual), axis=(0, 1), keepdims=True)
+        outlying = np.abs(residual) > sigmas * np.maximum(scale, 1e-6)
+        cleaned = np.where(outlying, pixels - residual, pixels)
+        out[index] = np.moveaxis(cleaned, 2, 0)
+        scrubbed += int(outlying.sum())
+    return out, scrubbed / max(inputs.size, 1)
+
+
+def _learned_without_traces(ctx: AuditContext, result: ContentResult):
+    """The audited learned model's accuracy on the balanced test crops with isolated-pixel traces scrubbed."""
+    from pipeline.analysis.audit.cnn import balanced_model, predict_proba
+
+    bank, split = ctx.bank, ctx.cnn_split
+    test = split.test
+    model = balanced_model(ctx)
+    method = ctx.cnn.method
+    x_test = bank.crop_input(test, ctx.cnn.main_crop)
+    truth = bank.labels[test]
+    as_is = np.asarray(model.classes)[predict_proba(model, x_test).argmax(axis=1)] == truth
+    scrubbed_inputs, share = scrub_isolated_pixels(x_test)
+    scrubbed = np.asarray(model.classes)[predict_proba(model, scrubbed_inputs).argmax(axis=1)] == truth
+    result.details["learned_model"] = {"method": method, "accuracy_as_is": float(as_is.mean()),
+                                       "accuracy_scrubbed": float(scrubbed.mean()), "scrubbed_share": share,
+                                       "test_images": int(test.size), "sigmas": SCRUB_SIGMAS}
+    return proportion_figure(
+        "learned_without_traces", f"{method} (Balanced model) without isolated-pixel traces: accuracy",
+        int(scrubbed.sum()), int(test.size), majority_share(truth), ctx.levels,
+        note=f"{100 * share:.3f} % of pixels scrubbed (> {SCRUB_SIGMAS:g} robust SD); as is: "
+             f"{100 * as_is.mean():.1f} %; above chance means the model reads content or processing, not defects")

@@ -86,7 +86,7 @@ def planned_figures(config: AuditConfig, *, has_content_splits: bool, has_groups
     plan = {}
     for name in config.checks:
         if name == "content":
-            plan[name] = content.N_FIGURES if has_content_splits else 0
+            plan[name] = (content.N_FIGURES + (content.N_FIGURES_CNN if cnn else 0)) if has_content_splits else 0
         elif name == "camera":
             stress = camera.N_SUSCEPTIBILITY + (camera.N_SUSCEPTIBILITY_CNN if cnn else 0)
             plan[name] = camera.N_VERDICT + (stress if has_groups else 0)
@@ -128,7 +128,7 @@ def run_audit(manifest, out_dir: str | Path | None, config: AuditConfig, *,
     out = None if out_dir is None else Path(out_dir)
     record = start_record(out, config, manifest, extra_record or {})
     cnn = config.cnn
-    needs_crops = cnn is not None and any(c in config.checks for c in ("camera", "position", "patch"))
+    needs_crops = cnn is not None and any(c in config.checks for c in ("content", "camera", "position", "patch"))
     bank = load_bank(manifest, patch=cnn.patch if needs_crops else None,
                      random_patch=cnn.random_patch if needs_crops and "patch" in config.checks else None,
                      n_random=max(cnn.n_random_train, cnn.n_random_test) if needs_crops and "patch" in config.checks
@@ -138,7 +138,7 @@ def run_audit(manifest, out_dir: str | Path | None, config: AuditConfig, *,
     splits = content_splits(manifest, bank, runs=config.runs, test_size=config.test_size, seed=config.seed,
                             out=out) if "content" in config.checks else None
     split = None
-    if any(c in config.checks for c in ("camera", "position", "patch")):
+    if any(c in config.checks for c in ("camera", "position", "patch")) or needs_crops:
         try:
             split = cnn_split(bank, test_size=cnn.test_size if cnn else CnnSettings().test_size, seed=config.seed,
                               out=out, usable=None if needs_crops else np.ones(len(bank.samples), bool))
@@ -148,6 +148,8 @@ def run_audit(manifest, out_dir: str | Path | None, config: AuditConfig, *,
     plan = planned_figures(config, has_content_splits=bool(splits), has_groups=bool(groups))
     if split is None:
         plan.update({c: 0 for c in ("camera", "position", "patch") if c in plan})
+        if "content" in plan and cnn is not None and plan["content"]:
+            plan["content"] -= content.N_FIGURES_CNN
     levels = AuditLevels(max(1, sum(plan.values())), config.alpha_suspect, config.alpha_found)
     ctx = AuditContext(bank, levels, config.seed, out, splits, split, cnn if split is not None else None,
                        ModelStore(config.progress, None if out is None else out / "models"),

@@ -46,16 +46,26 @@ defects
     cell (at least one cell plus the neighbourhood radius); its mean is close to the area
     share.
 
+faithfulness
+    Whether the maps can be trusted at all (:mod:`pipeline.srnet.faithfulness`), on up to
+    ``SaliencyConfig.faithfulness_crops`` held-out crops of each device's first run: deletion
+    and insertion curves of the map's pixel order against a random order (on the crops whose
+    baseline -- a blur, by default -- changes the network's answer), and the model-randomisation
+    sanity check (the maps of a network with re-initialised weights must differ).  A method that
+    fails is reported as unfaithful and its verdicts are left out of the device's verdict.
+
 Outputs (in ``out``): ``saliency.json`` (per device and method; settings; provenance),
-``saliency.md`` (a short verdict), ``saliency_maps.csv`` (one row per map), ``maps/<device>.npz``
-(the raw maps), and ``sheets/<device>.png`` and ``.svg`` (contact sheets: crops with their defect positions,
-and one overlay row per method, shown on one colour scale per device and method).
+``saliency.md`` (a short verdict), ``saliency_maps.csv`` (one row per map),
+``saliency_faithfulness.csv`` (one row per method and checked crop), ``maps/<device>.npz``
+(the raw maps), ``sheets/<device>.png`` and ``.svg`` (contact sheets: crops with their defect positions,
+and one overlay row per method, shown on one colour scale per device and method), and
+``faithfulness/<device>.png`` and ``.svg`` (mean deletion and insertion curves per method).
 
 Modules: :mod:`.explain` (:class:`SaliencyConfig` and :func:`explain_run`, which runs the
 analysis), :mod:`.inputs` (what it reads from the run folder: SRNet runs, test images, defect
 positions, crop geometry), :mod:`.stats` (the three figures and the verdict rules, on arrays),
-:mod:`.figures` (the contact sheets) and :mod:`.report` (``saliency.json``, ``saliency.md``, the
-per-map CSV and the maps).  The command line is ``python -m pipeline.saliency``.
+:mod:`.figures` (the contact sheets and the faithfulness curves) and :mod:`.report`
+(``saliency.json``, ``saliency.md``, the per-map and faithfulness CSVs and the maps).  The command line is ``python -m pipeline.saliency``.
 
 Importing this package does not import torch: the torch-backed :mod:`pipeline.srnet` modules are
 imported inside the functions that need them.

@@ -3,14 +3,17 @@
 :func:`explain_run` finds the explainable SRNet runs of every device (:mod:`.inputs`), has each
 run's crop networks explain the test images (:func:`pipeline.srnet.cam.saliency_method`),
 computes the figures (:mod:`.stats`), draws the contact sheets (:mod:`.figures`) and writes the
-report (:mod:`.report`).  The torch-backed :mod:`pipeline.srnet` modules are imported inside
-:func:`_saliency_maps` and :func:`_explain_device` only, so importing this module does not
-import torch.
+report (:mod:`.report`).  Each method's maps are then checked for faithfulness on a few held-out
+crops of the first run (:func:`_faithfulness`, :mod:`pipeline.srnet.faithfulness`: deletion and
+insertion curves against a random pixel order, and the model-randomisation sanity check); a
+method that fails is reported as unfaithful and left out of the device's verdict.  The
+torch-backed :mod:`pipeline.srnet` modules are imported inside :func:`_saliency_maps`,
+:func:`_faithfulness` and :func:`_explain_device` only, so importing this module does not import
+torch.
 """
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +23,7 @@ from tqdm.auto import tqdm
 
 from pipeline.analysis.provenance import command_line, package_versions, read_json, utc_now
 from pipeline.analysis.runfolder import RunFolder, read_record
-from pipeline.analysis.saliency.figures import contact_sheet
+from pipeline.analysis.saliency.figures import contact_sheet, faithfulness_figure
 from pipeline.analysis.saliency.inputs import (
     DefectPositions,
     DeviceRuns,
@@ -29,7 +32,7 @@ from pipeline.analysis.saliency.inputs import (
     points_in_crop,
     srnet_runs,
 )
-from pipeline.analysis.saliency.report import write_maps, write_report
+from pipeline.analysis.saliency.report import faithfulness_settings, write_maps, write_report
 from pipeline.analysis.saliency.stats import (
     CONTENT_RHO,
     DEFECT_LIFT,
@@ -39,6 +42,9 @@ from pipeline.analysis.saliency.stats import (
     cells_away_from_defects,
     consistency,
     defect_shares,
+    device_verdict,
+    faithfulness_pairs,
+    faithfulness_record,
     method_verdict,
     own_and_other_correlations,
     structure_features,
@@ -47,7 +53,7 @@ from pipeline.data.imageio import read_image
 from pipeline.features.device import shown_path
 from pipeline.logs import get_logger
 from pipeline.srnet.crops import extract_crops
-from pipeline.srnet.presets import SRNetConfig
+from pipeline.srnet.presets import SRNET_VARIANTS, SRNetConfig
 
 __all__ = ["ALL_METHODS", "DEFAULT_METHODS", "SaliencyConfig", "explain_run"]
 
@@ -60,6 +66,8 @@ DEFAULT_METHODS = ("cam", "gradcam", "gradcam++")
 on two CPU cores)."""
 AUTO_MIN_CELLS = 8
 """``layer='auto'`` explains layer12 when its map has at least this many cells per side."""
+FAITHFULNESS_BASELINES = ("blur", "zero", "mean")
+"""The baselines of the deletion and insertion curves (:data:`pipeline.srnet.faithfulness.BASELINES`)."""
 
 
 def _srnet_side(patch: int, halvings: int) -> int:
@@ -98,6 +106,31 @@ class SaliencyConfig:
         Test images per device shown in the contact sheet.
     progress : bool
         Show progress bars.
+    faithfulness_crops : int
+        Held-out crops per device (test images of the first run, alternating their true classes,
+        every crop network of each image in turn) on which each method's faithfulness is checked
+        (:mod:`pipeline.srnet.faithfulness`): the first ones for the randomisation check, the
+        first *informative* ones (whose baseline lowers the explained class's probability by at
+        least 0.1) for deletion and insertion; 0 skips the checks.  Each informative crop costs
+        ``2 * (faithfulness_steps - 1)`` forward passes per method and as many for the random
+        reference.  With the default 16 the signed-rank test at 2.5 % passes a map that beats the
+        random order on 15 of 16 crops whatever the sizes of the gains, and on as few as 9 of 16
+        when its losses are its smallest differences; fewer than 6 informative crops leave the
+        deletion/insertion part inconclusive.
+    faithfulness_steps : int
+        Steps of the deletion and insertion curves (each removes or restores ``1/steps`` of the
+        pixels).
+    faithfulness_baseline : str
+        What deleted pixels become: ``'blur'`` (Gaussian, sigma 5 pixels: removes hot pixels and
+        fine texture, keeps brightness and colour), ``'zero'`` or ``'mean'``.
+    faithfulness_cascade : bool
+        Also randomise SRNet stage by stage from the head down (one more set of maps per stage
+        and method); the verdict rests on the full randomisation either way.
+    faithfulness_seed : int
+        Seed of the random pixel orders and of the re-initialised weights.
+    model : {'srnet', 'srnet-res', 'srnet-cs'}
+        Which of the run's SRNet-family methods to explain (its crop networks see pixels, the
+        median residual, or pixels through the constrained layer; the maps are over the crop either way).
     """
 
     methods: tuple = DEFAULT_METHODS
@@ -108,8 +141,17 @@ class SaliencyConfig:
     num_threads: int | None = None
     sheet_images: int = 4
     progress: bool = True
+    faithfulness_crops: int = 16
+    faithfulness_steps: int = 8
+    faithfulness_baseline: str = "blur"
+    faithfulness_cascade: bool = False
+    faithfulness_seed: int = 0
+    model: str = "srnet"
 
     def __post_init__(self):
+        if self.model not in SRNET_VARIANTS:
+            raise ValueError(f"model must be one of {', '.join(SRNET_VARIANTS)} (the crop networks CAMs explain), "
+                             f"got {self.model!r}")
         self.methods = tuple(dict.fromkeys(m.strip().lower() for m in self.methods))
         unknown = [m for m in self.methods if m not in ALL_METHODS]
         if unknown or not self.methods:
@@ -122,6 +164,13 @@ class SaliencyConfig:
         if self.score_cam_batch < 1 or self.sheet_images < 0:
             raise ValueError(f"score_cam_batch must be >= 1 and sheet_images >= 0, got {self.score_cam_batch} "
                              f"and {self.sheet_images}")
+        for name, low in (("faithfulness_crops", 0), ("faithfulness_steps", 2)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or int(value) != value or value < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        if self.faithfulness_baseline not in FAITHFULNESS_BASELINES:
+            raise ValueError(f"faithfulness_baseline must be one of {', '.join(FAITHFULNESS_BASELINES)}, "
+                             f"got {self.faithfulness_baseline!r}")
 
     def layer_for(self, method: str, patch: int) -> str:
         """The layer a method explains for crops of ``patch`` pixels (see ``layer``)."""
@@ -165,33 +214,38 @@ def explain_run(run_dir: str | Path, out_dir: str | Path | None = None, config: 
     # whether SRNet ran is asked of the record as written first, so that a folder without SRNet
     # says so whatever its version; then RunFolder.record refuses another schema
     record = read_json(folder.config_path)
-    if "srnet" not in record:
-        raise FileNotFoundError(f"{run_dir}: this run did not train SRNet (config.json has no 'srnet' section); "
-                                "run `python -m pipeline.ml_age --methods fg,nb,svm,srnet` first")
+    model = config.model
+    recorded = record.get("srnet") if model == "srnet" else (record.get("learned") or {}).get(model)
+    if recorded is None:
+        raise FileNotFoundError(f"{run_dir}: this run did not train {model} (config.json records no configuration "
+                                f"for it); run `python -m pipeline.ml_age --methods fg,nb,svm,{model}` first")
     # raises RunFolderSchemaError for a folder of another run-folder schema; image paths are shown
     # relative to the manifest's folder, as in the run's own outputs
     root = read_record(run_dir).manifest.image_root()
-    srnet_config = SRNetConfig.from_dict(record["srnet"])
+    srnet_config = SRNetConfig.from_dict(recorded)
     devices = {}
-    for device in folder.srnet_devices():
-        found = srnet_runs(folder, device, srnet_config.crops)
+    for device in folder.learned_devices(model):
+        found = srnet_runs(folder, device, srnet_config.crops, model)
         if found.runs:
             devices[device] = found
         else:
             reasons = "; ".join(found.skipped.values()) or "no checkpoints"
-            logger.info(f"{device}: no finished SRNet run ({reasons}); skipped")
+            logger.info(f"{device}: no finished {model} run ({reasons}); skipped")
     if not devices:
-        raise FileNotFoundError(f"{run_dir}: no finished SRNet run with checkpoints under srnet/<device>/run_XX/; "
-                                "run (or resume) `python -m pipeline.ml_age --methods ...,srnet` with this --out")
+        raise FileNotFoundError(f"{run_dir}: no finished {model} run with checkpoints under "
+                                f"{folder.learned_dir(model, '<device>', 0).parent.relative_to(folder.path)}/run_XX/; "
+                                f"run (or resume) `python -m pipeline.ml_age --methods ...,{model}` with this --out")
     positions = DefectPositions(run_dir, record)
     files: list[Path] = []
     summary: dict[str, Any] = {}
     per_map_rows: list[dict] = []
+    faithfulness_rows: list[dict] = []
     for device, found in devices.items():
         logger.info(f"{device}: explaining SRNet runs {found.runs} with {', '.join(config.methods)}")
         result = _explain_device(folder, out, found, srnet_config, config, positions, root)
         summary[device] = result["summary"]
         per_map_rows += result["rows"]
+        faithfulness_rows += result["faithfulness_rows"]
         files += result["files"]
     report = {
         "tool": "pipeline.saliency",
@@ -209,13 +263,15 @@ def explain_run(run_dir: str | Path, out_dir: str | Path | None = None, config: 
                                          "|Spearman| of each map with its own image's feature minus its mean "
                                          "|Spearman| with the other test images' feature",
                      "thresholds": {"defect_lift": DEFECT_LIFT, "significance": SIGNIFICANCE,
-                                    "content_rho": CONTENT_RHO}},
+                                    "content_rho": CONTENT_RHO},
+                     "faithfulness": faithfulness_settings(config)},
         "srnet": srnet_config.to_dict(),
+        "model": model,
         "versions": package_versions(),
         "command": command_line(),
         "devices": summary,
     }
-    return write_report(out, report, per_map_rows, files)
+    return write_report(out, report, per_map_rows, files, faithfulness_rows)
 
 
 def _read_crops(device_name: str, images: list[str], srnet_config: SRNetConfig, config: SaliencyConfig):
@@ -225,7 +281,8 @@ def _read_crops(device_name: str, images: list[str], srnet_config: SRNetConfig, 
     for path in tqdm(images, desc=f"{device_name}: reading", unit="img", disable=not config.progress, leave=False):
         try:
             pixels = read_image(path).pixels
-            extracted = extract_crops(pixels, srnet_config.patch, srnet_config.channels, srnet_config.crops)
+            extracted = extract_crops(pixels, srnet_config.patch, srnet_config.channels, srnet_config.crops,
+                                      input=srnet_config.input)
         except (OSError, ValueError, TypeError) as exc:  # an unreadable image is recorded, the others go on
             failures.append({"image": path, "reason": str(exc)})
             logger.info(f"{device_name}: {path}: left out ({exc})")
@@ -263,7 +320,8 @@ def _saliency_maps(folder: RunFolder, found: DeviceRuns, stacked: dict[str, np.n
         for r, run in enumerate(found.runs):
             crop_proba[run] = {}
             for c, crop_name in enumerate(srnet_config.crops):
-                model = load_crop_model(checkpoint_path(folder, device_name, run, crop_name), str(torch_device))
+                model = load_crop_model(checkpoint_path(folder, device_name, run, crop_name, config.model),
+                                        str(torch_device))
                 for method in config.methods:
                     options = {"batch_size": config.score_cam_batch if method == "scorecam" else 32,
                                "target_layer": layers[method]}
@@ -379,12 +437,19 @@ def _explain_device(folder: RunFolder, out: Path, found: DeviceRuns, srnet_confi
             "defects": defects,
             "verdict": method_verdict(content_summary, defects),
         }
-    # the device's verdict: the majority of the methods whose maps can localise (more than 4x4
-    # cells) if there are any; ties go to the first of them
-    fine = [s for s in method_summaries.values() if np.prod(s["map_shape"]) > 16] or list(method_summaries.values())
-    device_verdict = Counter(s["verdict"] for s in fine).most_common(1)[0][0]
-    voting = [m for m, s in method_summaries.items() if any(s is f for f in fine)]
+    # faithfulness of each method's maps, on a few held-out crops of the first run
+    faithfulness, faithfulness_rows = _faithfulness(folder, found, stacked, maps, targets, held_out, truth, usable,
+                                                    layers, classes, srnet_config, config, root)
+    for method, record in faithfulness.items():
+        method_summaries[method]["faithfulness"] = record
+        method_summaries[method]["verdict_used"] = record["faithful"] is not False
+    # the device's verdict: the majority of the faithful methods whose maps can localise (more than
+    # 4x4 cells) if there are any; ties go to the first of them; unfaithful methods do not vote
+    verdict, voting = device_verdict(method_summaries)
     files = []
+    if any(record.get("n_crops") for record in faithfulness.values()):
+        figure = out / "faithfulness" / f"{device_name}.png"
+        files += faithfulness_figure(figure, device_name, faithfulness, found.runs[0], config)
     npz_path = out / "maps" / f"{device_name}.npz"
     write_maps(npz_path, runs=found.runs, images=[shown_path(p, root) for p in usable], crops=srnet_config.crops,
                held_out=held_out, true=truth,
@@ -403,11 +468,127 @@ def _explain_device(folder: RunFolder, out: Path, found: DeviceRuns, srnet_confi
         "srnet_accuracy": {str(k): v for k, v in accuracy.items()},
         "chance_accuracy": chance,
         "verdict_methods": voting,
+        "unfaithful_methods": [m for m, s in method_summaries.items() if not s["verdict_used"]],
         "defect_source": positions.source,
         "methods": method_summaries,
-        "verdict": device_verdict,
+        "verdict": verdict,
     }
-    return {"summary": summary, "rows": rows, "files": files}
+    return {"summary": summary, "rows": rows, "faithfulness_rows": faithfulness_rows, "files": files}
+
+
+def _not_tested(methods, note: str) -> dict[str, dict]:
+    return {m: {"faithful": None, "label": f"not tested ({note})", "reasons": [], "n_crops": 0} for m in methods}
+
+
+def _faithfulness(folder: RunFolder, found: DeviceRuns, stacked: dict[str, np.ndarray], maps: dict[str, np.ndarray],
+                  targets: dict[str, np.ndarray], held_out: np.ndarray, truth: np.ndarray, usable: list[str],
+                  layers: dict[str, str], classes: list[int], srnet_config: SRNetConfig, config: SaliencyConfig,
+                  root: Path | None) -> tuple[dict[str, dict], list[dict]]:
+    """Deletion/insertion curves and the randomisation check of every method on a few held-out crops.
+
+    The crops are the first run's test images (:func:`~.stats.faithfulness_pairs`).  The randomisation
+    check takes the first ``faithfulness_crops`` of them.  Deletion and insertion take the first
+    ``faithfulness_crops`` *informative* ones -- whose baseline lowers the probability of the
+    explained class by at least :data:`pipeline.srnet.faithfulness.MIN_SPAN` (two forward passes
+    per crop to find out); on the others every pixel order gives the same flat curve.
+
+    Returns, per method, the record stored under ``faithfulness`` in ``saliency.json`` (the
+    :class:`~pipeline.srnet.faithfulness.FaithfulnessVerdict`, mean AUCs and curves, the
+    randomisation figures) and the rows of ``saliency_faithfulness.csv`` (one per method and crop).
+    """
+    if config.faithfulness_crops == 0:
+        return _not_tested(config.methods, "faithfulness_crops = 0"), []
+    from pipeline.srnet import faithfulness as fx
+    from pipeline.srnet.runtime import resolve_device, torch_runtime
+    from pipeline.srnet.train import load_crop_model
+
+    device_name, run = found.device, found.runs[0]
+    budget = config.faithfulness_crops
+    pairs = faithfulness_pairs(held_out[0], truth, len(srnet_config.crops))
+    if not pairs:
+        return _not_tested(config.methods, f"run {run} holds no readable test image"), []
+    first = config.methods[0]
+    curves: dict[str, list] = {m: [] for m in config.methods}
+    checks: dict[str, list] = {m: [] for m in config.methods}
+    rows: dict[tuple[str, int, int], dict] = {}
+    torch_device = resolve_device(config.device)
+    informative: list[tuple[int, int]] = []
+    scanned = 0
+    span_of: dict[tuple[int, int], float] = {}
+    with torch_runtime(config.num_threads or srnet_config.num_threads, torch_device, deterministic=False):
+        models = {c: load_crop_model(checkpoint_path(folder, device_name, run, name, config.model),
+                                          str(torch_device))
+                  for c, name in enumerate(srnet_config.crops)}
+        # the informative crops, in the pairs' order, scanned a batch at a time until the budget is met
+        for start in range(0, len(pairs), budget):
+            chunk = pairs[start : start + budget]
+            for c in sorted({c for _, c in chunk}):
+                images = [i for i, cc in chunk if cc == c]
+                spans = fx.baseline_span(models[c], np.ascontiguousarray(stacked[srnet_config.crops[c]][images]),
+                                      targets[first][0, images, c], baseline=config.faithfulness_baseline,
+                                      batch_size=32)
+                span_of.update({(i, c): float(v) for i, v in zip(images, spans)})
+            scanned += len(chunk)
+            informative += [pair for pair in chunk if span_of[pair] >= fx.MIN_SPAN]
+            if len(informative) >= budget:
+                break
+        informative = informative[:budget]
+        randomised = pairs[:budget]
+        steps = tqdm(total=len(srnet_config.crops) * len(config.methods), desc=f"{device_name}: faithfulness",
+                     unit="method", disable=not config.progress, leave=False)
+        for c, crop_name in enumerate(srnet_config.crops):
+            model = models[c]
+            curve_images = [i for i, cc in informative if cc == c]
+            check_images = [i for i, cc in randomised if cc == c]
+            cascade = (tuple(s for s in (*fx.SRNET_CASCADE, "stem") if hasattr(model, s))
+                       if config.faithfulness_cascade else None)
+            shuffled = fx.randomised_copy(model, config.faithfulness_seed) if check_images else None
+            reference = None
+            for method in config.methods:
+                if curve_images:
+                    chosen = targets[method][0, curve_images, c]
+                    same = reference is not None and np.array_equal(reference.targets, chosen)
+                    result = fx.deletion_insertion(model, np.ascontiguousarray(stacked[crop_name][curve_images]),
+                                                maps[method][0, curve_images, c], chosen,
+                                                steps=config.faithfulness_steps, baseline=config.faithfulness_baseline,
+                                                batch_size=32, seed=config.faithfulness_seed,
+                                                reference=reference if same else None)
+                    reference = reference or result
+                    curves[method].append(result)
+                    values = {"probability": result.deletion[:, 0], "baseline_probability": result.deletion[:, -1],
+                              **{f"{kind}_{name}": getattr(result, f"{kind}_{name}") for kind in ("deletion", "insertion")
+                                 for name in ("auc", "auc_random", "gain")}}
+                    for k, i in enumerate(curve_images):
+                        rows.setdefault((method, i, c), {}).update({n: float(v[k]) for n, v in values.items()})
+                if check_images:
+                    options = {"batch_size": config.score_cam_batch if method == "scorecam" else 32,
+                               "target_layer": layers[method]}
+                    check = fx.randomisation_check(method, model, np.ascontiguousarray(stacked[crop_name][check_images]),
+                                                targets[method][0, check_images, c], cascade=cascade,
+                                                seed=config.faithfulness_seed, method_options=options,
+                                                randomised=shuffled)
+                    checks[method].append(check)
+                    for k, i in enumerate(check_images):
+                        rows.setdefault((method, i, c), {})["randomisation_rho"] = float(check.rho[k])
+                steps.update(1)
+        steps.close()
+    for (method, i, c), row in rows.items():
+        row.update({"device": device_name, "run": run, "image": shown_path(usable[i], root),
+                    "crop": srnet_config.crops[c], "method": method, "target": int(classes[targets[method][0, i, c]]),
+                    "span": span_of.get((i, c))})
+    records = {}
+    spans = np.array([span_of[pair] for pair in pairs[:scanned]])
+    for method in config.methods:
+        verdict = fx.faithfulness_verdict(curves[method], checks[method])
+        records[method] = faithfulness_record(verdict.to_dict(), curves[method], checks[method], run=run,
+                                              n_scanned=scanned, n_informative=len(informative),
+                                              n_randomised=len(randomised), spans=spans,
+                                              n_crops=len(set(informative) | set(randomised)))
+        logger.info(f"{device_name}: {method}: {verdict.label}"
+                    + (f" ({'; '.join(verdict.reasons)})" if verdict.reasons else ""))
+    position = {pair: k for k, pair in enumerate(pairs)}
+    ordered = sorted(rows, key=lambda key: (config.methods.index(key[0]), position[key[1:]]))
+    return records, [rows[key] for key in ordered]
 
 
 def _class_index(labels: np.ndarray, classes: list[int]) -> np.ndarray:

@@ -1,4 +1,5 @@
-"""The contact sheet of a device's saliency maps (``sheets/<device>.png`` and ``.svg``).
+"""The contact sheet of a device's saliency maps (``sheets/<device>.png`` and ``.svg``) and its
+faithfulness curves (``faithfulness/<device>.png`` and ``.svg``).
 
 Drawn on a bare :class:`matplotlib.figure.Figure` (no pyplot, no backend to choose) and saved as a
 PNG at 300 dpi and an SVG (:func:`pipeline.analysis.figures.save_figure`). The maps are upsampled
@@ -18,7 +19,7 @@ from matplotlib.figure import Figure
 from pipeline.analysis.figures import save_figure
 from pipeline.analysis.saliency.inputs import points_in_crop
 
-__all__ = ["METHOD_NAMES", "contact_sheet"]
+__all__ = ["METHOD_NAMES", "contact_sheet", "faithfulness_figure"]
 
 #: display names of the saliency methods
 METHOD_NAMES = {"cam": "CAM", "gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++", "scorecam": "Score-CAM"}
@@ -142,4 +143,87 @@ def contact_sheet(path, device, usable, truth, stacked, maps, targets, held_out,
     fig.text(0.5, 1 - 0.42 / height, "cyan circles: defect positions; overlay: positive saliency (arbitrary units),\n"
              "one colour scale per method, from 0 to its largest value on this device", ha="center", va="top",
              fontsize=_FONT - 1)
+    return save_figure(fig, path, vector="svg")
+
+
+_BASELINE_NAMES = {"blur": "blurred crop", "zero": "zeros", "mean": "crop's mean colour"}
+
+
+def faithfulness_figure(path, device, records, run, config) -> list[Path]:
+    """Draw one device's mean deletion and insertion curves per method into ``path`` (PNG) and an SVG.
+
+    One column per checked method: deletion on top, insertion below, each the mean over the
+    informative crops of the probability of the explained class (band: one standard error) along
+    the map's pixel order and along the random order, with their mean areas under the curves in
+    the legend; the method's faithfulness and its randomisation figure in its title.  A method
+    without informative crops gets a note instead of curves.
+
+    Parameters
+    ----------
+    path : Path
+        The PNG file to write.
+    device : str
+        The device's name.
+    records : dict
+        Per method, the ``faithfulness`` record of ``saliency.json`` (``curves``, ``auc``,
+        ``label``, ``n_informative``, ``n_scanned``, ``median_span_scanned``,
+        ``randomisation_median_abs_rho``).
+    run : int
+        The run whose networks and test images were checked.
+    config : SaliencyConfig
+        The analysis settings (``faithfulness_baseline``).
+
+    Returns
+    -------
+    list of Path
+        The PNG and the SVG.
+    """
+    from pipeline.srnet.faithfulness import BLUR_SIGMA  # torch
+
+    methods = [m for m, record in records.items() if record.get("n_crops")]
+    cols = max(len(methods), 1)
+    fig = Figure(figsize=(0.6 + 3.2 * cols, 6.6), layout="constrained")
+    axes = fig.subplots(2, cols, squeeze=False, sharex=True, sharey=True)
+    baseline = _BASELINE_NAMES.get(config.faithfulness_baseline, config.faithfulness_baseline)
+    if config.faithfulness_baseline == "blur":
+        baseline += f" (Gaussian, σ = {BLUR_SIGMA:g} px)"
+    for k, method in enumerate(methods):
+        record = records[method]
+        curves = record.get("curves")
+        for row, (kind, verb) in enumerate((("deletion", "removed"), ("insertion", "restored"))):
+            ax = axes[row, k]
+            ax.set_xlim(0, 1)
+            ax.set_ylim(-0.02, 1.02)
+            ax.grid(alpha=0.3)
+            ax.set_xlabel(f"fraction of pixels {verb} (most salient first)", fontsize=8)
+            if k == 0:
+                ax.set_ylabel(f"{kind.capitalize()}\nprobability of the explained class", fontsize=8)
+            ax.tick_params(labelsize=7)
+            if not curves:
+                span = record.get("median_span_scanned") or 0.0
+                ax.text(0.5, 0.5, f"no informative crop:\non each of the {record.get('n_scanned', 0)} crops scanned,\n"
+                                  f"the baseline lowers the probability\nof the explained class by less than "
+                                  f"{record.get('min_span', 0.1):g}\n(median change "
+                                  f"{'0.000' if abs(span) < 5e-4 else format(-span, '+.3f')})",
+                        ha="center", va="center", fontsize=8, transform=ax.transAxes, color="0.3")
+                continue
+            fractions = np.asarray(curves["fractions"])
+            for name, label, style in ((kind, "map order", {"color": "C3", "marker": "o", "markersize": 3}),
+                                       (f"{kind}_random", "random order", {"color": "0.35", "linestyle": "--"})):
+                mean = np.asarray(curves[name])
+                ax.plot(fractions, mean, label=f"{label} (AUC {record['auc'][name]:.3f})", linewidth=1.4, **style)
+                if curves.get(f"{name}_se") is not None:
+                    se = np.asarray(curves[f"{name}_se"])
+                    ax.fill_between(fractions, mean - se, mean + se, color=style["color"], alpha=0.15, linewidth=0)
+            ax.legend(fontsize=7, loc="lower right" if kind == "insertion" else "upper right")
+        label = record["label"].replace(" — its verdicts are not used", " (verdicts not used)")
+        rho = record.get("randomisation_median_abs_rho")
+        rho_text = "" if rho is None else f"\nrandomised weights: median |ρ| = {rho:.2f}"
+        axes[0, k].set_title(f"{METHOD_NAMES.get(method, method)}: {label}{rho_text}\n"
+                             f"{record.get('n_informative', 0)} informative crops of {record.get('n_scanned', 0)}",
+                             fontsize=8, color="C3" if record.get("faithful") is False else "black")
+    fig.suptitle(f"{device}: do SRNet's saliency maps point at the pixels it uses? (test crops of run {run})\n"
+                 f"Removed pixels become the {baseline}; mean over the informative crops, band ±1 standard error.\n"
+                 f"A faithful map's deletion curve falls below the random order's and its insertion curve rises "
+                 f"above it.", fontsize=9)
     return save_figure(fig, path, vector="svg")

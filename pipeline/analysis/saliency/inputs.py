@@ -37,12 +37,13 @@ class DeviceRuns:
     skipped: dict[int, str] = field(default_factory=dict)
 
 
-def checkpoint_path(folder: RunFolder, device: str, run: int, crop: str) -> Path:
-    """The checkpoint of one crop network of an SRNet run: ``srnet/<device>/run_XX/srnet_<crop>.pt``."""
-    return folder.srnet_dir(device, run) / f"srnet_{crop}.pt"
+def checkpoint_path(folder: RunFolder, device: str, run: int, crop: str, model: str = "srnet") -> Path:
+    """The checkpoint of one crop network of an SRNet-family run: ``srnet/<device>/run_XX/srnet_<crop>.pt``
+    (``<model>/<device>/run_XX/srnet_<crop>.pt`` for ``srnet-res`` and ``srnet-cs``)."""
+    return folder.learned_dir(model, device, run) / f"srnet_{crop}.pt"
 
 
-def srnet_runs(folder: RunFolder, device: str, crops: Sequence[str]) -> DeviceRuns:
+def srnet_runs(folder: RunFolder, device: str, crops: Sequence[str], model: str = "srnet") -> DeviceRuns:
     """The runs of ``device`` with a checkpoint of every crop, a finished part and a split file.
 
     Parameters
@@ -53,6 +54,8 @@ def srnet_runs(folder: RunFolder, device: str, crops: Sequence[str]) -> DeviceRu
         A folder name under ``srnet/``.
     crops : sequence of str
         The crop names of the run's SRNet configuration.
+    model : {'srnet', 'srnet-res', 'srnet-cs'}
+        Which SRNet-family method's networks.
 
     Returns
     -------
@@ -60,16 +63,16 @@ def srnet_runs(folder: RunFolder, device: str, crops: Sequence[str]) -> DeviceRu
         The usable runs with their test images, and why each other run was skipped.
     """
     found = DeviceRuns(device, [], {})
-    for run in folder.srnet_runs(device):
-        missing = [c for c in crops if not checkpoint_path(folder, device, run, c).exists()]
+    for run in folder.learned_runs(model, device):
+        missing = [c for c in crops if not checkpoint_path(folder, device, run, c, model).exists()]
         if missing:
             found.skipped[run] = f"no checkpoint for crop(s) {', '.join(missing)}"
             continue
         part = folder.part(device, run) if folder.has_part(device, run) else None
-        if part is None or "srnet" not in part.methods:
-            found.skipped[run] = "SRNet training of this run did not finish (resume the ml_age run)"
+        if part is None or model not in part.methods:
+            found.skipped[run] = f"{model} training of this run did not finish (resume the ml_age run)"
             continue
-        first = next((p for p in part.predictions if p.get("method") == "srnet"), {})
+        first = next((p for p in part.predictions if p.get("method") == model), {})
         columns = [key[2:] for key in first if key.startswith("p_")]
         if columns:
             found.classes = [int(c) for c in columns]

@@ -1,8 +1,8 @@
-"""The written results of a saliency analysis: ``saliency.json``, ``saliency.md``, the per-map CSV
-and the raw maps.
+"""The written results of a saliency analysis: ``saliency.json``, ``saliency.md``, the per-map and
+per-crop faithfulness CSVs and the raw maps.
 
 :func:`verdict_markdown` turns the content of ``saliency.json`` into the short verdict of
-``saliency.md``; :func:`write_report` writes the three report files, :func:`write_maps` one
+``saliency.md``; :func:`write_report` writes the four report files, :func:`write_maps` one
 device's raw maps (``maps/<device>.npz``).
 """
 
@@ -17,22 +17,62 @@ from typing import Any
 import numpy as np
 
 from pipeline.analysis.provenance import write_json
-from pipeline.analysis.saliency.stats import CONTENT_RHO, DEFECT_LIFT, SIGNIFICANCE
+from pipeline.analysis.saliency.stats import CONTENT_RHO, DEFECT_LIFT, NO_FAITHFUL_METHOD, SIGNIFICANCE
 from pipeline.data.atomic import atomic_write, atomic_write_text
 
-__all__ = ["verdict_markdown", "write_maps", "write_report"]
+__all__ = ["FAITHFULNESS_COLUMNS", "faithfulness_settings", "verdict_markdown", "write_maps", "write_report"]
 
 _ROW_COLUMNS = ["device", "run", "image", "crop", "method", "true", "target", "rho_luminance", "rho_texture",
                 "rho_colour", "defects_in_crop", "defect_share", "area_share", "saliency_mass"]
+FAITHFULNESS_COLUMNS = ["device", "run", "image", "crop", "method", "target", "span", "probability",
+                        "baseline_probability", "deletion_auc", "deletion_auc_random", "deletion_gain",
+                        "insertion_auc", "insertion_auc_random", "insertion_gain", "randomisation_rho"]
+"""Columns of ``saliency_faithfulness.csv``, one row per method and checked crop: the explained
+class (``target``, a label); ``span``, how much the baseline image lowers its probability; for the
+crops with curves (informative: span at least 0.1) the probability on the crop and on its baseline
+image, the areas under the deletion and insertion curves of the map's pixel order and of the
+random order and their gains (``random - map`` for deletion, ``map - random`` for insertion:
+positive is better than chance); for the crops of the randomisation check the Spearman rho between
+the maps of the trained and of the randomised network.  A value a crop was not checked for is
+empty."""
 
 
-def _write_rows(path: Path, rows: list[dict]) -> None:
+def _write_rows(path: Path, rows: list[dict], columns: list[str] = _ROW_COLUMNS) -> None:
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=_ROW_COLUMNS, lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     for row in rows:
         writer.writerow({k: ("" if v is None else (f"{v:.6g}" if isinstance(v, float) else v)) for k, v in row.items()})
     atomic_write_text(path, buffer.getvalue())
+
+
+def faithfulness_settings(config) -> dict[str, Any]:
+    """What the faithfulness checks of a :class:`~.explain.SaliencyConfig` do, for ``saliency.json``."""
+    from pipeline.srnet.faithfulness import BLUR_SIGMA, MIN_SPAN, RANDOMISATION_RHO  # torch
+    from pipeline.srnet.faithfulness import SIGNIFICANCE as GAIN_SIGNIFICANCE
+
+    return {
+        "crops_per_device": config.faithfulness_crops,
+        "selection": "test images of the device's first SRNet run, alternating their true classes, each with every "
+                     "crop network in turn: the first crops_per_device (image, crop) pairs for the randomisation "
+                     "check, the first crops_per_device informative ones (the baseline lowers the probability of "
+                     "the explained class by at least informative_span) for deletion and insertion",
+        "steps": config.faithfulness_steps,
+        "baseline": config.faithfulness_baseline,
+        "blur_sigma_px": BLUR_SIGMA if config.faithfulness_baseline == "blur" else None,
+        "target": "the class each map explains (the crop network's prediction)",
+        "random_reference": "one seeded random pixel order per crop, also breaking ties in the maps",
+        "seed": config.faithfulness_seed,
+        "randomisation": "every weight of a copy of the crop network re-initialised (SRNet's own initialisation), "
+                         "then the same method on the same crops for the same class; Spearman rho of the raw maps"
+                         + ("; also cascading from the head down" if config.faithfulness_cascade else ""),
+        "thresholds": {"randomisation_median_abs_rho_below": RANDOMISATION_RHO,
+                       "gain_test_alpha": GAIN_SIGNIFICANCE, "informative_span": MIN_SPAN},
+        "rule": "a method is unfaithful (its verdicts are not used) when its maps barely change under randomisation, "
+                "or when neither its deletion gain nor its insertion gain over the random order is positive by a "
+                "one-sided Wilcoxon signed-rank test over the informative crops (each test at gain_test_alpha / 2); "
+                "with fewer than 6 informative crops that part is inconclusive",
+    }
 
 
 def _fmt(value: Any, spec: str = ".2f") -> str:
@@ -70,8 +110,10 @@ def verdict_markdown(report: dict) -> str:
                            f"({_fmt(defects['lift'])}×, p={_fmt(defects['p_value'], '.3f')})")
             shape = f"{figures['map_shape'][0]}x{figures['map_shape'][1]}"
             images_text = _fmt(consistency["across_images"])
+            follows = figures["verdict"] + (" — not used: unfaithful" if figures.get("verdict_used") is False else "")
             lines.append(f"| {device} | {method} ({figures['layer']}, {shape}) | {accuracy} | {runs_text} / "
-                         f"{images_text} | {content_text} | {defect_text} | {figures['verdict']} |")
+                         f"{images_text} | {content_text} | {defect_text} | {follows} |")
+    lines += _faithfulness_lines(report)
     lines += ["", "Verdict:", ""]
     for device, summary in report["devices"].items():
         lines.append(f"- **{device}**: {_device_sentence(summary)}")
@@ -95,9 +137,62 @@ def verdict_markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
+def _faithfulness_lines(report: dict) -> list[str]:
+    """The faithfulness table of ``saliency.md`` (nothing when the checks were not run)."""
+    settings = report["settings"].get("faithfulness")
+    records = [(device, method, figures["faithfulness"]) for device, summary in report["devices"].items()
+               for method, figures in summary["methods"].items() if figures.get("faithfulness", {}).get("n_crops")]
+    if not settings or not records:
+        return []
+    baseline = {"blur": f"a Gaussian blur of the crop (σ = {_fmt(settings.get('blur_sigma_px'), 'g')} px)",
+                "zero": "zeros", "mean": "the crop's mean colour"}.get(settings["baseline"], settings["baseline"])
+    thresholds = settings["thresholds"]
+    lines = [
+        "",
+        "## Are the maps faithful?",
+        "",
+        (f"On held-out crops of each device's first run: the pixels are removed (deletion) or restored "
+         f"(insertion) most salient first, in {settings['steps']} steps, replaced by {baseline}; the area under the "
+         f"curve of the explained class's probability is compared with that of a random pixel order (gain: median "
+         f"over crops, positive is better than chance; p: one-sided Wilcoxon signed-rank test), on up to "
+         f"{settings['crops_per_device']} *informative* crops, whose baseline lowers that probability by at least "
+         f"{thresholds['informative_span']:g} (on the others every order gives the same flat curve). "
+         f"Randomisation: median |Spearman ρ|, over {settings['crops_per_device']} crops, between the maps of the "
+         f"trained network and of a copy with re-initialised weights (below "
+         f"{thresholds['randomisation_median_abs_rho_below']:g}: the maps depend on the weights). A method fails "
+         f"when its maps do not change under randomisation, or when neither gain is positive (each test at "
+         f"p ≤ {thresholds['gain_test_alpha'] / 2:g}); its verdicts are then not used."),
+        "",
+        "| device | method | informative / scanned crops | deletion AUC: map / random (gain, p) | "
+        "insertion AUC: map / random (gain, p) | randomisation median \\|ρ\\| | faithfulness |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    notes = []
+    for device, method, record in records:
+        auc = record.get("auc")
+        cells = []
+        for kind in ("deletion", "insertion"):
+            gain = record.get(f"{kind}_gain")
+            if auc is None or gain is None:
+                cells.append("n/a: no informative crop")
+                continue
+            cells.append(f"{_fmt(auc[kind], '.3f')} / {_fmt(auc[f'{kind}_random'], '.3f')} "
+                         f"({_fmt(gain['median'], '+.3f')}, p={_fmt(gain['p_value'], '.2g')})")
+        label = record["label"]
+        shown = f"**{label}**" if record["faithful"] is False else label
+        lines.append(f"| {device} | {method} | {record.get('n_informative', 0)} / {record.get('n_scanned', 0)} | "
+                     f"{cells[0]} | {cells[1]} | {_fmt(record.get('randomisation_median_abs_rho'))} | {shown} |")
+        notes += [f"- {device}, {method}: {reason}." for reason in record["reasons"]]
+    return lines + ([""] + notes if notes else [])
+
+
 def _device_sentence(summary: dict) -> str:
     verdict = summary["verdict"]
     accuracy = np.mean(list(summary["srnet_accuracy"].values()))
+    unfaithful = summary.get("unfaithful_methods") or []
+    if verdict == NO_FAITHFUL_METHOD:
+        return (f"no reading: every saliency method ({', '.join(unfaithful)}) failed the faithfulness checks, so "
+                f"none of their verdicts is used; SRNet test accuracy {100 * accuracy:.0f}%.")
     reading = {
         "content": "SRNet reads image content, not sensor defects",
         "defects": "SRNet looks at the sensor defects (age traces)",
@@ -106,7 +201,8 @@ def _device_sentence(summary: dict) -> str:
     }.get(verdict, verdict)
     caveat = (" (its accuracy is near chance, so its maps say little)"
               if accuracy < summary["chance_accuracy"] + 0.1 else "")
-    return (f"{reading}{caveat}; majority of {', '.join(summary['verdict_methods'])}, SRNet test accuracy "
+    left_out = f" ({', '.join(unfaithful)}: unfaithful, not used)" if unfaithful else ""
+    return (f"{reading}{caveat}; majority of {', '.join(summary['verdict_methods'])}{left_out}, SRNet test accuracy "
             f"{100 * accuracy:.0f}%.")
 
 
@@ -122,8 +218,9 @@ def _finite(value: Any) -> Any:
     return value
 
 
-def write_report(out: Path, report: dict, rows: list[dict], files: list[Path]) -> dict:
-    """Write ``saliency.json``, ``saliency.md`` and ``saliency_maps.csv`` into ``out``.
+def write_report(out: Path, report: dict, rows: list[dict], files: list[Path],
+                 faithfulness_rows: list[dict] | None = None) -> dict:
+    """Write ``saliency.json``, ``saliency.md``, ``saliency_maps.csv`` and ``saliency_faithfulness.csv``.
 
     Parameters
     ----------
@@ -134,7 +231,11 @@ def write_report(out: Path, report: dict, rows: list[dict], files: list[Path]) -
     rows : list of dict
         One row per map for ``saliency_maps.csv``.
     files : list of Path
-        The files already written (maps, contact sheets), listed after the three report files.
+        The files already written (maps, contact sheets, faithfulness figures), listed after the
+        four report files.
+    faithfulness_rows : list of dict, optional
+        One row per method and checked crop for ``saliency_faithfulness.csv``
+        (:data:`FAITHFULNESS_COLUMNS`; the file holds only its header when there are none).
 
     Returns
     -------
@@ -146,9 +247,11 @@ def write_report(out: Path, report: dict, rows: list[dict], files: list[Path]) -
     text = verdict_markdown(report)
     rows_path = out / "saliency_maps.csv"
     _write_rows(rows_path, rows)
+    faithfulness_path = out / "saliency_faithfulness.csv"
+    _write_rows(faithfulness_path, faithfulness_rows or [], FAITHFULNESS_COLUMNS)
     json_path, md_path = out / "saliency.json", out / "saliency.md"
     atomic_write_text(md_path, text)
-    files = [json_path, md_path, rows_path] + files
+    files = [json_path, md_path, rows_path, faithfulness_path] + files
     report["files"] = [str(p) for p in files]
     write_json(json_path, report)
     return {**report, "verdict_text": text, "files": files}

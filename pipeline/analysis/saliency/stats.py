@@ -5,9 +5,11 @@ mean): *consistency* (:func:`consistency`: Pearson agreement of maps across runs
 images), *content* (:func:`structure_features`, :func:`own_and_other_correlations`,
 :class:`ContentTally`: Spearman correlation of a map with its own image's structure against the
 other images') and *defects* (:func:`defect_shares`, :func:`shift_null`, :class:`DefectTally`:
-the share of saliency on the defect neighbourhoods against a circular-shift null), and
+the share of saliency on the defect neighbourhoods against a circular-shift null),
 :func:`method_verdict`, which turns a method's content and defect figures into one phrase with
-the thresholds below.
+the thresholds below, and :func:`device_verdict`, the majority of the methods whose maps can
+localise and passed the faithfulness checks (:func:`faithfulness_pairs` orders the crops those
+checks take, :func:`faithfulness_record` summarises their results for ``saliency.json``).
 
 Only the upsampling of a map to its crop (:func:`defect_shares`) needs torch, imported there.
 """
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -27,6 +30,7 @@ __all__ = [
     "CONTENT_RHO",
     "DEFECT_LIFT",
     "MIN_CELLS",
+    "NO_FAITHFUL_METHOD",
     "SIGNIFICANCE",
     "ContentTally",
     "DefectTally",
@@ -36,6 +40,9 @@ __all__ = [
     "content_correlations",
     "defect_mask",
     "defect_shares",
+    "device_verdict",
+    "faithfulness_pairs",
+    "faithfulness_record",
     "method_verdict",
     "own_and_other_correlations",
     "pearson",
@@ -407,6 +414,115 @@ def method_verdict(content: dict, defects: dict) -> str:
     if defects.get("n_maps", 0) == 0:
         return "no defect positions to test; content not detected"
     return "neither content nor defects"
+
+
+NO_FAITHFUL_METHOD = "undetermined: no saliency method passed the faithfulness checks"
+"""The device's verdict when every method's maps were found unfaithful."""
+
+
+def device_verdict(methods: dict[str, dict]) -> tuple[str, list[str]]:
+    """The device's verdict from its methods' summaries, and the methods that voted.
+
+    Parameters
+    ----------
+    methods : dict
+        Per method, its summary: ``verdict`` (:func:`method_verdict`), ``map_shape`` and
+        ``verdict_used`` (False for a method that failed the faithfulness checks; missing means
+        True).
+
+    Returns
+    -------
+    verdict : str
+        The most common verdict of the methods that vote (ties: the first of them), or
+        :data:`NO_FAITHFUL_METHOD` when every method is unfaithful.
+    voting : list of str
+        The methods that vote: the faithful ones whose maps have more than 4x4 cells (a coarser
+        map cannot localise anything), or every faithful one if none is finer.
+    """
+    usable = [m for m, s in methods.items() if s.get("verdict_used", True)]
+    if not usable:
+        return NO_FAITHFUL_METHOD, []
+    voting = [m for m in usable if np.prod(methods[m]["map_shape"]) > 16] or usable
+    return Counter(methods[m]["verdict"] for m in voting).most_common(1)[0][0], voting
+
+
+def faithfulness_pairs(held_out: np.ndarray, truth: np.ndarray, n_crops: int) -> list[tuple[int, int]]:
+    """Every (image, crop) index pair of one run's test images, in the order the faithfulness checks take them.
+
+    Parameters
+    ----------
+    held_out : ndarray of bool, (images,)
+        The run's test images.
+    truth : ndarray of int, (images,)
+        The images' labels.
+    n_crops : int
+        Crop networks per image.
+
+    Returns
+    -------
+    list of (int, int)
+        The images alternate between their true classes (first-seen order within a class), each
+        with every crop in turn.
+    """
+    by_class: dict[int, list[int]] = {}
+    for i in np.flatnonzero(held_out):
+        by_class.setdefault(int(truth[i]), []).append(int(i))
+    queues = list(by_class.values())
+    images: list[int] = []
+    while any(queues):
+        for queue in queues:
+            if queue:
+                images.append(queue.pop(0))
+    return [(i, c) for i in images for c in range(n_crops)]
+
+
+def faithfulness_record(verdict: dict[str, Any], curves: list, checks: list, *, spans: np.ndarray,
+                        **counts: Any) -> dict[str, Any]:
+    """One method's faithfulness results, as ``saliency.json`` stores them.
+
+    Parameters
+    ----------
+    verdict : dict
+        :meth:`pipeline.srnet.faithfulness.FaithfulnessVerdict.to_dict`.
+    curves : list of DeletionInsertion
+        The method's curves (one per crop network with informative crops; may be empty).
+    checks : list of RandomisationCheck
+        The method's randomisation checks.
+    spans : ndarray
+        ``p(input) - p(baseline)`` of every crop scanned for informativeness.
+    **counts
+        Stored as they are (``run``, ``n_scanned``, ``n_informative``, ``n_randomised``, ``n_crops``).
+
+    Returns
+    -------
+    dict
+        The verdict's fields and the counts; ``median_span_scanned``; ``auc`` (mean over the
+        informative crops of the areas under the four curves: map and random order, deletion and
+        insertion) and ``curves`` (``fractions``, the mean curves and their standard errors), both
+        None without curves; ``mean_probability`` and ``mean_baseline_probability`` of the explained
+        class on those crops; ``randomisation_cascade``: median ``|rho|`` after each cascade step,
+        or None.
+    """
+    record = {**verdict, **counts, "median_span_scanned": float(np.median(spans)) if len(spans) else None,
+              "auc": None, "curves": None, "mean_probability": None, "mean_baseline_probability": None,
+              "randomisation_cascade": None}
+    if curves:
+        pooled = {name: np.concatenate([getattr(result, name) for result in curves])
+                  for name in ("deletion", "insertion", "deletion_random", "insertion_random")}
+        fractions = np.asarray(curves[0].fractions)
+        count = len(pooled["deletion"])
+        record["auc"] = {name: float(np.trapezoid(values, fractions, axis=1).mean()) for name, values in pooled.items()}
+        record["curves"] = {"fractions": fractions.tolist(),
+                            **{name: values.mean(axis=0).tolist() for name, values in pooled.items()},
+                            **{f"{name}_se": (values.std(axis=0, ddof=1) / math.sqrt(count)).tolist()
+                               if count > 1 else None for name, values in pooled.items()}}
+        record["mean_probability"] = float(pooled["deletion"][:, 0].mean())
+        record["mean_baseline_probability"] = float(pooled["deletion"][:, -1].mean())
+    if checks and checks[0].cascade:
+        record["randomisation_cascade"] = {
+            stage: float(np.median(np.abs(np.concatenate([check.cascade[stage] for check in checks]))))
+            for stage in checks[0].cascade}
+    return record
 
 
 def consistency(maps: np.ndarray, targets: np.ndarray, held_out: np.ndarray) -> dict[str, Any]:

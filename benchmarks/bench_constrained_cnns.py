@@ -1,0 +1,206 @@
+"""The constrained learned models of issue 15 beside SRNet: what each learns, measured with ground truth.
+
+    python benchmarks/bench_constrained_cnns.py [--parts content,defects,cross,real] [--seeds 0,1,2]
+        [--work /tmp/agetrace-constrained] [--out benchmarks/constrained_cnns.md]
+
+Every figure comes from ``pipeline.analysis.experiment.run_experiment`` (the code ``python -m
+pipeline.ml_age`` runs: same split files, calibration part, checkpoints) with the ``cpu`` preset,
+``num_threads=1`` and ``device='cpu'`` pinned, so that a seed repeats a row exactly:
+
+* **content** -- one synthetic device (SIM-alpha01, 256x192, 50 images per class) with
+  ``scenes.scene_bias = 1`` and ``defects.rate_per_year = 0``: the two classes differ in scene
+  content only (indoor against outdoor scenes and light) and carry no age trace at all. A method above
+  chance here reads content. One split per seed (30 % held out, 30 test images); the pooled count over
+  the seeds gets an exact (Clopper-Pearson) 99 % interval.
+* **defects** -- the same device with ``scene_bias = 0`` and the default defects: only defects carry age.
+  Accuracy of every method on the same splits.
+* **cross** -- two devices (SIM-alpha01, SIM-alpha02) with ``scene_bias = 0``: each method's accuracy
+  on its own device and on the other (``run_cross_device``).
+* **real** -- the real-mosaic sets of the evidence issue (``tests/real_mosaics.py``: three real Bayer
+  raws with injected defects, DNG and developed JPEG, data seed 0), one split.
+
+Per-epoch training time at the ``cpu`` preset is the mean of the recorded per-epoch seconds of the
+content part's trainings (one thread). Writes a markdown report (printed too).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from scipy.stats import binomtest
+
+from machine import commit, cpu
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+METHODS = ("fg", "nb", "svm", "srnet", "srnet-res", "srnet-cs", "defect-cnn")
+LEARNED = ("srnet", "srnet-res", "srnet-cs", "defect-cnn")
+DEVICE = {"name": "SIM-alpha01", "model": "alpha", "serial": "SA1-00417"}
+SECOND = {"name": "SIM-alpha02", "model": "alpha", "serial": "SA1-00523"}
+SMALL = {"seed": 20141006, "models.alpha.width": 256, "models.alpha.height": 192, "capture.images_per_class": 50}
+PINNED = {"num_threads": 1, "device": "cpu"}
+
+
+def _experiment(manifest_path: Path, out: Path, methods, seed: int, runs: int = 1, test_size: float = 0.3):
+    from pipeline.analysis.config import ExperimentConfig
+    from pipeline.analysis.experiment import run_experiment
+    from pipeline.data.manifest import load_manifest
+
+    cfg = ExperimentConfig(methods=tuple(methods), runs=runs, test_size=test_size, seed=seed, workers=1,
+                           progress=False, srnet_preset="cpu", srnet_overrides=dict(PINNED))
+    started = time.perf_counter()
+    run_experiment(load_manifest(manifest_path), out, cfg)
+    return time.perf_counter() - started
+
+
+def _rows(path: Path) -> list[dict]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _dataset(work: Path, name: str, devices, **overrides):
+    from pipeline.sim import default_dataset
+
+    return default_dataset(work / f"data_{name}", workers=1, progress=False, devices=devices, **SMALL, **overrides)
+
+
+def _correct(out: Path, method: str) -> tuple[int, int]:
+    rows = [p for p in _rows(out / "predictions.csv") if p["method"] == method]
+    return sum(p["true"] == p["predicted"] for p in rows), len(rows)
+
+
+def _epoch_seconds(out: Path, method: str) -> list[float]:
+    """Recorded seconds of every training epoch of ``method`` in the run (its checkpoints keep ``history``)."""
+    import torch
+
+    seconds = []
+    folder = "srnet" if method == "srnet" else method
+    for checkpoint in (out / folder).rglob("*.pt"):
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        seconds += [float(h["seconds"]) for h in state.get("history", [])]
+    return seconds
+
+
+def part_content(work: Path, seeds) -> list[str]:
+    dataset = _dataset(work, "content", [DEVICE], **{"scenes.scene_bias": 1.0, "defects.rate_per_year": 0.0})
+    counts = {m: [0, 0] for m in LEARNED}
+    per_seed = {m: [] for m in LEARNED}
+    epoch = {m: [] for m in LEARNED}
+    for seed in seeds:
+        out = work / f"content_seed{seed}"
+        _experiment(dataset.manifest_path, out, LEARNED, seed)
+        for m in LEARNED:
+            k, n = _correct(out, m)
+            counts[m][0] += k
+            counts[m][1] += n
+            per_seed[m].append(f"{k}/{n}")
+            epoch[m] += _epoch_seconds(out, m)
+    lines = ["## Content only (scene_bias = 1, no defects): a method above chance reads scene content", "",
+             "| method | correct per seed | pooled accuracy | exact 99 % interval | contains 0.5 and upper ≤ 0.65 | "
+             "s per epoch (1 thread, one crop network) |", "|---|---|---:|---|---|---:|"]
+    for m in LEARNED:
+        k, n = counts[m]
+        low, high = binomtest(k, n).proportion_ci(0.99, method="exact")
+        at_chance = low <= 0.5 <= high and high <= 0.65
+        lines.append(f"| {m} | {', '.join(per_seed[m])} | {k / n:.3f} | [{low:.3f}, {high:.3f}] | "
+                     f"{'yes' if at_chance else '**no**'} | {np.mean(epoch[m]) if epoch[m] else float('nan'):.2f} |")
+    return lines + [""]
+
+
+def part_defects(work: Path, seeds) -> list[str]:
+    dataset = _dataset(work, "defects", [DEVICE], **{"scenes.scene_bias": 0.0})
+    lines = ["## Defects only (scene_bias = 0, default defects): accuracy on the same splits", "",
+             "| seed | " + " | ".join(METHODS) + " | defect-cnn − best defect method (points) |",
+             "|---|" + "---:|" * (len(METHODS) + 1)]
+    for seed in seeds:
+        out = work / f"defects_seed{seed}"
+        _experiment(dataset.manifest_path, out, METHODS, seed)
+        acc = {m: _correct(out, m) for m in METHODS}
+        share = {m: k / n for m, (k, n) in acc.items()}
+        best = max(share[m] for m in ("fg", "nb", "svm"))
+        lines.append(f"| {seed} | " + " | ".join(f"{100 * share[m]:.1f}" for m in METHODS)
+                     + f" | {100 * (share['defect-cnn'] - best):+.1f} |")
+    return lines + [""]
+
+
+def part_cross(work: Path, seeds) -> list[str]:
+    from pipeline.analysis.cross_device import run_cross_device
+    from pipeline.analysis.config import ExperimentConfig
+    from pipeline.data.manifest import load_manifest
+
+    dataset = _dataset(work, "cross", [DEVICE, SECOND], **{"scenes.scene_bias": 0.0})
+    lines = ["## Cross-device (two SIM Alpha bodies, scene_bias = 0): own device against the other", "",
+             "| seed | method | own device % | other device % | other-device chance % |", "|---|---|---:|---:|---:|"]
+    for seed in seeds[:1]:
+        exp = work / f"cross_seed{seed}" / "experiment"
+        _experiment(dataset.manifest_path, exp, METHODS, seed)
+        cfg = ExperimentConfig(methods=METHODS, runs=1, test_size=0.3, seed=seed, workers=1, progress=False,
+                               srnet_preset="cpu", srnet_overrides=dict(PINNED))
+        out = work / f"cross_seed{seed}" / "cross"
+        run_cross_device(load_manifest(dataset.manifest_path), out, cfg, experiment_dir=exp)
+        for m in METHODS:
+            rows = [r for r in _rows(out / "cross_metrics.csv") if r["method"] == m]
+            own = [float(r["accuracy"]) for r in rows if r["train_device"] == r["test_device"]]
+            other = [float(r["accuracy"]) for r in rows if r["train_device"] != r["test_device"]]
+            chance = [float(r["chance"]) for r in rows if r["train_device"] != r["test_device"]]
+            lines.append(f"| {seed} | {m} | {100 * np.mean(own):.1f} | {100 * np.mean(other):.1f} | "
+                         f"{100 * np.mean(chance):.1f} |")
+    return lines + [""]
+
+
+def part_real(work: Path) -> list[str]:
+    import real_mosaics
+
+    lines = ["## Real-mosaic sets (three real Bayer raws with injected defects, data seed 0, one split)", "",
+             "| set | device | " + " | ".join(METHODS) + " |", "|---|---|" + "---:|" * len(METHODS)]
+    for kind in ("dng", "jpeg"):
+        built = real_mosaics.build(work / f"real_{kind}", seed=0, kind=kind, overwrite=True)
+        out = work / f"real_{kind}_run"
+        _experiment(built.manifest, out, METHODS, 0)
+        rows = _rows(out / "predictions.csv")
+        for device in sorted({r["device"] for r in rows}):
+            share = {}
+            for m in METHODS:
+                mine = [r for r in rows if r["device"] == device and r["method"] == m]
+                share[m] = sum(r["true"] == r["predicted"] for r in mine) / len(mine) if mine else float("nan")
+            lines.append(f"| {kind} | {device} | " + " | ".join(f"{100 * share[m]:.1f}" for m in METHODS) + " |")
+    return lines + [""]
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--parts", default="content,defects,cross,real")
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--work", type=Path, default=Path("/tmp/agetrace-constrained"))
+    p.add_argument("--out", type=Path, default=None)
+    args = p.parse_args(argv)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    parts = args.parts.split(",")
+    args.work.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    lines = [f"# Constrained learned models beside SRNet (issue 15)", "",
+             f"Commit {commit()}, machine {cpu()}; command: `python benchmarks/bench_constrained_cnns.py "
+             f"--parts {args.parts} --seeds {args.seeds}`; cpu preset, 1 torch thread, device cpu.", ""]
+    if "content" in parts:
+        lines += part_content(args.work, seeds)
+    if "defects" in parts:
+        lines += part_defects(args.work, seeds)
+    if "cross" in parts:
+        lines += part_cross(args.work, seeds)
+    if "real" in parts:
+        lines += part_real(args.work)
+    lines.append(f"Wall time {time.perf_counter() - started:.0f} s.")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if args.out:
+        args.out.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
