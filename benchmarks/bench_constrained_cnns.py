@@ -16,8 +16,11 @@ pipeline.ml_age`` runs: same split files, calibration part, checkpoints) with th
   Accuracy of every method on the same splits.
 * **cross** -- two devices (SIM-alpha01, SIM-alpha02) with ``scene_bias = 0``: each method's accuracy
   on its own device and on the other (``run_cross_device``).
+* **epochs** -- per-epoch training time of each method at the ``cpu`` preset, interleaved
+  (:func:`part_epochs`); run it on an idle machine.
 * **real** -- the real-mosaic sets of the evidence issue (``tests/real_mosaics.py``: three real Bayer
-  raws with injected defects, DNG and developed JPEG, data seed 0), one split.
+  raws with injected defects, DNG and developed JPEG, data seed 0), one split; on DNG (read as the CFA
+  mosaic) the SRNet family sees one CFA plane (``channels='cfa-plane'``).
 
 Per-epoch training time at the ``cpu`` preset is the mean of the recorded per-epoch seconds of the
 content part's trainings (one thread). Writes a markdown report (printed too).
@@ -28,6 +31,7 @@ from __future__ import annotations
 import argparse
 import csv
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -46,13 +50,14 @@ SMALL = {"seed": 20141006, "models.alpha.width": 256, "models.alpha.height": 192
 PINNED = {"num_threads": 1, "device": "cpu"}
 
 
-def _experiment(manifest_path: Path, out: Path, methods, seed: int, runs: int = 1, test_size: float = 0.3):
+def _experiment(manifest_path: Path, out: Path, methods, seed: int, runs: int = 1, test_size: float = 0.3,
+                overrides: dict | None = None):
     from pipeline.analysis.config import ExperimentConfig
     from pipeline.analysis.experiment import run_experiment
     from pipeline.data.manifest import load_manifest
 
     cfg = ExperimentConfig(methods=tuple(methods), runs=runs, test_size=test_size, seed=seed, workers=1,
-                           progress=False, srnet_preset="cpu", srnet_overrides=dict(PINNED))
+                           progress=False, srnet_preset="cpu", srnet_overrides={**PINNED, **(overrides or {})})
     started = time.perf_counter()
     run_experiment(load_manifest(manifest_path), out, cfg)
     return time.perf_counter() - started
@@ -86,6 +91,54 @@ def _epoch_seconds(out: Path, method: str) -> list[float]:
     return seconds
 
 
+def part_epochs(repeats: int = 3) -> list[str]:
+    """Per-epoch training time at the cpu preset, the four methods interleaved (A/B/C/D, ``repeats`` rounds).
+
+    SRNet family: one crop network on 110 crops of 64x64 RGB (the cpu preset's patch, ~the training
+    images of one device of the default), batch 8, one thread. defect-cnn: 110 images of 256x192 with
+    20 defects, its cpu preset, one thread. Inputs are prepared before timing (srnet-res's residual:
+    see the last column); the figure is the median of the epochs' recorded seconds.
+    """
+    from pipeline.srnet.crops import median_residual_inputs
+    from pipeline.srnet.defect_cnn import fit_predict_defect_cnn
+    from pipeline.srnet.defect_presets import defect_cnn_preset
+    from pipeline.srnet.presets import variant_config
+    from pipeline.srnet.train import train_crop_model
+
+    rng = np.random.default_rng(0)
+    crops = rng.random((110, 3, 64, 64), dtype=np.float32)
+    labels = np.arange(110) % 2
+    started = time.perf_counter()
+    residual = median_residual_inputs(crops)
+    residual_ms = 1000 * (time.perf_counter() - started) / len(crops)
+    images = [(rng.random((192, 256, 3)) * 255).astype(np.uint8) for _ in range(110)]
+    rows, cols = rng.integers(8, 184, 20), rng.integers(8, 248, 20)
+    seconds = {m: [] for m in LEARNED}
+    for _ in range(repeats):
+        for method in LEARNED:
+            if method == "defect-cnn":
+                config = defect_cnn_preset("cpu", epochs=2, num_threads=1, device="cpu")
+                with tempfile.TemporaryDirectory() as folder:
+                    result = fit_predict_defect_cnn(list(range(110)), labels, [], rows, cols, config, folder,
+                                                    load=lambda i: images[i], progress=False)
+                seconds[method] += [h["seconds"] for h in result["history"]]
+            else:
+                config = variant_config(method, "cpu", epochs=2, num_threads=1, device="cpu")
+                inputs = residual if method == "srnet-res" else crops
+                trained = train_crop_model(inputs, labels, config, progress=False)
+                seconds[method] += [h["seconds"] for h in trained.history]
+    lines = ["## Per-epoch training time at the cpu preset (1 thread, interleaved, median)", "",
+             "| method | s per epoch | relative to SRNet | note |", "|---|---:|---:|---|"]
+    base = np.median(seconds["srnet"])
+    notes = {"srnet": "one of five crop networks: 110 crops of 64x64",
+             "srnet-res": f"same, on residual crops (the residual itself: {residual_ms:.2f} ms per crop, once)",
+             "srnet-cs": "same, behind the 3x5x5 constrained layer",
+             "defect-cnn": "the whole model: 110 images x 20 defect patches of 32x32"}
+    for m in LEARNED:
+        lines.append(f"| {m} | {np.median(seconds[m]):.2f} | {np.median(seconds[m]) / base:.2f} | {notes[m]} |")
+    return lines + [""]
+
+
 def part_content(work: Path, seeds) -> list[str]:
     dataset = _dataset(work, "content", [DEVICE], **{"scenes.scene_bias": 1.0, "defects.rate_per_year": 0.0})
     counts = {m: [0, 0] for m in LEARNED}
@@ -102,13 +155,14 @@ def part_content(work: Path, seeds) -> list[str]:
             epoch[m] += _epoch_seconds(out, m)
     lines = ["## Content only (scene_bias = 1, no defects): a method above chance reads scene content", "",
              "| method | correct per seed | pooled accuracy | exact 99 % interval | contains 0.5 and upper ≤ 0.65 | "
-             "s per epoch (1 thread, one crop network) |", "|---|---|---:|---|---|---:|"]
+             "s per epoch here (1 thread, under this run's load) |", "|---|---|---:|---|---|---:|"]
     for m in LEARNED:
         k, n = counts[m]
         low, high = binomtest(k, n).proportion_ci(0.99, method="exact")
         at_chance = low <= 0.5 <= high and high <= 0.65
         lines.append(f"| {m} | {', '.join(per_seed[m])} | {k / n:.3f} | [{low:.3f}, {high:.3f}] | "
-                     f"{'yes' if at_chance else '**no**'} | {np.mean(epoch[m]) if epoch[m] else float('nan'):.2f} |")
+                     f"{'yes' if at_chance else '**no**'} | "
+                     f"{f'{np.mean(epoch[m]):.2f}' if epoch[m] else '— (no defects: nothing trained)'} |")
     return lines + [""]
 
 
@@ -161,7 +215,8 @@ def part_real(work: Path) -> list[str]:
     for kind in ("dng", "jpeg"):
         built = real_mosaics.build(work / f"real_{kind}", seed=0, kind=kind, overwrite=True)
         out = work / f"real_{kind}_run"
-        _experiment(built.manifest, out, METHODS, 0)
+        # a DNG is read as its CFA mosaic: SRNet's crops are then one CFA plane
+        _experiment(built.manifest, out, METHODS, 0, overrides={"channels": "cfa-plane"} if kind == "dng" else None)
         rows = _rows(out / "predictions.csv")
         for device in sorted({r["device"] for r in rows}):
             share = {}
@@ -174,7 +229,7 @@ def part_real(work: Path) -> list[str]:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--parts", default="content,defects,cross,real")
+    p.add_argument("--parts", default="epochs,content,defects,cross,real")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--work", type=Path, default=Path("/tmp/agetrace-constrained"))
     p.add_argument("--out", type=Path, default=None)
@@ -183,9 +238,11 @@ def main(argv=None) -> int:
     parts = args.parts.split(",")
     args.work.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    lines = [f"# Constrained learned models beside SRNet (issue 15)", "",
+    lines = ["# Constrained learned models beside SRNet (issue 15)", "",
              f"Commit {commit()}, machine {cpu()}; command: `python benchmarks/bench_constrained_cnns.py "
              f"--parts {args.parts} --seeds {args.seeds}`; cpu preset, 1 torch thread, device cpu.", ""]
+    if "epochs" in parts:
+        lines += part_epochs()
     if "content" in parts:
         lines += part_content(args.work, seeds)
     if "defects" in parts:

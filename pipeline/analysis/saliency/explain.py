@@ -217,7 +217,8 @@ def explain_run(run_dir: str | Path, out_dir: str | Path | None = None, config: 
     model = config.model
     recorded = record.get("srnet") if model == "srnet" else (record.get("learned") or {}).get(model)
     if recorded is None:
-        raise FileNotFoundError(f"{run_dir}: this run did not train {model} (config.json records no configuration "
+        shown = "SRNet" if model == "srnet" else model
+        raise FileNotFoundError(f"{run_dir}: this run did not train {shown} (config.json records no configuration "
                                 f"for it); run `python -m pipeline.ml_age --methods fg,nb,svm,{model}` first")
     # raises RunFolderSchemaError for a folder of another run-folder schema; image paths are shown
     # relative to the manifest's folder, as in the run's own outputs
