@@ -12,6 +12,8 @@ pipeline.ml_age`` runs: same split files, calibration part, checkpoints) with th
   content only (indoor against outdoor scenes and light) and carry no age trace at all. A method above
   chance here reads content. One split per seed (30 % held out, 30 test images); the pooled count over
   the seeds gets an exact (Clopper-Pearson) 99 % interval.
+* **audit** -- ``run_audit`` with the content check and each SRNet-family model on that content-only
+  data: the audited model's accuracy with isolated-pixel traces scrubbed, and the verdict.
 * **defects** -- the same device with ``scene_bias = 0`` and the default defects: only defects carry age.
   Accuracy of every method on the same splits.
 * **cross** -- two devices (SIM-alpha01, SIM-alpha02) with ``scene_bias = 0``: each method's accuracy
@@ -167,6 +169,31 @@ def part_content(work: Path, seeds) -> list[str]:
     return lines + [""]
 
 
+def part_audit(work: Path) -> list[str]:
+    """The audit's content check of each SRNet-family model on the content-only data (``--methods``)."""
+    from pipeline.analysis.audit.cnn import CnnSettings
+    from pipeline.analysis.audit.run import AuditConfig, run_audit
+    from pipeline.data.manifest import load_manifest
+
+    dataset = _dataset(work, "content", [DEVICE], **{"scenes.scene_bias": 1.0, "defects.rate_per_year": 0.0})
+    lines = ["## The audit's content check of each model on the content-only data", "",
+             "`run_audit(checks=('content',), cnn=CnnSettings(method=M, threads=1))`: the audited model's Balanced "
+             "network (one 64x64 crop) scored on balanced test crops with isolated-pixel traces scrubbed.", "",
+             "| method | accuracy as is | accuracy scrubbed | strict interval (family-wise 99 %) | verdict |",
+             "|---|---:|---:|---|---|"]
+    for method in ("srnet", "srnet-res", "srnet-cs"):
+        cnn = CnnSettings(threads=1, camera_extras=False, overrides={"device": "cpu"}, method=method)
+        result = run_audit(load_manifest(dataset.manifest_path), work / f"audit_{method}",
+                           AuditConfig(checks=("content",), runs=3, test_size=0.3, cnn=cnn, progress=False))
+        content = next(r for r in result["results"] if r.name == "content")
+        figure = content.figure("learned_without_traces")
+        learned = content.details["learned_model"]
+        lines.append(f"| {method} | {100 * learned['accuracy_as_is']:.1f} % | {100 * learned['accuracy_scrubbed']:.1f} % "
+                     f"(n={learned['test_images']}) | [{100 * figure.ci_strict[0]:.1f}, {100 * figure.ci_strict[1]:.1f}] | "
+                     f"{figure.verdict} |")
+    return lines + [""]
+
+
 def part_defects(work: Path, seeds) -> list[str]:
     dataset = _dataset(work, "defects", [DEVICE], **{"scenes.scene_bias": 0.0})
     lines = ["## Defects only (scene_bias = 0, default defects): accuracy on the same splits", "",
@@ -230,7 +257,7 @@ def part_real(work: Path) -> list[str]:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--parts", default="epochs,content,defects,cross,real")
+    p.add_argument("--parts", default="epochs,content,audit,defects,cross,real")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--work", type=Path, default=Path("/tmp/agetrace-constrained"))
     p.add_argument("--out", type=Path, default=None)
@@ -246,6 +273,8 @@ def main(argv=None) -> int:
         lines += part_epochs()
     if "content" in parts:
         lines += part_content(args.work, seeds)
+    if "audit" in parts:
+        lines += part_audit(args.work)
     if "defects" in parts:
         lines += part_defects(args.work, seeds)
     if "cross" in parts:
