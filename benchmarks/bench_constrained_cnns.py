@@ -269,21 +269,21 @@ def main(argv=None) -> int:
     lines = ["# Constrained learned models beside SRNet (issue 15)", "",
              f"Commit {commit()}, machine {cpu()}; command: `python benchmarks/bench_constrained_cnns.py "
              f"--parts {args.parts} --seeds {args.seeds}`; cpu preset, 1 torch thread, device cpu.", ""]
-    if "epochs" in parts:
-        lines += part_epochs()
-    if "content" in parts:
-        lines += part_content(args.work, seeds)
-    if "audit" in parts:
-        lines += part_audit(args.work)
-    if "defects" in parts:
-        lines += part_defects(args.work, seeds)
-    if "cross" in parts:
-        lines += part_cross(args.work, seeds)
-    if "real" in parts:
-        lines += part_real(args.work)
+    functions = {"epochs": lambda: part_epochs(), "content": lambda: part_content(args.work, seeds),
+                 "audit": lambda: part_audit(args.work), "defects": lambda: part_defects(args.work, seeds),
+                 "cross": lambda: part_cross(args.work, seeds), "real": lambda: part_real(args.work)}
+    unknown = [part for part in parts if part not in functions]
+    if unknown:
+        p.error(f"unknown part(s) {unknown}; choose from {', '.join(functions)}")
+    for part in parts:
+        lines += functions[part]()
+        # each part as soon as it is done, so that a long run shows (and keeps) what it has
+        print("\n".join(lines), flush=True)
+        if args.out:
+            args.out.write_text("\n".join(lines) + "\n")
     lines.append(f"Wall time {time.perf_counter() - started:.0f} s.")
     text = "\n".join(lines) + "\n"
-    print(text)
+    print(lines[-1])
     if args.out:
         args.out.write_text(text)
     return 0
