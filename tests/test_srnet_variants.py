@@ -106,7 +106,7 @@ def _check_constraint(weight, kernel=5):
     centre = kernel // 2
     np.testing.assert_allclose(weight[:, :, centre, centre], -1.0, atol=1e-6)
     off_centre = weight.sum(axis=(2, 3)) - weight[:, :, centre, centre]
-    np.testing.assert_allclose(off_centre, 1.0, atol=1e-5)
+    np.testing.assert_allclose(off_centre, 1.0, atol=1e-4)  # float32 sums of 24 weights
 
 
 def test_constrained_stem_holds_its_constraint_through_training():
