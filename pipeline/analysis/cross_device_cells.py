@@ -58,6 +58,15 @@ class Device:
     kind: str | None = None
 
 
+def _test_cells(devices: list[Device], run: int):
+    """``(device, test paths, labels)`` of every device with a non-empty test split in ``run``."""
+    for test_dev in devices:
+        if run in test_dev.splits:
+            test, y_te = test_set(test_dev, run)
+            if test:
+                yield test_dev, test, y_te
+
+
 def test_set(dev: Device, run: int) -> tuple[list[str], list[int]]:
     split: Split = dev.splits[run]
     kept = [(p, y) for p, y in zip(split.test_paths, split.test_labels) if p not in dev.failures]
@@ -153,12 +162,7 @@ def defect_cells(train_dev: Device, devices: list[Device], methods: list[str], c
         idx_tr, W_tr, _, _, _ = measured[train_dev.name]
         X_tr = W_tr[[idx_tr[p] for p in train]][:, columns]
         models = _fit_models(methods, part, split, X_tr, y_tr, cfg)
-        for test_dev in devices:
-            if r not in test_dev.splits:
-                continue
-            test, y_te = test_set(test_dev, r)
-            if not test:
-                continue
+        for test_dev, test, y_te in _test_cells(devices, r):
             idx, W, S, tau, iso = measured[test_dev.name]
             rows_te = [idx[p] for p in test]
             X, Sg, tt = W[rows_te][:, columns], S[rows_te][:, columns], (tau[rows_te], iso[rows_te])
@@ -271,12 +275,7 @@ def srnet_cells(train_dev: Device, devices: list[Device], exp_dir: Path, classes
                     f"{exp_dir}/parts/{train_dev.name}/run_{r:02d}.json and rerun (it retrains that run only)")
             models[crop] = load_crop_model(path, config.device)
         device = resolve_device(config.device)
-        for test_dev in devices:
-            if r not in test_dev.splits:
-                continue
-            test, y_te = test_set(test_dev, r)
-            if not test:
-                continue
+        for test_dev, test, y_te in _test_cells(devices, r):
             key = (test_dev.name, r, config.patch, config.channels, config.crops, config.input)
             if key not in crop_cache:
                 crop_cache[key] = stack_crops((read_image(p).pixels for p in test), config,
@@ -327,12 +326,7 @@ def defect_cnn_cells(train_dev: Device, devices: list[Device], exp_dir: Path, cl
         cols = list(defects.cols) if defects is not None else []
         llr = list(defects.llr) if defects is not None else None
         workdir = RunFolder(exp_dir).learned_dir("defect-cnn", train_dev.name, r)
-        for test_dev in devices:
-            if r not in test_dev.splits:
-                continue
-            test, y_te = test_set(test_dev, r)
-            if not test:
-                continue
+        for test_dev, test, y_te in _test_cells(devices, r):
             proba = predict_defect_cnn(workdir, test, rows, cols, config, classes=classes, llr=llr,
                                        train_labels=list(train_dev.splits[r].train_labels))
             _record_learned(metrics, predictions, "defect-cnn", part, train_dev, test_dev, r, test, y_te, proba,
