@@ -1,7 +1,7 @@
 """Bias audit: is the age label predictable from things that are not age?
 
     python -m pipeline.audit [--manifest M] [--classes SPEC] [--out DIR] [--seed S]
-                             [--checks content,camera,position,patch] [--no-cnn] [--runs 10]
+                             [--checks content,camera,position,patch,location,binary_mask] [--no-cnn] [--runs 10]
                              [--test-size 0.1] [--cnn-test-size 0.3] [--patch 64] [--epochs 8]
                              [--methods srnet|srnet-res|srnet-cs] [-q | -v]
 
@@ -35,7 +35,9 @@ ERRORS = (ManifestError, ImageReadError, ValueError, FileNotFoundError)
 EPILOG = f"""\
 Checks: content (content-only baselines), camera (Balanced/Partial/Disjoint, device
 identification), position (left->right, five-crop positions), patch (random small crops, colour
-jitter, grayscale). Verdicts: 'no bias found', 'bias suspected', 'bias found', decided by
+jitter, grayscale), location (the random-crop model on an 8x8 grid of positions: heat maps
+per device, permutation test of position dependence), binary_mask (a network on local-mean
+binary masks: scene structure alone). Verdicts: 'no bias found', 'bias suspected', 'bias found', decided by
 Bonferroni-adjusted intervals (see audit.md).
 
 Exit status: {EXIT_OK} done; {EXIT_ERROR} error (one line on stderr naming the problem).
@@ -73,6 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
     cnn.add_argument("--no-camera-extras", action="store_true", help="skip the Partial protocol and device "
                                                                       "identification (context only; 2 networks "
                                                                       "fewer)")
+    cnn.add_argument("--resnet", action="store_true", help="camera check: also train Balanced and Disjoint with a "
+                                                          "randomly initialised ResNet-34 (second architecture "
+                                                          "family; 2 networks more, minutes)")
+    cnn.add_argument("--adversarial-images", type=int, default=24, help="balanced test crops the adversarial "
+                                                                      "check perturbs per model")
     cnn.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores; 1 is often "
                                                              "faster on a machine busy with other jobs)")
     p.add_argument("--alpha", type=float, default=0.05, help="family-wise level for 'bias suspected'")
@@ -105,7 +112,8 @@ def _run(args: argparse.Namespace) -> int:
                                                batch_size=args.batch_size or preset.batch_size,
                                                test_size=args.cnn_test_size,
                                                max_train=args.max_train, threads=args.threads,
-                                               camera_extras=not args.no_camera_extras, method=args.methods)
+                                               camera_extras=not args.no_camera_extras, method=args.methods,
+                                               resnet=args.resnet, adversarial_images=args.adversarial_images)
     config = AuditConfig(checks=args.checks, seed=args.seed, runs=args.runs, test_size=args.test_size, cnn=cnn,
                          alpha_suspect=args.alpha, alpha_found=args.alpha_found, strict=args.strict,
                          progress=not args.no_progress)

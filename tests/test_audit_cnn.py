@@ -59,9 +59,10 @@ def test_every_check_runs_end_to_end_with_the_cnn(tmp_path):
     result = run_audit(load_manifest(data.manifest_path), tmp_path / "out", AuditConfig(cnn=cnn, runs=2,
                        progress=False))
     checks = {r.name: r for r in result["results"]}
-    assert list(checks) == ["content", "camera", "position", "patch"]
+    # issue 16 added location, binary_mask (one judged figure each) and adversarial (two)
+    assert list(checks) == ["content", "camera", "position", "patch", "location", "binary_mask", "adversarial"]
     # content: 2 baselines + the audited model without isolated-pixel traces (issue 15)
-    assert result["record"]["levels"]["family_size"] == 2 + 1 + 4 + 2 + 3
+    assert result["record"]["levels"]["family_size"] == 2 + 1 + 4 + 2 + 3 + 1 + 1 + 2
     for key in ("left_to_right_accuracy", "other_positions_accuracy", "device_id_left_to_right_accuracy"):
         checks["position"].figure(key)
     for key in ("random_crop_accuracy", "jitter_drop", "grayscale_drop"):
@@ -96,13 +97,13 @@ def test_an_audit_run_again_loads_its_finished_models_and_gives_the_same_figures
     first_log, second_log, third_log = [], [], []
     first = audit(first_log)
     trained = sorted(line.split(":")[0].split()[-1] for line in first_log if line.startswith("  trained "))
-    assert len(trained) == 7
+    assert len(trained) == 8  # issue 16: the binary-mask network
     assert sorted(p.stem for p in (tmp_path / "out" / "models").glob("*.pt")) == trained
     assert "models/" in __import__("json").loads((tmp_path / "out" / "audit.json").read_text())["files"]
 
     assert audit(second_log) == first
     assert not [line for line in second_log if line.startswith("  trained ")]
-    assert sum(line.startswith("  loaded ") for line in second_log) == 7
+    assert sum(line.startswith("  loaded ") for line in second_log) == 8
 
     (tmp_path / "out" / "models" / "jitter.pt").unlink()
     assert audit(third_log) == first

@@ -34,6 +34,9 @@ from pipeline.srnet.crops import CHANNEL_MODES, CROP_NAMES, INPUT_MODES, input_c
 
 FUSION_METHODS = ("mean", "vote")
 
+ARCHITECTURES = ("srnet", "resnet34")
+"""Crop-network families: SRNet (every preset's default) or ResNet-34 (:mod:`pipeline.srnet.resnet`)."""
+
 STEM_MODES = ("plain", "constrained")
 """SRNet as published, or with Bayar & Stamm's constrained prediction-error layer in front."""
 _DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
@@ -97,6 +100,10 @@ class SRNetConfig:
         Minibatch size for prediction.
     deterministic : bool
         Use deterministic algorithms on CPU, so that a seed repeats a run exactly.
+    architecture : {'srnet', 'resnet34'}
+        The crop network: SRNet, or a randomly initialised ResNet-34 with a 3x3 stem for small
+        crops (:class:`pipeline.srnet.resnet.ResNet34`; the audit's second architecture family).
+        ``stem``, ``constrained_*`` and ``conv_bias`` apply to SRNet only.
     """
 
     preset: str = "paper"
@@ -123,6 +130,7 @@ class SRNetConfig:
     checkpoint_every_s: float = 60.0
     eval_batch_size: int = 32
     deterministic: bool = True
+    architecture: str = "srnet"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "crops", tuple(self.crops))
@@ -141,6 +149,10 @@ class SRNetConfig:
             raise ValueError(f"fusion must be one of {', '.join(FUSION_METHODS)}, got {self.fusion!r}")
         if self.input not in INPUT_MODES:
             raise ValueError(f"input must be one of {', '.join(INPUT_MODES)}, got {self.input!r}")
+        if self.architecture not in ARCHITECTURES:
+            raise ValueError(f"architecture must be one of {', '.join(ARCHITECTURES)}, got {self.architecture!r}")
+        if self.architecture != "srnet" and self.stem != "plain":
+            raise ValueError(f"stem {self.stem!r} is an SRNet option; architecture {self.architecture!r} has its own stem")
         if self.stem not in STEM_MODES:
             raise ValueError(f"stem must be one of {', '.join(STEM_MODES)}, got {self.stem!r}")
         _check_positive_int("constrained_filters", self.constrained_filters)

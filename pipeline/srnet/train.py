@@ -52,7 +52,8 @@ _NON_TRAINING_FIELDS = ("preset", "fusion", "crops", "max_runs", "device", "num_
                         "eval_batch_size", "seed")
 
 
-_LATER_FIELDS = {"input": "pixels", "stem": "plain", "constrained_filters": 3, "constrained_kernel": 5}
+_LATER_FIELDS = {"input": "pixels", "stem": "plain", "constrained_filters": 3, "constrained_kernel": 5,
+                 "architecture": "srnet"}
 
 
 class TrainedCrop(NamedTuple):
@@ -102,17 +103,26 @@ def crop_seed(seed: int, crop_index: int) -> int:
 
 
 def build_model(in_channels: int, n_classes: int, conv_bias: bool, seed: int, **architecture: Any) -> SRNet:
-    """SRNet initialised from ``seed`` without touching torch's global RNG state.
+    """SRNet (or ResNet-34) initialised from ``seed`` without touching torch's global RNG state.
 
     ``architecture`` holds SRNet's keyword-only options (``stem``, ``constrained_filters``,
-    ``constrained_kernel``)."""
+    ``constrained_kernel``), or ``family='resnet34'`` (and ResNet-34's ``stem``) for
+    :class:`pipeline.srnet.resnet.ResNet34` (``conv_bias`` is then ignored)."""
+    architecture = dict(architecture)
+    family = architecture.pop("family", "srnet")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
+        if family == "resnet34":
+            from pipeline.srnet.resnet import ResNet34
+
+            return ResNet34(in_channels=in_channels, n_classes=n_classes, **architecture)
         return SRNet(in_channels=in_channels, n_classes=n_classes, conv_bias=conv_bias, **architecture)
 
 
 def architecture(config: SRNetConfig) -> dict[str, Any]:
-    """SRNet's keyword-only architecture options that ``config`` sets."""
+    """The network's keyword-only architecture options that ``config`` sets (SRNet's, or ResNet-34's)."""
+    if config.architecture == "resnet34":
+        return {"family": "resnet34", "stem": "small"}
     return {"stem": config.stem, "constrained_filters": config.constrained_filters,
             "constrained_kernel": config.constrained_kernel}
 
@@ -246,10 +256,10 @@ def train_crop_model(
 
 
 def load_crop_model(checkpoint_path: str | os.PathLike, device: str = "cpu") -> SRNet:
-    """The SRNet stored in a training checkpoint, in eval mode on ``device``."""
+    """The SRNet (or ResNet-34) stored in a training checkpoint, in eval mode on ``device``."""
     state = load_checkpoint(checkpoint_path)
-    model = SRNet(in_channels=state["in_channels"], n_classes=state["n_classes"], conv_bias=state["conv_bias"],
-                  **state.get("architecture", {}))
+    model = build_model(state["in_channels"], state["n_classes"], state["conv_bias"], 0,
+                        **state.get("architecture", {}))
     model.load_state_dict(state["model"])
     return model.to(resolve_device(device)).eval()
 

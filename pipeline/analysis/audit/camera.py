@@ -164,6 +164,49 @@ def _device_identification(ctx: AuditContext, result, index: np.ndarray, x_test:
                                                   "shortcut exists wherever devices and classes go together")
 
 
+def _protocol_summary(figures, prefix: str, key_prefix: str) -> dict:
+    """Drop and following rate (value and screening interval) of one architecture, for the side-by-side table."""
+    out = {}
+    for f in figures:
+        for what in ("disjoint_drop", "disjoint_following", "balanced_accuracy", "disjoint_accuracy"):
+            if f.key in (f"{key_prefix}{what}", f"{prefix}_{what}"):
+                out[what] = {"value": f.value, "ci": list(f.ci)}
+    return out
+
+
+def _resnet_protocols(ctx: AuditContext, result, sets, groups, x_test, y_test, srnet_balanced) -> list:
+    """Balanced and Disjoint trained with ResNet-34 (randomly initialised): context figures beside SRNet's."""
+    bank, levels = ctx.bank, ctx.levels
+    classes = list(ctx.cnn_split.classes)
+    test = ctx.cnn_split.test
+    figures, predicted = [], {}
+    for name in ("balanced", "disjoint"):
+        idx = sets[name]
+        model = ctx.store.get(f"{name}-resnet34", cnn_builder(ctx, f"{name}-resnet34", idx, bank.labels[idx], classes,
+                                                              architecture="resnet34"))
+        proba = predict_proba(model, x_test)
+        predicted[name] = np.asarray(model.classes)[proba.argmax(axis=1)]
+        result.predictions += prediction_rows("camera", f"resnet34-{name}", bank, test, y_test, proba, model.classes)
+        result.shares[f"resnet34-{name}"] = _shares(bank, test, predicted[name], classes)
+        result.details["models"][f"{name}-resnet34"] = model.summary()
+        figures.append(proportion_figure(f"resnet34_{name}_accuracy", f"ResNet-34, {name.title()}: balanced-test "
+                                         "accuracy", int(np.sum(predicted[name] == y_test)), test.size,
+                                         majority_share(y_test), levels, role="context",
+                                         note=f"training accuracy {model.train_accuracy:.3f}; randomly initialised "
+                                              "(pretrained weights cannot be fetched here)"))
+    figures.append(paired_difference_figure(
+        "resnet34_disjoint_drop", "ResNet-34: Balanced minus Disjoint balanced-test accuracy (Table II)",
+        predicted["balanced"] == y_test, predicted["disjoint"] == y_test, levels, role="context"))
+    figures.append(_following("resnet34_disjoint_following", "ResNet-34, Disjoint: predictions following the device "
+                              "group (Fig. 3)", bank, test, predicted["disjoint"], groups, levels, role="context"))
+    result.details["architectures"]["resnet34"] = _protocol_summary(figures, "resnet34", "resnet34_")
+    result.notes.append("ResNet-34 (randomly initialised, 3x3 stem for small crops) was trained on the same Balanced "
+                        "and Disjoint sets as a second architecture family (the paper finds the propensity to read "
+                        "the camera depends on the architecture); its figures are context, beside SRNet's "
+                        "disjoint_drop and disjoint_following. Compare them in details.architectures.")
+    return figures
+
+
 def camera_check(ctx: AuditContext) -> CameraResult:
     """Run the camera-identity checks (the CNN parts only when ``ctx.cnn`` is set).
 
@@ -251,6 +294,9 @@ def camera_check(ctx: AuditContext) -> CameraResult:
         context.append(_following("balanced_following", "CNN, Balanced: predictions following the Disjoint "
                                   "groups", bank, test, predicted["balanced"], groups, levels, role="context"))
         result.details["models"] = {k: v.summary() for k, v in trained.items()}
+        result.details["architectures"] = {ctx.cnn.method: _protocol_summary(context + main, "cnn", "")}
+        if ctx.cnn.resnet:
+            context += _resnet_protocols(ctx, result, sets, groups, x_test, y_test, predicted["balanced"])
         if ctx.cnn.camera_extras:
             context.append(_device_identification(ctx, result, sets["balanced"], x_test))
         else:

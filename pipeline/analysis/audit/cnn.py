@@ -36,7 +36,8 @@ from pipeline.srnet.crops import median_residual_inputs
 from pipeline.srnet.presets import SRNET_VARIANTS, variant_config
 
 __all__ = ["CnnSettings", "ModelStore", "TrainedModel", "balanced_model", "cnn_builder", "colour_jitter",
-           "disjoint_groups", "predict_proba", "protocol_sets", "seeded_rng", "spread_sample", "train_model"]
+           "disjoint_groups", "model_inputs", "model_runtime", "predict_proba", "protocol_sets", "random_crop_model", "seeded_rng",
+           "spread_sample", "train_model"]
 
 logger = get_logger(__name__)
 
@@ -78,6 +79,13 @@ class CnnSettings:
         residual of its crops, or SRNet behind a constrained prediction-error layer
         (:data:`pipeline.srnet.presets.SRNET_VARIANTS`). The residual is taken after any change a
         check makes to the pixels (colour jitter, greyscale), as the model would see such an image.
+    resnet : bool
+        The camera check also trains the Balanced and Disjoint protocols with a randomly
+        initialised ResNet-34 (:mod:`pipeline.srnet.resnet`; the camera-bias paper's architecture
+        comparison) and reports its figures beside SRNet's. Off by default: two ResNet-34 trainings
+        add about as much time as the whole default audit (check ``camera-resnet`` of the command line).
+    adversarial_images : int
+        Balanced test crops the adversarial check perturbs per model.
     """
 
     preset: str = "cpu"
@@ -94,12 +102,15 @@ class CnnSettings:
     threads: int | None = None
     overrides: dict = field(default_factory=dict)
     method: str = "srnet"
+    resnet: bool = False
+    adversarial_images: int = 24
 
     def __post_init__(self):
         if self.method not in SRNET_VARIANTS:
             raise ValueError(f"the audit's CNN checks train one of {', '.join(SRNET_VARIANTS)}, got {self.method!r} "
                              "(defect-cnn needs a run's identified defects: audit it with ml_age and cross_device)")
-        for name in ("patch", "random_patch", "n_random_train", "n_random_test", "epochs", "batch_size"):
+        for name in ("patch", "random_patch", "n_random_train", "n_random_test", "epochs", "batch_size",
+                     "adversarial_images"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"CNN setting {name} must be a positive integer, got {value!r}")
@@ -115,12 +126,18 @@ class CnnSettings:
         if self.threads is not None and (int(self.threads) != self.threads or self.threads < 1):
             raise ValueError(f"threads must be None or a positive integer, got {self.threads!r}")
 
-    def srnet_config(self, *, patch: int | None = None, channels: str = "rgb", seed: int = 0):
-        """The :class:`~pipeline.srnet.presets.SRNetConfig` of one model (no torch import)."""
+    def srnet_config(self, *, patch: int | None = None, channels: str = "rgb", seed: int = 0,
+                     architecture: str = "srnet"):
+        """The :class:`~pipeline.srnet.presets.SRNetConfig` of one model (no torch import).
+
+        ``architecture='resnet34'`` gives the same training settings for a ResNet-34 on pixels
+        (the SRNet variant's input and stem changes do not apply to it)."""
         values = {"epochs": self.epochs, "batch_size": self.batch_size,
                   "lr_drop_epoch": max(1, round(0.75 * self.epochs)), "patch": patch or self.patch,
                   "channels": channels, "seed": int(seed) % (2 ** 31), "num_threads": self.threads}
         values.update(self.overrides)
+        if architecture != "srnet":
+            return variant_config("srnet", self.preset, **values, architecture=architecture)
         return variant_config(self.method, self.preset, **values)
 
     def to_dict(self) -> dict:
@@ -255,6 +272,16 @@ def _model_inputs(inputs: np.ndarray, input_mode: str) -> np.ndarray:
     return median_residual_inputs(inputs) if input_mode == "median-residual" else inputs
 
 
+model_inputs = _model_inputs
+
+
+def model_runtime(trained: TrainedModel):
+    """Context manager: torch's threads and device as the model was trained with (imports torch)."""
+    from pipeline.srnet.runtime import resolve_device, torch_runtime
+
+    return torch_runtime(trained.num_threads, resolve_device(trained.device), True)
+
+
 class ModelStore:
     """Trains each named model once and hands it to every check that asks.
 
@@ -383,11 +410,11 @@ def protocol_sets(split, groups: dict, seed: int, max_train: int | None = None) 
 
 
 def cnn_builder(ctx: AuditContext, name: str, index: np.ndarray, labels, classes, *, crop=None,
-                channels: str = "rgb"):
+                channels: str = "rgb", architecture: str = "srnet"):
     """The ``build`` callable from which :meth:`ModelStore.get` trains model ``name`` (crops of images ``index``)."""
     def build():
         inputs = ctx.bank.crop_input(index, crop or ctx.cnn.main_crop, channels)
-        config = ctx.cnn.srnet_config(channels=channels, seed=model_seed(ctx.seed, name))
+        config = ctx.cnn.srnet_config(channels=channels, seed=model_seed(ctx.seed, name), architecture=architecture)
         return inputs, np.asarray(labels), config, index, classes
     return build
 
@@ -399,6 +426,24 @@ def balanced_model(ctx: AuditContext):
     sets = protocol_sets(split, groups, ctx.seed, ctx.cnn.max_train)
     index = sets["balanced"]
     return ctx.store.get("balanced", cnn_builder(ctx, "balanced", index, ctx.bank.labels[index], split.classes))
+
+
+def random_crop_model(ctx: AuditContext):
+    """The random-crop model (``n_random_train`` random crops of every Balanced training image), trained once.
+
+    The patch check tests it on random crops; the location check on a grid of positions.
+    """
+    cnn, bank, split = ctx.cnn, ctx.bank, ctx.cnn_split
+    index = protocol_sets(split, disjoint_groups(split, bank)[0], ctx.seed, cnn.max_train)["balanced"]
+
+    def build_random():
+        crops = bank.random_input(index)[:, :cnn.n_random_train]
+        inputs = crops.reshape((-1,) + crops.shape[2:])
+        return (inputs, np.repeat(bank.labels[index], crops.shape[1]),
+                cnn.srnet_config(patch=cnn.random_patch, seed=model_seed(ctx.seed, "random_crops")), index,
+                split.classes)
+
+    return ctx.store.get("random_crops", build_random)
 
 
 _YIQ = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])

@@ -11,7 +11,10 @@ frame, EXIF orientation never applied) and reduced to
   diluted by the thousands of pixels of its block);
 * for the CNN checks, the five fixed crops of the five-crop layout
   (:func:`pipeline.srnet.crops.crop_boxes`, CFA-aligned) at ``patch`` pixels, and
-  ``n_random`` random crops of ``random_patch`` pixels at seeded, CFA-aligned positions.
+  ``n_random`` random crops of ``random_patch`` pixels at seeded, CFA-aligned positions;
+* for the location check, ``grid`` x ``grid`` crops of ``random_patch`` pixels on a regular,
+  CFA-aligned grid spanning the whole frame (:func:`grid_positions`; neighbours overlap when
+  the frame is smaller than the grid of crops), full resolution.
 
 Grey images are replicated to three channels. A RAW/DNG mosaic is binned into one RGB pixel
 per 2 x 2 CFA cell (greens averaged, no interpolation): half resolution, but every value is
@@ -34,7 +37,7 @@ from pipeline.logs import get_logger
 from pipeline.srnet.crops import CROP_NAMES, crop_boxes
 
 __all__ = ["COLOUR_FEATURE_NAMES", "THUMB_GRID", "AuditSample", "ImageBank", "block_mean", "colour_statistics",
-           "load_bank", "thumbnail"]
+           "grid_positions", "load_bank", "thumbnail"]
 
 logger = get_logger(__name__)
 
@@ -90,6 +93,14 @@ class ImageBank:
         ``(N, n_random, random_patch, random_patch, 3)``.
     random_positions : ndarray or None
         ``(N, n_random, 2)`` top-left corners (row, column) of the random crops.
+    grid_crops : ndarray or None
+        ``(N, grid * grid, random_patch, random_patch, 3)``: crops on a regular grid, row-major.
+    grid_positions : ndarray or None
+        ``(N, grid * grid, 2)`` their top-left corners (row, column) in the sensor frame.
+    grid : int
+        Grid side (0: no grid crops).
+    shapes : ndarray or None
+        ``(N, 2)`` height and width of every image as stored (after CFA binning).
     full_scale : float
         Divisor that maps stored crop values to [0, 1] (255 for 8-bit data, 65535 otherwise).
     cnn_ok : ndarray of bool, (N,)
@@ -109,6 +120,10 @@ class ImageBank:
     failures: list = field(default_factory=list)
     patch: int | None = None
     random_patch: int | None = None
+    grid_crops: np.ndarray | None = None
+    grid_positions: np.ndarray | None = None
+    grid: int = 0
+    shapes: np.ndarray | None = None
 
     @property
     def labels(self) -> np.ndarray:
@@ -131,6 +146,15 @@ class ImageBank:
         if self.random_crops is None:
             raise KeyError("random crops were not extracted; load the bank with n_random > 0")
         chosen = self.random_crops[np.asarray(indices, dtype=np.int64)]
+        n, k = chosen.shape[:2]
+        flat = _to_input(chosen.reshape((n * k,) + chosen.shape[2:]), self.full_scale, channels)
+        return flat.reshape((n, k) + flat.shape[1:])
+
+    def grid_input(self, indices, channels: str = "rgb") -> np.ndarray:
+        """Network input ``(n, G, C, R, R)`` float32 of the grid crops of some samples (row-major grid)."""
+        if self.grid_crops is None:
+            raise KeyError("grid crops were not extracted; load the bank with grid > 0")
+        chosen = self.grid_crops[np.asarray(indices, dtype=np.int64)]
         n, k = chosen.shape[:2]
         flat = _to_input(chosen.reshape((n * k,) + chosen.shape[2:]), self.full_scale, channels)
         return flat.reshape((n, k) + flat.shape[1:])
@@ -234,6 +258,21 @@ def _random_positions(shape, size: int, count: int, seed: int, sample_key: str) 
     return np.stack([rows, cols], axis=1)
 
 
+def grid_positions(shape, size: int, grid: int) -> np.ndarray:
+    """Top-left corners ``(grid * grid, 2)`` (row, column), row-major, of a regular grid of ``size`` crops.
+
+    The first crop touches the top-left corner and the last the bottom-right one; every corner is
+    even (CFA-aligned). Raises ValueError if the frame is smaller than one crop.
+    """
+    height, width = shape[:2]
+    if height < size or width < size:
+        raise ValueError(f"image of {height}x{width} pixels is smaller than the {size}x{size} grid crop")
+    rows = (np.round(np.linspace(0, (height - size) // 2, grid)) * 2).astype(np.int64)
+    cols = (np.round(np.linspace(0, (width - size) // 2, grid)) * 2).astype(np.int64)
+    r, c = np.meshgrid(rows, cols, indexing="ij")
+    return np.stack([r.ravel(), c.ravel()], axis=1)
+
+
 def _camera_model(row, image) -> str:
     make = row.make or image.metadata.make
     model = row.model or image.metadata.model
@@ -243,7 +282,7 @@ def _camera_model(row, image) -> str:
 
 
 def load_bank(manifest: Manifest, *, patch: int | None = None, random_patch: int | None = None, n_random: int = 0,
-              seed: int = 0, strict: bool = False, progress: bool = True) -> ImageBank:
+              seed: int = 0, strict: bool = False, progress: bool = True, grid: int = 0) -> ImageBank:
     """Read every image of ``manifest`` once and keep what the checks need.
 
     Parameters
@@ -254,6 +293,9 @@ def load_bank(manifest: Manifest, *, patch: int | None = None, random_patch: int
         Side of the five fixed crops for the CNN checks (None: no crops).
     random_patch, n_random : int
         Side and number per image of the random crops (none when ``n_random`` is 0).
+    grid : int
+        Side of the regular grid of ``random_patch`` crops kept per image for the location
+        check (0: none; needs ``patch`` and ``random_patch``).
     seed : int
         Seed of the random crop positions (with each image's path).
     strict : bool
@@ -277,9 +319,12 @@ def load_bank(manifest: Manifest, *, patch: int | None = None, random_patch: int
         raise ValueError(f"patch must be an integer >= 2, got {patch!r}")
     if n_random and (random_patch is None or int(random_patch) != random_patch or random_patch < 2):
         raise ValueError(f"random_patch must be an integer >= 2 when n_random > 0, got {random_patch!r}")
+    if grid and (not patch or random_patch is None or int(grid) != grid or grid < 1):
+        raise ValueError(f"grid crops need patch, random_patch and a positive grid, got grid={grid!r}")
     samples, colour, thumbs, failures = [], [], [], []
     crops = {name: [] for name in CROP_NAMES} if patch else {}
     random_crops, random_positions, scales, cnn_ok = [], [], [], []
+    grid_crops, grid_corners, shapes = [], [], []
     for row in tqdm(manifest.rows, desc="audit: reading images", unit="img", disable=not progress):
         path = str(row.path)
         try:
@@ -303,6 +348,7 @@ def load_bank(manifest: Manifest, *, patch: int | None = None, random_patch: int
                 if n_random and (rgb.shape[0] < random_patch or rgb.shape[1] < random_patch):
                     raise ValueError(f"image of {rgb.shape[0]}x{rgb.shape[1]} pixels is smaller than the "
                                      f"{random_patch}x{random_patch} random crop")
+                corners = grid_positions(rgb.shape, random_patch, grid) if grid else None
             except ValueError as exc:
                 ok = False
                 logger.info(f"{path}: no CNN crops ({exc})")
@@ -313,18 +359,25 @@ def load_bank(manifest: Manifest, *, patch: int | None = None, random_patch: int
                 if n_random:
                     random_positions.append(positions)
                     random_crops.append(np.stack([rgb[r:r + random_patch, c:c + random_patch] for r, c in positions]))
+                if grid:
+                    grid_corners.append(corners)
+                    grid_crops.append(np.stack([rgb[r:r + random_patch, c:c + random_patch] for r, c in corners]))
             else:
                 for name in CROP_NAMES:
                     crops[name].append(np.zeros((patch, patch, 3), rgb.dtype))
                 if n_random:
                     random_positions.append(np.zeros((n_random, 2), np.int64))
                     random_crops.append(np.zeros((n_random, random_patch, random_patch, 3), rgb.dtype))
+                if grid:
+                    grid_corners.append(np.zeros((grid * grid, 2), np.int64))
+                    grid_crops.append(np.zeros((grid * grid, random_patch, random_patch, 3), rgb.dtype))
         samples.append(AuditSample(len(samples), path, row.device, int(row.label), _camera_model(row, image),
                                    row.time_key))
         colour.append(feats)
         thumbs.append(thumb)
         scales.append(scale)
         cnn_ok.append(ok)
+        shapes.append(rgb.shape[:2])
     if not samples:
         raise ValueError(f"{manifest.source}: none of its {len(manifest.rows)} images could be read; "
                          "see the reasons above")
@@ -332,12 +385,16 @@ def load_bank(manifest: Manifest, *, patch: int | None = None, random_patch: int
     if patch:
         crops = {name: _common_dtype(arrays, scales, full_scale) for name, arrays in crops.items()}
     random_array = _common_dtype(random_crops, scales, full_scale) if (patch and n_random) else None
+    grid_array = _common_dtype(grid_crops, scales, full_scale) if (patch and grid) else None
     thumb_len = {t.size for t in thumbs}
     if len(thumb_len) != 1:
         raise ValueError("thumbnails differ in size; this cannot happen (report it)")
     return ImageBank(samples, np.asarray(colour), np.asarray(thumbs), crops, random_array,
                      np.asarray(random_positions) if (patch and n_random) else None, full_scale,
-                     np.asarray(cnn_ok, dtype=bool), failures, patch, random_patch if n_random else None)
+                     np.asarray(cnn_ok, dtype=bool), failures, patch,
+                     random_patch if (n_random or grid) else None, grid_array,
+                     np.asarray(grid_corners) if (patch and grid) else None, int(grid) if patch else 0,
+                     np.asarray(shapes, dtype=np.int64))
 
 
 def _common_dtype(arrays, scales, full_scale) -> np.ndarray:

@@ -27,7 +27,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pipeline.analysis.audit.cnn import balanced_model, colour_jitter, predict_proba
+from pipeline.analysis.audit.cnn import (
+    balanced_model,
+    colour_jitter,
+    predict_proba,
+    random_crop_model,
+)
 from pipeline.analysis.audit.common import (
     AuditContext,
     CheckResult,
@@ -76,12 +81,6 @@ def patch_colour_check(ctx: AuditContext) -> PatchColourResult:
     classes = base.classes
     crop = cnn.main_crop
 
-    def build_random():
-        crops = bank.random_input(index)[:, :cnn.n_random_train]
-        inputs = crops.reshape((-1,) + crops.shape[2:])
-        return (inputs, np.repeat(labels, crops.shape[1]),
-                cnn.srnet_config(patch=cnn.random_patch, seed=model_seed(ctx.seed, "random_crops")), index, classes)
-
     def build_jitter():
         rng = np.random.default_rng([ctx.seed, zlib.crc32(b"jitter")])
         inputs = colour_jitter(bank.crop_input(index, crop), rng)
@@ -91,7 +90,7 @@ def patch_colour_check(ctx: AuditContext) -> PatchColourResult:
         return (bank.crop_input(index, crop, "luma"), labels,
                 cnn.srnet_config(channels="luma", seed=model_seed(ctx.seed, "grayscale")), index, classes)
 
-    models = {"random_crops": ctx.store.get("random_crops", build_random),
+    models = {"random_crops": random_crop_model(ctx),
               "jitter": ctx.store.get("jitter", build_jitter),
               "grayscale": ctx.store.get("grayscale", build_gray)}
     proba = {"balanced": predict_proba(base, bank.crop_input(test, crop))}

@@ -6,7 +6,8 @@ Output folder::
                         every check with every figure (value, chance, intervals, verdict)
     audit.md            the same for a reader, with the plots
     overview.png        every judged figure with its intervals against its chance level
-    content.png camera_fig3.png position.png patch_colour.png   one plot per check that ran
+    content.png camera_fig3.png position.png patch_colour.png location.png binary_mask.png
+                        one plot per check that ran
                         (each plot as PNG at 300 dpi and as an SVG of the same name; percent)
     predictions.csv     every test prediction of every model
     failures.csv        images left out, with the reason
@@ -27,7 +28,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from pipeline.analysis.audit.stats import FOUND, JUDGED, NO_BIAS, SUSPECTED
+from pipeline.analysis.audit.stats import FOUND, JUDGED, NO_BIAS, PERMUTATION, SUSPECTED
 from pipeline.analysis.figures import chance_segments, n_label, percent, percent_axis, save_figure, vector_path
 from pipeline.analysis.provenance import command_line, package_versions, utc_now, write_json
 from pipeline.analysis.report import write_csv
@@ -78,6 +79,14 @@ def _is_difference(fig) -> bool:
     return fig.method.startswith("conditional")
 
 
+def _is_p(fig) -> bool:
+    return fig.method == PERMUTATION
+
+
+def _p(x: float) -> str:
+    return f"p={x:.2g}"
+
+
 def figure_table(figures, levels) -> str:
     """Markdown table of figures (percent points)."""
     screening, strict = 100 * levels.confidence, 100 * levels.confidence_strict
@@ -90,6 +99,12 @@ def figure_table(figures, levels) -> str:
         verdict = {"verdict": _MARK.get(f.verdict), "susceptibility": f"stress test: {_MARK.get(f.verdict)}"}.get(
             f.role, "(context)")
         label = f.label + (f" — {f.note}" if f.note and f.role in JUDGED else "")
+        if _is_p(f):
+            found = f.counts.get("threshold_found", float("nan"))
+            lines.append(f"| {label} | {_p(f.value)} | p ≤ {f.chance:.2g} suspected, ≤ {found:.2g} found | "
+                         f"[{f.ci[0]:.2g}, {f.ci[1]:.2g}] | [{f.ci_strict[0]:.2g}, {f.ci_strict[1]:.2g}] | "
+                         f"{f.n} permutations | {verdict} |")
+            continue
         lines.append(f"| {label} | {value} | {chance} | {_ci(f.ci, d)} | {_ci(f.ci_strict, d)} | {f.n} | {verdict} |")
     return "\n".join(lines)
 
@@ -107,6 +122,9 @@ def summary_text(results, levels) -> str:
             value = _signed(f.value) if d else _pct(f.value)
             chance = _signed(f.chance) if d else _pct(f.chance)
             tag = "  [stress test]" if f.role == "susceptibility" else ""
+            if _is_p(f):
+                lines.append(f"    {f.verdict:15s} {_p(f.value):>6s} vs p<={f.chance:.2g} (permutation test)  {f.label}")
+                continue
             lines.append(f"    {f.verdict:15s} {value:>6s} vs {chance:>6s} {_ci(f.ci, d):>16s}  {f.label}{tag}")
     lines.append(f"Rule: {levels.describe()}")
     return "\n".join(lines)
@@ -191,7 +209,7 @@ def make_plots(out: Path, results, confidence: float = 0.95) -> dict:
     ``confidence`` is the screening intervals' level, named in the legends.
     """
     plots = {}
-    verdict_figs = [(r, f) for r in results for f in r.figures if f.role in JUDGED]
+    verdict_figs = [(r, f) for r in results for f in r.figures if f.role in JUDGED and not _is_p(f)]
     if verdict_figs:
         fig, ax = _subplots(figsize=(7.5, 0.42 * len(verdict_figs) + 1.2))
         colours = {NO_BIAS: "#4a8f4a", SUSPECTED: "#d9a000", FOUND: "#c0392b"}
@@ -210,7 +228,9 @@ def make_plots(out: Path, results, confidence: float = 0.95) -> dict:
         ax.legend(handles=[Line2D([], [], color=c, lw=2.5, marker="o", label=v) for v, c in colours.items()]
                   + [Line2D([], [], color="0.75", lw=6, label="strict interval")],
                   loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, frameon=False)
-        ax.set_title("Judged figures against their chance level", fontsize=10)
+        ax.set_title("Judged figures against their chance level" + (
+            "\n(permutation p-values are in their check's plot)" if any(_is_p(f) for r in results for f in r.figures)
+            else ""), fontsize=10)
         save_figure(fig, out / "overview.png", vector="svg")
         plots["overview"] = "overview.png"
     for r in results:
@@ -248,12 +268,72 @@ def make_plots(out: Path, results, confidence: float = 0.95) -> dict:
             fig, ax = _subplots(figsize=(6.5, 3.8))
             _bars(ax, [r.figure(k) for k in ("balanced_accuracy", "random_crop_accuracy", "jitter_accuracy",
                                              "grayscale_accuracy")], "Patch size and colour: accuracy", confidence)
+        elif r.name == "location" and getattr(r, "maps", None):
+            fig = _location_plot(r)
+        elif r.name == "binary_mask":
+            fig, ax = _subplots(figsize=(5.0, 3.8))
+            _bars(ax, [r.figure("balanced_accuracy"), r.figure("binary_mask_accuracy")],
+                  "Binary masks (scene structure only) vs the plain crops", confidence)
+        elif callable(getattr(r, "draw", None)) and (fig := r.draw()) is not None:  # a check that draws its own
+            pass
         else:
             continue
         name = {"camera": "camera_fig3.png", "patch": "patch_colour.png"}.get(r.name, f"{r.name}.png")
         save_figure(fig, out / name, vector="svg")
         plots[r.name] = name
     return plots
+
+
+def _location_plot(r):
+    """Per-device heat maps of accuracy and single images' probability of the true class, in the sensor frame."""
+    maps, examples = r.maps, r.examples
+    ncols = max(len(maps), len(examples))
+    fig, axes = _subplots(2 if examples else 1, ncols, figsize=(3.1 * ncols + 0.8, 6.4 if examples else 3.4),
+                          squeeze=False)
+    crop = r.details.get("crop", 0)
+
+    def draw(ax, values, rows, cols, shape, title, vmin, vmax, cmap):
+        values = np.asarray(values, dtype=float)
+        # cells centred on the crop centres, in pixels of the sensor frame (row 0 at the top)
+        centres_r = np.asarray(rows) + crop / 2
+        centres_c = np.asarray(cols) + crop / 2
+        half_r = (centres_r[1] - centres_r[0]) / 2 if len(rows) > 1 else crop / 2
+        half_c = (centres_c[1] - centres_c[0]) / 2 if len(cols) > 1 else crop / 2
+        extent = (centres_c[0] - half_c, centres_c[-1] + half_c, centres_r[-1] + half_r, centres_r[0] - half_r)
+        image = ax.imshow(values, cmap=cmap, vmin=vmin, vmax=vmax, extent=extent, interpolation="nearest",
+                          aspect="equal")
+        if shape is not None:
+            ax.set_xlim(0, shape[1])
+            ax.set_ylim(shape[0], 0)
+        ax.set_xlabel("column (pixels)", fontsize=8)
+        ax.set_ylabel("row (pixels)", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.set_title(title, fontsize=8)
+        return image
+
+    image = None
+    for ax, (device, m) in zip(axes[0], maps.items()):
+        image = draw(ax, percent(m["accuracy"]), m["rows"], m["cols"], m.get("shape"),
+                     f"{device}: accuracy per crop position\n({m['images']} test images)", 0, 100, "viridis")
+    if image is not None:
+        fig.colorbar(image, ax=list(axes[0][:len(maps)]), shrink=0.85, label="accuracy (%)")
+    for ax in axes[0][len(maps):]:
+        ax.set_visible(False)
+    if examples:
+        shape_of = {d: m.get("shape") for d, m in maps.items()}
+        for ax, ex in zip(axes[1], examples):
+            name = ex["image"].replace("\\", "/").rsplit("/", 1)[-1]
+            image = draw(ax, percent(ex["p_true"]), ex["rows"], ex["cols"], shape_of.get(ex["device"]),
+                         f"{name} (class {ex['label']})\nright at {100 * ex['accuracy']:.0f} % of positions", 0, 100,
+                         "magma")
+        fig.colorbar(image, ax=list(axes[1][:len(examples)]), shrink=0.85, label="probability of the true class (%)")
+        for ax in axes[1][len(examples):]:
+            ax.set_visible(False)
+    f = r.figure("position_dependence")
+    fig.suptitle(f"Where in the frame is the {crop}x{crop} crop model right? (cf. the paper's Fig. 8-9)\n"
+                 f"position dependence: permutation test p = {f.value:.2g} ({f.verdict}); "
+                 f"mean accuracy {100 * r.figure('grid_accuracy').value:.1f} %", fontsize=9)
+    return fig
 
 
 def write_report(out: Path | None, record: dict, results, bank, levels, plan: dict, manifest) -> dict:

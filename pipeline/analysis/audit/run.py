@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.analysis.audit import camera, content, patch_colour, position
+from pipeline.analysis.audit import adversarial, binary_mask, camera, content, location, patch_colour, position
 from pipeline.analysis.audit.cnn import CnnSettings, ModelStore, disjoint_groups
 from pipeline.analysis.audit.common import AuditContext
 from pipeline.analysis.audit.data import load_bank
@@ -22,8 +22,10 @@ __all__ = ["CHECKS", "AuditConfig", "planned_figures", "run_audit"]
 
 logger = get_logger(__name__)
 
-CHECKS = ("content", "camera", "position", "patch")
+CHECKS = ("content", "camera", "position", "patch", "location", "binary_mask", "adversarial")
 """Check names, in the order they run and are reported."""
+CNN_CHECKS = ("camera", "position", "patch", "location", "binary_mask", "adversarial")
+"""Checks that need the balanced CNN split (the camera check's data-level figures run without the CNN)."""
 
 
 @dataclass
@@ -90,16 +92,19 @@ def planned_figures(config: AuditConfig, *, has_content_splits: bool, has_groups
         elif name == "camera":
             stress = camera.N_SUSCEPTIBILITY + (camera.N_SUSCEPTIBILITY_CNN if cnn else 0)
             plan[name] = camera.N_VERDICT + (stress if has_groups else 0)
-        elif name == "position":
-            plan[name] = position.N_FIGURES if cnn else 0
+        elif name == "adversarial":
+            plan[name] = (adversarial.N_FIGURES if has_groups else 1) if cnn else 0
         else:
-            plan[name] = patch_colour.N_FIGURES if cnn else 0
+            module = {"position": position, "patch": patch_colour, "location": location,
+                      "binary_mask": binary_mask}[name]
+            plan[name] = module.N_FIGURES if cnn else 0
     return plan
 
 
 def _check_function(name: str):
     return {"content": content.content_check, "camera": camera.camera_check, "position": position.position_check,
-            "patch": patch_colour.patch_colour_check}[name]
+            "patch": patch_colour.patch_colour_check, "location": location.location_check,
+            "binary_mask": binary_mask.binary_mask_check, "adversarial": adversarial.adversarial_check}[name]
 
 
 def run_audit(manifest, out_dir: str | Path | None, config: AuditConfig, *,
@@ -128,26 +133,28 @@ def run_audit(manifest, out_dir: str | Path | None, config: AuditConfig, *,
     out = None if out_dir is None else Path(out_dir)
     record = start_record(out, config, manifest, extra_record or {})
     cnn = config.cnn
-    needs_crops = cnn is not None and any(c in config.checks for c in ("content", "camera", "position", "patch"))
+    needs_crops = cnn is not None and any(c in config.checks for c in CHECKS)
+    randoms = needs_crops and any(c in config.checks for c in ("patch", "location"))
     bank = load_bank(manifest, patch=cnn.patch if needs_crops else None,
-                     random_patch=cnn.random_patch if needs_crops and "patch" in config.checks else None,
-                     n_random=max(cnn.n_random_train, cnn.n_random_test) if needs_crops and "patch" in config.checks
-                     else 0, seed=config.seed, strict=config.strict, progress=config.progress)
+                     random_patch=cnn.random_patch if randoms else None,
+                     n_random=max(cnn.n_random_train, cnn.n_random_test) if randoms else 0,
+                     grid=location.GRID if needs_crops and "location" in config.checks else 0,
+                     seed=config.seed, strict=config.strict, progress=config.progress)
     logger.info(f"Read {len(bank.samples)} image(s) of {len(set(bank.devices.tolist()))} device(s)"
         + (f"; {len(bank.failures)} left out" if bank.failures else ""))
     splits = content_splits(manifest, bank, runs=config.runs, test_size=config.test_size, seed=config.seed,
                             out=out) if "content" in config.checks else None
     split = None
-    if any(c in config.checks for c in ("camera", "position", "patch")) or needs_crops:
+    if any(c in config.checks for c in CNN_CHECKS) or needs_crops:
         try:
             split = cnn_split(bank, test_size=cnn.test_size if cnn else CnnSettings().test_size, seed=config.seed,
                               out=out, usable=None if needs_crops else np.ones(len(bank.samples), bool))
         except ValueError as exc:
-            logger.info(f"No balanced split possible ({exc}); the camera, position and patch checks are skipped")
+            logger.info(f"No balanced split possible ({exc}); the {', '.join(CNN_CHECKS)} checks are skipped")
     groups = disjoint_groups(split, bank)[0] if split is not None else {}
     plan = planned_figures(config, has_content_splits=bool(splits), has_groups=bool(groups))
     if split is None:
-        plan.update({c: 0 for c in ("camera", "position", "patch") if c in plan})
+        plan.update({c: 0 for c in CNN_CHECKS if c in plan})
         if "content" in plan and cnn is not None and plan["content"]:
             plan["content"] -= content.N_FIGURES_CNN
     levels = AuditLevels(max(1, sum(plan.values())), config.alpha_suspect, config.alpha_found)

@@ -40,6 +40,13 @@ Intervals
   the second, ``b | b + c ~ Binomial(b + c, pi)``, and the difference of accuracies is
   ``(b + c) / n * (2 pi - 1)``; the Clopper–Pearson interval of ``pi`` maps onto it (the
   interval behind the exact McNemar test).
+* Permutation p-values (:func:`p_value_figure`): ``p = (1 + e) / (1 + B)`` with ``e`` of ``B``
+  permutations at least as extreme as the data. Its bias side is *below* the level: the
+  verdict is ``bias found`` when ``p <= alpha_found / (2 m)``, ``bias suspected`` when
+  ``p <= alpha_suspect / (2 m)`` (half the level, as only one side of a two-sided interval
+  can raise a verdict, so the family-wise promise above holds). The figure's ``chance`` is
+  the screening threshold, its intervals the Clopper–Pearson intervals of the Monte Carlo
+  ``p`` (how far ``B`` permutations pin it down).
 * Equal-weight means of independent proportions (a rate averaged over groups of devices):
   MOVER (Zou & Donner's method of variance estimates recovery) from Wilson intervals of each
   proportion, Newcombe's construction generalised to a weighted sum.
@@ -55,7 +62,7 @@ from scipy.stats import binomtest
 
 __all__ = ["FOUND", "JUDGED", "NO_BIAS", "ROLES", "SUSPECTED", "VERDICTS", "AuditLevels", "Figure", "decide",
            "mean_of_proportions_ci", "mean_of_proportions_figure", "paired_difference_ci",
-           "paired_difference_figure", "proportion_ci", "proportion_figure", "wilson_ci", "worst_verdict"]
+           "paired_difference_figure", "p_value_figure", "p_value_thresholds", "proportion_ci", "proportion_figure", "wilson_ci", "worst_verdict"]
 
 NO_BIAS = "no bias found"
 SUSPECTED = "bias suspected"
@@ -346,3 +353,49 @@ def mean_of_proportions_figure(key: str, label: str, ks, ns, chance: float, leve
         counts["groups"] = list(groups)
     return _finish(key, label, value, chance, sum(ns), lambda conf: mean_of_proportions_ci(ks, ns, conf), levels,
                    "MOVER (Wilson)", role, counts, note)
+
+
+PERMUTATION = "permutation"
+"""The ``method`` of a p-value figure (:func:`p_value_figure`)."""
+
+
+def p_value_thresholds(levels: AuditLevels) -> tuple[float, float]:
+    """The p-values at or below which a p-value figure says ``bias suspected`` and ``bias found``."""
+    m = levels.family_size
+    return levels.alpha_suspect / (2 * m), levels.alpha_found / (2 * m)
+
+
+def p_value_figure(key: str, label: str, exceed: int, n_permutations: int, levels: AuditLevels, *,
+                   statistic: float | None = None, role: str = "verdict", note: str = "") -> Figure:
+    """A one-sided permutation test as a :class:`Figure` (see the module docstring).
+
+    Parameters
+    ----------
+    exceed : int
+        Permutations whose statistic is at least the observed one.
+    n_permutations : int
+        Permutations drawn (``B``); the smallest attainable p is ``1 / (B + 1)``.
+    statistic : float, optional
+        The observed statistic (recorded in ``counts``).
+    """
+    exceed, n_permutations = _check_counts(exceed, n_permutations, "exceedances")
+    if n_permutations < 1:
+        raise ValueError("a permutation test needs at least one permutation")
+    if role not in ROLES:
+        raise ValueError(f"role must be one of {ROLES}, got {role!r}")
+    p = (exceed + 1) / (n_permutations + 1)
+    suspect, found = p_value_thresholds(levels)
+    ci = proportion_ci(exceed + 1, n_permutations + 1, levels.confidence)
+    ci_strict = proportion_ci(exceed + 1, n_permutations + 1, levels.confidence_strict)
+    verdict = None
+    if role in JUDGED:
+        verdict = FOUND if p <= found else SUSPECTED if p <= suspect else NO_BIAS
+    counts = {"exceedances": exceed, "permutations": n_permutations, "threshold_suspected": suspect,
+              "threshold_found": found}
+    if statistic is not None:
+        counts["statistic"] = float(statistic)
+    if p <= suspect and 1 / (n_permutations + 1) > found:
+        note = (note + " " if note else "") + "Too few permutations to reach 'bias found'."
+    return Figure(key, label, float(p), float(suspect), int(n_permutations), tuple(map(float, ci)),
+                  tuple(map(float, ci_strict)), levels.confidence, levels.confidence_strict, PERMUTATION, role,
+                  verdict, counts, note)
