@@ -68,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="defect neighbourhood radius in pixels (Chebyshev; 2 is a 5x5 box)")
     parser.add_argument("--device", default="auto", help="torch device: auto, cpu, cuda, cuda:N")
     parser.add_argument("--sheet-images", type=int, default=4, help="test images per device in the contact sheet")
+    parser.add_argument("--adversarial-crops", type=int, default=16, metavar="N",
+                        help="held-out crops per device perturbed until their class flips, to see whether the "
+                             "change concentrates on content edges or at the defects (0: skip; default 16)")
     add_run_options(parser, strict=False)
     return parser
 
@@ -80,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args: argparse.Namespace) -> int:
     config = SaliencyConfig(methods=args.methods, neighbourhood=args.neighbourhood, device=args.device,
                             sheet_images=args.sheet_images, layer=args.layer, progress=not args.no_progress,
-                            model=args.model)
+                            model=args.model, adversarial_crops=args.adversarial_crops)
     run = args.run if args.run is not None else default_run(progress=not args.no_progress,
                                                             verbosity=verbosity(args))
     report = explain_run(run, args.out, config)

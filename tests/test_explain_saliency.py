@@ -52,6 +52,7 @@ from pipeline.analysis.saliency import (
     structure_features,
     summarise_defects,
 )
+from pipeline.analysis.saliency.adversarial import ADVERSARIAL_COLUMNS, adversarial_crops, summarise_shares
 from pipeline.analysis.saliency.inputs import points_in_crop as _points_in_crop
 from pipeline.analysis.saliency.report import FAITHFULNESS_COLUMNS, verdict_markdown
 from pipeline.analysis.saliency.stats import NO_FAITHFUL_METHOD, device_verdict
@@ -168,6 +169,11 @@ def test_a_content_shortcut_is_detected(content_run, tmp_path, capsys):
     for method in FINE_METHODS:  # faithfulness: not failed, so their verdicts are the ones used
         assert figures(report, method)["faithfulness"]["faithful"] is not False
         assert figures(report, method)["verdict_used"] is True
+    # a colour shortcut needs no change at the defects for its class to flip
+    adversarial = device["adversarial"]
+    print("adversarial:", adversarial)
+    assert adversarial["flipped"] >= 12 and "defects" not in adversarial["reading"]
+    assert adversarial["defects"]["mean_energy_share"] < 2 * adversarial["defects"]["mean_area_share"]
 
 
 @pytest.mark.slow
@@ -192,6 +198,12 @@ def test_dense_strong_defects_are_detected(defect_run, tmp_path, capsys):
         assert record["auc"]["deletion"] < record["auc"]["deletion_random"]
         assert record["auc"]["insertion"] > record["auc"]["insertion_random"]
         assert record["randomisation_median_abs_rho"] < record["randomisation_threshold"]
+    # the perturbation that flips a defect reader's class goes to the defects
+    adversarial = device["adversarial"]
+    print("adversarial:", adversarial)
+    assert adversarial["flipped"] >= 12 and adversarial["reading"] in ("defects", "content edges and defects")
+    assert adversarial["defects"]["n"] >= 6 and adversarial["defects"]["share"] >= 0.8
+    assert adversarial["defects"]["mean_energy_share"] > 3 * adversarial["defects"]["mean_area_share"]
 
 
 @pytest.mark.slow
@@ -201,7 +213,9 @@ def test_outputs_are_written_and_listed(content_run, tmp_path, capsys):
     report, printed = explain_cli(content_run["run"], out, capsys, "--methods", "cam,gradcam", "--sheet-images", "2")
     written = [out / "saliency.json", out / "saliency.md", out / "saliency_maps.csv", out / "maps" / f"{DEVICE}.npz",
                out / "sheets" / f"{DEVICE}.png", out / "saliency_faithfulness.csv",
-               out / "faithfulness" / f"{DEVICE}.png", out / "faithfulness" / f"{DEVICE}.svg"]
+               out / "faithfulness" / f"{DEVICE}.png", out / "faithfulness" / f"{DEVICE}.svg",
+               out / "saliency_adversarial.csv", out / "adversarial" / f"{DEVICE}.png",
+               out / "adversarial" / f"{DEVICE}.svg"]
     for path in written:
         assert path.is_file() and path.stat().st_size > 0
         assert str(path) in printed
@@ -235,6 +249,16 @@ def test_outputs_are_written_and_listed(content_run, tmp_path, capsys):
     assert {row["method"] for row in rows} == {"cam", "gradcam"} and {row["device"] for row in rows} == {DEVICE}
     assert sum(row["randomisation_rho"] != "" for row in rows) == 2 * 16
     assert "## Are the maps faithful?" in markdown and "randomisation median" in markdown
+    # adversarial perturbations of the run's own networks: settings, record, per-crop CSV, table
+    assert report["settings"]["adversarial"]["max_steps"] == 50
+    adversarial = report["devices"][DEVICE]["adversarial"]
+    assert adversarial["n_crops"] == 16 and adversarial["run"] == 0
+    with open(out / "saliency_adversarial.csv", newline="") as fh:
+        crops = list(csv.DictReader(fh))
+    assert list(crops[0]) == ADVERSARIAL_COLUMNS and len(crops) == 16
+    assert len({row["image"] for row in crops}) == 16                      # distinct images
+    assert sum(row["flipped"] == "True" for row in crops) == adversarial["flipped"]
+    assert "## Where must a crop change for its class to flip?" in markdown
     # a method that fails the faithfulness checks does not vote, and the verdict says so
     edited = copy.deepcopy(report)
     methods = edited["devices"][DEVICE]["methods"]
@@ -402,6 +426,27 @@ def test_defect_positions_of_real_data_come_from_the_run_tables(tmp_path):
     assert "identified" in positions.source
     np.testing.assert_array_equal(positions.for_image("cam-01", 0, "x.jpg"), [[10, 20], [40, 7]])
     assert positions.for_image("cam-01", 1, "x.jpg").shape == (0, 2)
+
+
+def test_adversarial_figures_read_where_the_energy_concentrates():
+    rng = np.random.default_rng(0)
+    area = np.full(30, 0.25)
+    flipped, steps = np.ones(30, bool), np.full(30, 5)
+    none = np.full(30, np.nan)
+    on_edges = summarise_shares(np.full(30, 0.6), area, none, none, flipped, steps)
+    assert on_edges["reading"] == "content edges" and on_edges["edges"]["above_area"] == 30
+    assert on_edges["defects"]["n"] == 0 and on_edges["defects"]["share"] is None
+    spread = summarise_shares(area + rng.normal(0, 0.02, 30), area, none, none, flipped, steps)
+    assert spread["reading"] == "no concentration shown"
+    assert spread["edges"]["ci"][0] < 0.5 < spread["edges"]["ci"][1]
+    at_defects = summarise_shares(np.full(30, 0.1), area, np.full(30, 0.5), np.full(30, 0.05), flipped, steps)
+    assert at_defects["reading"] == "defects" and at_defects["defects"]["ci"][0] > 0.5
+    # crops: distinct images, alternating classes, the crop networks in turn
+    held_out = np.array([True, True, False, True, True, True])
+    truth = np.array([0, 0, 1, 1, 0, 1])
+    pairs = adversarial_crops(held_out, truth, 5, 4)
+    assert pairs == [(0, 0), (3, 1), (1, 2), (5, 3)]
+    assert adversarial_crops(held_out, truth, 5, 0) == []
 
 
 def test_unfaithful_methods_do_not_vote():

@@ -59,12 +59,16 @@ Outputs (in ``out``): ``saliency.json`` (per device and method; settings; proven
 ``saliency_faithfulness.csv`` (one row per method and checked crop), ``maps/<device>.npz``
 (the raw maps), ``sheets/<device>.png`` and ``.svg`` (contact sheets: crops with their defect positions,
 and one overlay row per method, shown on one colour scale per device and method), and
-``faithfulness/<device>.png`` and ``.svg`` (mean deletion and insertion curves per method).
+``faithfulness/<device>.png`` and ``.svg`` (mean deletion and insertion curves per method),
+``saliency_adversarial.csv`` and ``adversarial/<device>.png`` and ``.svg`` (:mod:`.adversarial`:
+held-out crops perturbed until their crop network's class flips, and where the perturbation's
+energy sits, on content edges or at the defects).
 
 Modules: :mod:`.explain` (:class:`SaliencyConfig` and :func:`explain_run`, which runs the
 analysis), :mod:`.inputs` (what it reads from the run folder: SRNet runs, test images, defect
 positions, crop geometry), :mod:`.stats` (the three figures and the verdict rules, on arrays),
-:mod:`.figures` (the contact sheets and the faithfulness curves) and :mod:`.report`
+:mod:`.figures` (the contact sheets and the faithfulness curves), :mod:`.adversarial` (the
+perturbations of the run's networks) and :mod:`.report`
 (``saliency.json``, ``saliency.md``, the per-map and faithfulness CSVs and the maps).  The command line is ``python -m pipeline.saliency``.
 
 Importing this package does not import torch: the torch-backed :mod:`pipeline.srnet` modules are

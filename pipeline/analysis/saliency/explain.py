@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from pipeline.analysis.provenance import command_line, package_versions, read_json, utc_now
 from pipeline.analysis.runfolder import RunFolder, read_record
+from pipeline.analysis.saliency.adversarial import adversarial_settings, perturb_run
 from pipeline.analysis.saliency.figures import contact_sheet, faithfulness_figure
 from pipeline.analysis.saliency.inputs import (
     DefectPositions,
@@ -131,6 +132,11 @@ class SaliencyConfig:
     model : {'srnet', 'srnet-res', 'srnet-cs'}
         Which of the run's SRNet-family methods to explain (its crop networks see pixels, the
         median residual, or pixels through the constrained layer; the maps are over the crop either way).
+    adversarial_crops : int
+        Held-out crops per device (distinct test images of the first run, alternating their true
+        classes, the crop networks taken in turn) perturbed until their crop network's class flips
+        (:mod:`.adversarial`: where the perturbation's energy sits, on content edges or at the
+        defects); 0 skips it.
     """
 
     methods: tuple = DEFAULT_METHODS
@@ -147,6 +153,7 @@ class SaliencyConfig:
     faithfulness_cascade: bool = False
     faithfulness_seed: int = 0
     model: str = "srnet"
+    adversarial_crops: int = 16
 
     def __post_init__(self):
         if self.model not in SRNET_VARIANTS:
@@ -164,7 +171,7 @@ class SaliencyConfig:
         if self.score_cam_batch < 1 or self.sheet_images < 0:
             raise ValueError(f"score_cam_batch must be >= 1 and sheet_images >= 0, got {self.score_cam_batch} "
                              f"and {self.sheet_images}")
-        for name, low in (("faithfulness_crops", 0), ("faithfulness_steps", 2)):
+        for name, low in (("faithfulness_crops", 0), ("faithfulness_steps", 2), ("adversarial_crops", 0)):
             value = getattr(self, name)
             if isinstance(value, bool) or int(value) != value or value < low:
                 raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
@@ -241,12 +248,14 @@ def explain_run(run_dir: str | Path, out_dir: str | Path | None = None, config: 
     summary: dict[str, Any] = {}
     per_map_rows: list[dict] = []
     faithfulness_rows: list[dict] = []
+    adversarial_rows: list[dict] = []
     for device, found in devices.items():
         logger.info(f"{device}: explaining SRNet runs {found.runs} with {', '.join(config.methods)}")
         result = _explain_device(folder, out, found, srnet_config, config, positions, root)
         summary[device] = result["summary"]
         per_map_rows += result["rows"]
         faithfulness_rows += result["faithfulness_rows"]
+        adversarial_rows += result["adversarial_rows"]
         files += result["files"]
     report = {
         "tool": "pipeline.saliency",
@@ -265,14 +274,15 @@ def explain_run(run_dir: str | Path, out_dir: str | Path | None = None, config: 
                                          "|Spearman| with the other test images' feature",
                      "thresholds": {"defect_lift": DEFECT_LIFT, "significance": SIGNIFICANCE,
                                     "content_rho": CONTENT_RHO},
-                     "faithfulness": faithfulness_settings(config)},
+                     "faithfulness": faithfulness_settings(config),
+                     "adversarial": adversarial_settings()},
         "srnet": srnet_config.to_dict(),
         "model": model,
         "versions": package_versions(),
         "command": command_line(),
         "devices": summary,
     }
-    return write_report(out, report, per_map_rows, files, faithfulness_rows)
+    return write_report(out, report, per_map_rows, files, faithfulness_rows, adversarial_rows)
 
 
 def _read_crops(device_name: str, images: list[str], srnet_config: SRNetConfig, config: SaliencyConfig):
@@ -451,6 +461,10 @@ def _explain_device(folder: RunFolder, out: Path, found: DeviceRuns, srnet_confi
     if any(record.get("n_crops") for record in faithfulness.values()):
         figure = out / "faithfulness" / f"{device_name}.png"
         files += faithfulness_figure(figure, device_name, faithfulness, found.runs[0], config)
+    # where a perturbation that flips the class must go, on a few held-out crops of the first run
+    adversarial, adversarial_rows, adversarial_files = perturb_run(
+        folder, found, stacked, held_out, truth, usable, boxes, positions, classes, srnet_config, config, out, root)
+    files += adversarial_files
     npz_path = out / "maps" / f"{device_name}.npz"
     write_maps(npz_path, runs=found.runs, images=[shown_path(p, root) for p in usable], crops=srnet_config.crops,
                held_out=held_out, true=truth,
@@ -473,8 +487,10 @@ def _explain_device(folder: RunFolder, out: Path, found: DeviceRuns, srnet_confi
         "defect_source": positions.source,
         "methods": method_summaries,
         "verdict": verdict,
+        "adversarial": adversarial,
     }
-    return {"summary": summary, "rows": rows, "faithfulness_rows": faithfulness_rows, "files": files}
+    return {"summary": summary, "rows": rows, "faithfulness_rows": faithfulness_rows,
+            "adversarial_rows": adversarial_rows, "files": files}
 
 
 def _not_tested(methods, note: str) -> dict[str, dict]:

@@ -159,6 +159,13 @@ class DefectPositions:
             return f"ground truth ({self.truth_path}); a defect counts from its onset on"
         return "defects identified by each run (defects/<device>/run_XX.csv), all of them"
 
+    def of_device(self, device: str, run: int) -> np.ndarray:
+        """(n, 2) sensor positions of every defect of the device, whatever its onset (ground truth),
+        or every defect the run identified."""
+        if self.truth_path is not None:
+            return self.truth.get(device, (np.zeros((0, 2), np.int64), None))[0]
+        return self.for_image(device, run, "")
+
     def for_image(self, device: str, run: int, path: str) -> np.ndarray:
         """(n, 2) sensor positions (row, col) of the defects that count for this image."""
         if self.truth_path is not None:

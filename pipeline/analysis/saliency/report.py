@@ -1,8 +1,8 @@
-"""The written results of a saliency analysis: ``saliency.json``, ``saliency.md``, the per-map and
-per-crop faithfulness CSVs and the raw maps.
+"""The written results of a saliency analysis: ``saliency.json``, ``saliency.md``, the per-map,
+per-crop faithfulness and per-crop adversarial CSVs and the raw maps.
 
 :func:`verdict_markdown` turns the content of ``saliency.json`` into the short verdict of
-``saliency.md``; :func:`write_report` writes the four report files, :func:`write_maps` one
+``saliency.md``; :func:`write_report` writes the five report files, :func:`write_maps` one
 device's raw maps (``maps/<device>.npz``).
 """
 
@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.analysis.provenance import write_json
+from pipeline.analysis.saliency.adversarial import ADVERSARIAL_COLUMNS
 from pipeline.analysis.saliency.stats import CONTENT_RHO, DEFECT_LIFT, NO_FAITHFUL_METHOD, SIGNIFICANCE
 from pipeline.data.atomic import atomic_write, atomic_write_text
 
@@ -114,6 +115,7 @@ def verdict_markdown(report: dict) -> str:
             lines.append(f"| {device} | {method} ({figures['layer']}, {shape}) | {accuracy} | {runs_text} / "
                          f"{images_text} | {content_text} | {defect_text} | {follows} |")
     lines += _faithfulness_lines(report)
+    lines += _adversarial_lines(report)
     lines += ["", "Verdict:", ""]
     for device, summary in report["devices"].items():
         lines.append(f"- **{device}**: {_device_sentence(summary)}")
@@ -186,6 +188,48 @@ def _faithfulness_lines(report: dict) -> list[str]:
     return lines + ([""] + notes if notes else [])
 
 
+def _adversarial_lines(report: dict) -> list[str]:
+    """The adversarial-perturbation table of ``saliency.md`` (nothing when it was not run)."""
+    settings = report["settings"].get("adversarial")
+    records = [(device, summary["adversarial"]) for device, summary in report["devices"].items()
+               if (summary.get("adversarial") or {}).get("n_crops")]
+    if not settings or not records:
+        return []
+    level = f"{100 * settings['confidence']:.0f} %"
+    lines = [
+        "",
+        "## Where must a crop change for its class to flip?",
+        "",
+        (f"Held-out crops of each device's first run, each pushed by gradient steps (L-inf {settings['step']:g} each, "
+         f"at most {settings['max_steps']}, within ±{settings['epsilon']:g} of the crop) until its crop network's "
+         f"class flips (the camera-bias paper's Fig. 5). Columns: crops whose perturbation energy share on edges "
+         f"(the top quartile of local gradient, outside the defect boxes) exceeds the edges' share of the area, and "
+         f"the same in the {settings['defect_box']}x{settings['defect_box']} boxes around the device's defects, "
+         f"whatever their onset (crops holding one only: a network that reads defects turns a young crop old by "
+         f"painting hot pixels where later defects appear), with exact {level} intervals; chance is 50 %. "
+         f"Figures: `adversarial/<device>.png`."),
+        "",
+        "| device | run | flipped / crops | edges: crops above area share ({0}) | mean energy / area share on edges | "
+        "defects: crops above area share ({0}) | mean energy / area share at defects | perturbation concentrates on |"
+        .format(level),
+        "|---|---|---|---|---|---|---|---|",
+    ]
+
+    def cell(figure: dict) -> tuple[str, str]:
+        if not figure.get("n"):
+            return "n/a: no crop", "n/a"
+        low, high = figure["ci"]
+        return (f"{figure['above_area']}/{figure['n']} ({100 * low:.0f}–{100 * high:.0f} %)",
+                f"{_fmt(figure['mean_energy_share'], '.3f')} / {_fmt(figure['mean_area_share'], '.3f')}")
+
+    for device, record in records:
+        edges, edge_means = cell(record["edges"])
+        defects, defect_means = cell(record["defects"])
+        lines.append(f"| {device} | {record['run']} | {record['flipped']}/{record['n_crops']} | {edges} | {edge_means} "
+                     f"| {defects} | {defect_means} | {record['reading']} |")
+    return lines
+
+
 def _device_sentence(summary: dict) -> str:
     verdict = summary["verdict"]
     accuracy = np.mean(list(summary["srnet_accuracy"].values()))
@@ -219,8 +263,8 @@ def _finite(value: Any) -> Any:
 
 
 def write_report(out: Path, report: dict, rows: list[dict], files: list[Path],
-                 faithfulness_rows: list[dict] | None = None) -> dict:
-    """Write ``saliency.json``, ``saliency.md``, ``saliency_maps.csv`` and ``saliency_faithfulness.csv``.
+                 faithfulness_rows: list[dict] | None = None, adversarial_rows: list[dict] | None = None) -> dict:
+    """Write ``saliency.json``, ``saliency.md`` and the per-map, faithfulness and adversarial CSVs.
 
     Parameters
     ----------
@@ -232,10 +276,13 @@ def write_report(out: Path, report: dict, rows: list[dict], files: list[Path],
         One row per map for ``saliency_maps.csv``.
     files : list of Path
         The files already written (maps, contact sheets, faithfulness figures), listed after the
-        four report files.
+        five report files.
     faithfulness_rows : list of dict, optional
         One row per method and checked crop for ``saliency_faithfulness.csv``
         (:data:`FAITHFULNESS_COLUMNS`; the file holds only its header when there are none).
+    adversarial_rows : list of dict, optional
+        One row per perturbed crop for ``saliency_adversarial.csv``
+        (:data:`~pipeline.analysis.saliency.adversarial.ADVERSARIAL_COLUMNS`; header only when none).
 
     Returns
     -------
@@ -249,9 +296,11 @@ def write_report(out: Path, report: dict, rows: list[dict], files: list[Path],
     _write_rows(rows_path, rows)
     faithfulness_path = out / "saliency_faithfulness.csv"
     _write_rows(faithfulness_path, faithfulness_rows or [], FAITHFULNESS_COLUMNS)
+    adversarial_path = out / "saliency_adversarial.csv"
+    _write_rows(adversarial_path, adversarial_rows or [], ADVERSARIAL_COLUMNS)
     json_path, md_path = out / "saliency.json", out / "saliency.md"
     atomic_write_text(md_path, text)
-    files = [json_path, md_path, rows_path, faithfulness_path] + files
+    files = [json_path, md_path, rows_path, faithfulness_path, adversarial_path] + files
     report["files"] = [str(p) for p in files]
     write_json(json_path, report)
     return {**report, "verdict_text": text, "files": files}
