@@ -72,9 +72,11 @@ def build_parser() -> argparse.ArgumentParser:
     cnn.add_argument("--batch-size", type=int, default=None, help="training minibatch (default: the preset's, 8 "
                                                                  "for cpu)")
     cnn.add_argument("--max-train", type=int, default=1000, help="cap on one network's training images")
-    cnn.add_argument("--no-camera-extras", action="store_true", help="skip the Partial protocol and device "
-                                                                      "identification (context only; 2 networks "
-                                                                      "fewer)")
+    cnn.add_argument("--no-camera-extras", action="store_true", help="skip the Partial protocol (context only; "
+                                                                      "one network fewer)")
+    cnn.add_argument("--device-id", action="store_true", help="also train a device-identification network and test "
+                                                             "it left -> right (the paper's Table VI; context only; "
+                                                             "one network more)")
     cnn.add_argument("--resnet", action="store_true", help="camera check: also train Balanced and Disjoint with a "
                                                           "randomly initialised ResNet-34 (second architecture "
                                                           "family; 2 networks more, minutes)")
@@ -112,7 +114,8 @@ def _run(args: argparse.Namespace) -> int:
                                                batch_size=args.batch_size or preset.batch_size,
                                                test_size=args.cnn_test_size,
                                                max_train=args.max_train, threads=args.threads,
-                                               camera_extras=not args.no_camera_extras, method=args.methods,
+                                               camera_extras=not args.no_camera_extras, device_id=args.device_id,
+                                               method=args.methods,
                                                resnet=args.resnet, adversarial_images=args.adversarial_images)
     config = AuditConfig(checks=args.checks, seed=args.seed, runs=args.runs, test_size=args.test_size, cnn=cnn,
                          alpha_suspect=args.alpha, alpha_found=args.alpha_found, strict=args.strict,

@@ -87,7 +87,7 @@ def _run(args: argparse.Namespace) -> int:
     names = args.scenarios
     width, height = (int(v) for v in args.size.lower().split("x"))
     cnn = CnnSettings(patch=args.patch, random_patch=args.random_patch, epochs=args.epochs, threads=args.threads,
-                      camera_extras=not args.no_camera_extras)
+                      camera_extras=not args.no_camera_extras, device_id=not args.no_camera_extras)
     runs = []
     for name in names:
         for i in range(args.seeds if name == "no_bias" else 1):

@@ -26,10 +26,10 @@ from pathlib import Path
 from pipeline.analysis.provenance import read_json
 from pipeline.analysis.runfolder import RunFolder
 from pipeline.analysis.saliency import ALL_METHODS, DEFAULT_METHODS, SaliencyConfig, explain_run
+from pipeline.analysis.saliency.explain import EXPLAINED_MODELS
 from pipeline.cli import add_run_options, comma_list, new_parser, run_command, verbosity
 from pipeline.logs import get_logger
 from pipeline.ml_age import main as ml_age_main
-from pipeline.srnet.presets import SRNET_VARIANTS
 
 __all__ = ["DEFAULT_RUN", "MAIN_RUN", "build_parser", "default_run", "has_srnet", "main"]
 
@@ -55,9 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--methods", type=comma_list(ALL_METHODS, "method", unique=True), default=DEFAULT_METHODS,
                         help=f"comma-separated, from {','.join(ALL_METHODS)} (scorecam costs 512 forward passes "
                              "per crop)")
-    parser.add_argument("--model", choices=list(SRNET_VARIANTS), default="srnet",
-                        help="which of the run's SRNet-family methods to explain (srnet-res: on the median "
-                             "residual; srnet-cs: behind the constrained layer)")
+    parser.add_argument("--model", choices=list(EXPLAINED_MODELS), default="srnet",
+                        help="which of the run's learned methods to explain (srnet-res: on the median residual; "
+                             "srnet-cs: behind the constrained layer; defect-cnn: which defects carry each decision "
+                             "and where its patch network looks, with --methods gradcam,gradcam++)")
     parser.add_argument("--out", type=Path, help="output folder (default: RUN/saliency)")
     parser.add_argument("--layer", default="auto",
                         help="SRNet layer Grad-CAM, Grad-CAM++ and Score-CAM explain: layer12 (the map before global "

@@ -55,7 +55,8 @@ def test_processing_bias_with_disjoint_devices_reproduces_table_ii(tmp_path):
 def test_every_check_runs_end_to_end_with_the_cnn(tmp_path):
     """Every CNN code path once, with the tiniest settings: structure, not figures."""
     data = dataset(tmp_path / "sim", 64, 48, 8, **{"scenes.scene_bias": 1.0})
-    cnn = CnnSettings(patch=32, random_patch=16, n_random_train=2, n_random_test=3, epochs=2, threads=1)
+    cnn = CnnSettings(patch=32, random_patch=16, n_random_train=2, n_random_test=3, epochs=2, threads=1,
+                      device_id=True)
     result = run_audit(load_manifest(data.manifest_path), tmp_path / "out", AuditConfig(cnn=cnn, runs=2,
                        progress=False))
     checks = {r.name: r for r in result["results"]}

@@ -180,3 +180,30 @@ def test_cams_explain_the_srnet_variants(two_devices, tmp_path, model):
     assert (saved["srnet"]["input"], saved["srnet"]["stem"]) == (
         ("median-residual", "plain") if model == "srnet-res" else ("pixels", "constrained"))
     assert set(saved["devices"]) == {d["name"] for d in DEVICES}
+
+
+def test_defect_cnn_is_explained_by_its_defects_and_looks_at_them(two_devices, tmp_path):
+    from pipeline.analysis.saliency import SaliencyConfig, explain_run
+
+    config = SaliencyConfig(methods=("gradcam", "gradcam++"), model="defect-cnn", device="cpu", num_threads=1,
+                            progress=False)
+    report = explain_run(two_devices["cross_experiment"], tmp_path / "defect-cnn", config)
+    assert report["model"] == "defect-cnn" and set(report["devices"]) == {d["name"] for d in DEVICES}
+    with open(tmp_path / "defect-cnn" / "saliency_defect_cnn.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    for device, summary in report["devices"].items():
+        print(device, summary["accuracy"], summary["contributions"]["top_share"],
+              {m: (f["share"], f["area_share"], f["lift"], f["p_value"]) for m, f in summary["methods"].items()})
+        assert summary["accuracy"] >= 0.8                       # it learned the defects ...
+        for method, figure in summary["methods"].items():       # ... and its patch network looks at them
+            assert figure["verdict"] == "centred on the defects", (device, method, figure)
+            assert figure["p_value"] <= 0.01                    # no box away from the centre comes close
+        mine = [r for r in rows if r["device"] == device]
+        slots = {r["slot"] for r in mine}
+        assert len(mine) == summary["n_test_images"] * len(slots)
+        assert (tmp_path / "defect-cnn" / "defect_cnn" / f"{device}.png").is_file()
+    text = (tmp_path / "defect-cnn" / "saliency.md").read_text()
+    assert "# Where does defect-cnn look?" in text and "centred on the defects" in text
+    with pytest.raises(ValueError, match="gradcam"):
+        explain_run(two_devices["cross_experiment"], tmp_path / "cam", SaliencyConfig(methods=("cam",),
+                                                                                      model="defect-cnn"))

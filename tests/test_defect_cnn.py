@@ -407,7 +407,7 @@ def test_errors_name_the_file_or_argument(tmp_path):
 @pytest.mark.cnn
 def test_image_model_fuses_patch_logits():
     torch = pytest.importorskip("torch")
-    from pipeline.srnet.defect_cnn import DefectImageModel, DefectPatchNet
+    from pipeline.srnet.defect_model import DefectImageModel, DefectPatchNet
 
     assert sum(p.numel() for p in DefectPatchNet(3, 2, 32).parameters()) < 100_000
     torch.manual_seed(0)
@@ -427,3 +427,29 @@ def test_image_model_fuses_patch_logits():
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="batch, 5"):
         model(torch.randn(2, 4, 3, 32, 32))
+
+
+@pytest.mark.parametrize("fusion", ["mean", "attention"])
+def test_contributions_split_the_logit_margin_exactly_and_maps_cover_the_patch(fusion):
+    torch = pytest.importorskip("torch")
+    from pipeline.srnet.defect_cam import explain_defect_patches
+    from pipeline.srnet.defect_model import DefectImageModel
+
+    torch.manual_seed(3)
+    model = DefectImageModel(3, 3, 5, 32, fusion).eval()
+    if model.attention is not None:
+        with torch.no_grad():
+            model.attention.copy_(torch.randn(5))
+    patches = np.random.default_rng(0).random((4, 5, 3, 32, 32)).astype(np.float32)
+    with torch.no_grad():
+        logits = model(torch.from_numpy(patches)).double().numpy()     # the model as it predicts
+    explained = explain_defect_patches(model, patches, "gradcam")
+    assert np.array_equal(explained.targets, logits.argmax(axis=1))
+    np.testing.assert_allclose(explained.logits, logits, rtol=1e-5, atol=1e-5)
+    margin = logits[np.arange(4), explained.targets] - logits.mean(axis=1)
+    np.testing.assert_allclose(explained.contributions.sum(axis=1), margin, rtol=1e-5, atol=1e-5)
+    assert explained.maps.shape == (4, 5, 32, 32) and (explained.maps >= -1e-6).all()
+    other = explain_defect_patches(model, patches, "gradcam++", targets=0)
+    assert (other.targets == 0).all() and not model.training
+    with pytest.raises(ValueError, match="CAM needs"):
+        explain_defect_patches(model, patches, "cam")

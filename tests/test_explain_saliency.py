@@ -53,6 +53,7 @@ from pipeline.analysis.saliency import (
     summarise_defects,
 )
 from pipeline.analysis.saliency.adversarial import ADVERSARIAL_COLUMNS, adversarial_crops, summarise_shares
+from pipeline.analysis.saliency.defect_cnn import centre_shares, centre_statistics
 from pipeline.analysis.saliency.inputs import points_in_crop as _points_in_crop
 from pipeline.analysis.saliency.report import FAITHFULNESS_COLUMNS, verdict_markdown
 from pipeline.analysis.saliency.stats import NO_FAITHFUL_METHOD, device_verdict
@@ -447,6 +448,28 @@ def test_adversarial_figures_read_where_the_energy_concentrates():
     pairs = adversarial_crops(held_out, truth, 5, 4)
     assert pairs == [(0, 0), (3, 1), (1, 2), (5, 3)]
     assert adversarial_crops(held_out, truth, 5, 0) == []
+
+
+def test_defect_cnn_centre_share_against_boxes_away_from_the_centre():
+    rng = np.random.default_rng(0)
+    side, n = 32, 40
+    # independent reference: the share in the 5x5 box at the centre, by direct summation
+    maps = rng.random((n, side, side))
+    centre, away, area = centre_shares(maps, 2)
+    expected = maps[:, 14:19, 14:19].sum(axis=(1, 2)) / maps.sum(axis=(1, 2))
+    np.testing.assert_allclose(centre, expected)
+    assert area == 25 / 1024 and away.shape[1] == 28 * 28 - 9 * 9       # box tops 0..27, 9x9 of them too near
+    np.testing.assert_allclose(away[:, 0], maps[:, :5, :5].sum(axis=(1, 2)) / maps.sum(axis=(1, 2)))
+    peaked = rng.random((n, side, side)) * 0.1
+    peaked[:, 15:18, 15:18] += 3.0                                        # saliency on the defect
+    assert centre_statistics(peaked, 2)["verdict"] == "centred on the defects"
+    assert centre_statistics(peaked, 2)["p_value"] <= 1 / 700
+    assert centre_statistics(maps, 2)["verdict"] == "not centred on the defects"     # spread over the patch
+    assert centre_statistics(np.ones((n, side, side)), 2)["lift"] == pytest.approx(1.0)
+    off = rng.random((n, side, side)) * 0.1
+    off[:, 2:5, 2:5] += 3.0                                               # saliency in a corner, not at the defect
+    assert centre_statistics(off, 2)["verdict"] == "not centred on the defects"
+    assert centre_statistics(np.zeros((3, side, side)), 2)["n_maps"] == 0
 
 
 def test_unfaithful_methods_do_not_vote():

@@ -10,11 +10,11 @@ number of defects, not with the image size.
 
 Design:
 
-* :class:`DefectPatchNet` maps one patch to class logits: three conv-BatchNorm-ReLU blocks
+* :class:`~pipeline.srnet.defect_model.DefectPatchNet` maps one patch to class logits: three conv-BatchNorm-ReLU blocks
   (16, 32, 64 channels; the first two with stride 2), then both the global average of the last
   feature map and its response at the defect's own position, and a linear head. About 24k
   parameters.
-* :class:`DefectImageModel` applies it to every defect patch of an image, which keeps its
+* :class:`~pipeline.srnet.defect_model.DefectImageModel` applies it to every defect patch of an image, which keeps its
   defect slots in the order of the run's table, and fuses the patch logits: their mean, or
   (``fusion='attention'``) a weighted sum whose weights are a softmax over one learned scalar
   per defect slot, so the model can learn which defects carry age information.
@@ -50,7 +50,8 @@ from tqdm.auto import tqdm
 from pipeline.logs import get_logger
 from pipeline.srnet.checkpoint import load_checkpoint, save_checkpoint
 from pipeline.srnet.defect_patches import defect_patches
-from pipeline.srnet.defect_presets import FUSIONS, DefectCNNConfig
+from pipeline.srnet.defect_model import DefectImageModel
+from pipeline.srnet.defect_presets import DefectCNNConfig
 from pipeline.srnet.fusion import _encode_labels, _read_sensor_pixels
 from pipeline.srnet.runtime import resolve_device, torch_runtime
 from pipeline.srnet.train import epoch_order
@@ -67,105 +68,6 @@ _ATTENTION_LR_FACTOR = 10.0
 # Fields that change neither the trained weights nor their meaning (the selected defect
 # positions, which max_defects decides, are fingerprinted themselves).
 _NON_TRAINING_FIELDS = ("preset", "device", "num_threads", "max_runs", "eval_batch_size", "max_defects")
-
-
-class DefectPatchNet(nn.Module):
-    """Class logits of one defect-centred patch.
-
-    Parameters
-    ----------
-    in_channels : int
-        Patch channels (3 for RGB, 1 for luma or 2-D images).
-    n_classes : int
-        Number of classes.
-    patch : int
-        Patch side (even, at least 8); the defect is at index ``patch // 2``.
-
-    Notes
-    -----
-    Input (N, C, patch, patch) float32, output (N, n_classes) logits. Three 3x3
-    conv-BatchNorm-ReLU blocks of 16 (stride 2), 32 (stride 2) and 64 channels; the head sees
-    the global average of the last map and its response at the defect's position (index
-    ``patch // 2`` halved once per stride-2 block, where the defect pixel is at the centre of
-    the receptive field). Striding the first block costs nothing in coverage (every pixel is
-    inside some output's 3x3 window) and made a training step about 3 times faster on a CPU
-    than a full-resolution first block.
-    """
-
-    def __init__(self, in_channels: int, n_classes: int, patch: int):
-        super().__init__()
-        if in_channels < 1 or n_classes < 2 or patch < 8:
-            raise ValueError(
-                f"DefectPatchNet needs in_channels >= 1, n_classes >= 2 and patch >= 8, "
-                f"got {in_channels}, {n_classes}, {patch}"
-            )
-        self.in_channels, self.n_classes, self.patch = int(in_channels), int(n_classes), int(patch)
-        self.features = nn.Sequential(
-            *_block(in_channels, 16, stride=2), *_block(16, 32, stride=2), *_block(32, 64, stride=1)
-        )
-        # A 3x3 stride-2 conv's output j covers inputs 2j-1 .. 2j+1, so index c // 2 is centred on c.
-        self.centre = (patch // 2) // 2 // 2
-        self.head = nn.Linear(2 * 64, n_classes)
-
-    def forward(self, patches: torch.Tensor) -> torch.Tensor:
-        """Logits (N, n_classes) of patches (N, C, patch, patch)."""
-        maps = self.features(patches)
-        pooled = maps.mean(dim=(2, 3))
-        centre = maps[:, :, self.centre, self.centre]
-        return self.head(torch.cat([pooled, centre], dim=1))
-
-
-class DefectImageModel(nn.Module):
-    """Image logits from the patches at a run's defects: :class:`DefectPatchNet` per patch, fused.
-
-    Parameters
-    ----------
-    in_channels, n_classes, patch : int
-        As for :class:`DefectPatchNet`.
-    n_defects : int
-        Number of defect slots (patches per image), in the order of the run's defect table.
-    fusion : {'mean', 'attention'}
-        ``'mean'``: the mean of the patch logits. ``'attention'``: their weighted sum with
-        weights ``softmax(a)`` over one learned scalar ``a_d`` per defect slot (all zero at
-        the start, i.e. the mean).
-
-    Notes
-    -----
-    Input (batch, n_defects, C, patch, patch), output (batch, n_classes) logits.
-    """
-
-    def __init__(self, in_channels: int, n_classes: int, n_defects: int, patch: int, fusion: str = "mean"):
-        super().__init__()
-        if fusion not in FUSIONS:
-            raise ValueError(f"fusion must be one of {', '.join(FUSIONS)}, got {fusion!r}")
-        if n_defects < 1:
-            raise ValueError(f"n_defects must be >= 1, got {n_defects}; with no defects there is nothing to fuse")
-        self.n_defects, self.fusion = int(n_defects), fusion
-        self.patch_net = DefectPatchNet(in_channels, n_classes, patch)
-        self.attention = nn.Parameter(torch.zeros(n_defects)) if fusion == "attention" else None
-
-    def patch_logits(self, patches: torch.Tensor) -> torch.Tensor:
-        """Per-patch logits (batch, n_defects, n_classes)."""
-        if patches.ndim != 5 or patches.shape[1] != self.n_defects:
-            raise ValueError(
-                f"expected patches of shape (batch, {self.n_defects}, C, P, P), got {tuple(patches.shape)}"
-            )
-        batch = patches.shape[0]
-        logits = self.patch_net(patches.reshape((-1,) + tuple(patches.shape[2:])))
-        return logits.reshape(batch, self.n_defects, -1)
-
-    def defect_weights(self) -> torch.Tensor:
-        """Fusion weight of each defect slot (n_defects,), summing to 1."""
-        if self.attention is None:
-            return torch.full((self.n_defects,), 1.0 / self.n_defects, device=self.patch_net.head.weight.device)
-        return torch.softmax(self.attention, dim=0)
-
-    def forward(self, patches: torch.Tensor) -> torch.Tensor:
-        """Image logits (batch, n_classes)."""
-        logits = self.patch_logits(patches)
-        if self.attention is None:
-            return logits.mean(dim=1)
-        return torch.einsum("d,bdk->bk", self.defect_weights(), logits)
 
 
 def fit_predict_defect_cnn(
@@ -317,21 +219,54 @@ def predict_defect_cnn(
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing: the defect-cnn model of this run was not trained or was deleted; "
                                 "rerun the experiment for this run")
-    state = load_checkpoint(path)
-    if state.get("rows") != rows.tolist() or state.get("cols") != cols.tolist():
+    model, trained_rows, trained_cols = load_defect_cnn(path, config)
+    if trained_rows.tolist() != rows.tolist() or trained_cols.tolist() != cols.tolist():
         raise ValueError(f"{path} was trained at other defect positions than the run's defect table gives; "
                          "rerun the experiment into a new folder")
+    if not len(test_paths):
+        return np.zeros((0, len(class_values)))
+    return _predict_proba(model, defect_cnn_patches(test_paths, rows, cols, config, load=load), config)
+
+
+def load_defect_cnn(path: str | os.PathLike, config: DefectCNNConfig) -> tuple[DefectImageModel, np.ndarray, np.ndarray]:
+    """The finished model of a ``defect_cnn.pt`` checkpoint, in eval mode on ``config.device``.
+
+    Returns
+    -------
+    model : DefectImageModel
+    rows, cols : ndarray of int64
+        The sensor positions of its defect slots, in slot order.
+
+    Raises
+    ------
+    FileNotFoundError
+        No checkpoint at ``path``.
+    ValueError
+        The checkpoint is unreadable, or holds an unfinished training.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: the defect-cnn model of this run was not trained or was deleted")
+    state = load_checkpoint(path)
     if len(state.get("history", [])) < int(state["config"]["epochs"]):
         raise ValueError(f"{path} holds an unfinished training; rerun the experiment to finish it")
-    device = resolve_device(config.device)
+    rows, cols = np.asarray(state["rows"], dtype=np.int64), np.asarray(state["cols"], dtype=np.int64)
     model = DefectImageModel(int(state["in_channels"]), int(state["n_classes"]), len(rows), config.patch,
                              config.fusion)
     model.load_state_dict(state["model"])
-    model = model.to(device).eval()
-    if not len(test_paths):
-        return np.zeros((0, len(class_values)))
-    patches = _patches_of_files(test_paths, load or _read_sensor_pixels, rows, cols, config, False)
-    return _predict_proba(model, patches, config)
+    return model.to(resolve_device(config.device)).eval(), rows, cols
+
+
+def defect_cnn_patches(paths: Sequence[str | os.PathLike], rows: Sequence[int], cols: Sequence[int],
+                       config: DefectCNNConfig, *, load: Callable[[str | os.PathLike], np.ndarray] | None = None,
+                       progress: bool = False) -> np.ndarray:
+    """The model inputs of images: float32 (n_images, n_defects, C, patch, patch), one patch per defect.
+
+    ``load(path) -> pixels`` reads an image (default: :func:`pipeline.data.imageio.read_image` pixels).
+    An unreadable image raises ``ValueError`` naming it.
+    """
+    return _patches_of_files(paths, load or _read_sensor_pixels, np.asarray(rows, dtype=np.int64),
+                             np.asarray(cols, dtype=np.int64), config, progress)
 
 
 def _selected_defects(rows: Any, cols: Any, llr: Any, max_defects: int) -> tuple[np.ndarray, str]:
@@ -580,12 +515,3 @@ def _fingerprint(
     digest.update(np.ascontiguousarray(patches))
     digest.update(np.ascontiguousarray(labels, dtype=np.int64))
     return digest.hexdigest()
-
-
-def _block(in_channels: int, out_channels: int, *, stride: int) -> list[nn.Module]:
-    # No conv bias: BatchNorm's shift makes it redundant.
-    return [
-        nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False),
-        nn.BatchNorm2d(out_channels),
-        nn.ReLU(inplace=True),
-    ]

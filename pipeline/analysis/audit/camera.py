@@ -40,8 +40,8 @@ The check answers two questions, and keeps them apart:
    photographs from an old camera): its accuracy there would come from the camera.
 
 Context: Balanced, Partial and Disjoint accuracies, the Disjoint model's training accuracy,
-the per-device prediction shares (the paper's Fig. 3), and device identification (Table I):
-can the CNN tell the devices apart at all? Devices of different models differ in sensor
+the per-device prediction shares (the paper's Fig. 3), and, with ``CnnSettings.device_id``,
+device identification (Table I): can the CNN tell the devices apart at all? Devices of different models differ in sensor
 (colour filter layout, noise, black level) even when they process alike, and SRNet — a
 network made for pixel-level noise — can learn those differences.
 """
@@ -297,10 +297,12 @@ def camera_check(ctx: AuditContext) -> CameraResult:
         result.details["architectures"] = {ctx.cnn.method: _protocol_summary(context + main, "cnn", "")}
         if ctx.cnn.resnet:
             context += _resnet_protocols(ctx, result, sets, groups, x_test, y_test, predicted["balanced"])
-        if ctx.cnn.camera_extras:
+        if ctx.cnn.device_id:
             context.append(_device_identification(ctx, result, sets["balanced"], x_test))
-        else:
-            result.notes.append("Partial protocol and device identification not run (camera_extras off).")
+        skipped = [what for what, on in (("the Partial protocol (--no-camera-extras)", ctx.cnn.camera_extras),
+                                         ("device identification (add --device-id)", ctx.cnn.device_id)) if not on]
+        if skipped:
+            result.notes.append(f"Not run: {' and '.join(skipped)}; context figures only.")
     else:
         result.notes.append("CNN parts skipped (--no-cnn): only the data-level association and the colour "
                             "statistics model were run.")

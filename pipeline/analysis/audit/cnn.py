@@ -66,8 +66,12 @@ class CnnSettings:
     max_train : int or None
         Cap on the training images of one model (a stratified subsample), to bound runtime.
     camera_extras : bool
-        Also train the Partial protocol and the device-identification model of the camera
-        check (context figures only; two networks fewer when False).
+        Also train the Partial protocol of the camera check (context figures only; one network
+        fewer when False).
+    device_id : bool
+        Also train the camera check's device-identification network and test it on the mirrored
+        crop in the position check (the paper's Table VI; context figures only). Off by default:
+        one network more, and the default audit must fit in 6 minutes on 2 cores.
     threads : int or None
         torch CPU threads (None: every core, as the presets). On a machine shared with other
         jobs one thread can be several times faster than two (OpenMP threads wait on each
@@ -99,6 +103,7 @@ class CnnSettings:
     main_crop: str = "tl"
     max_train: int | None = 1000
     camera_extras: bool = True
+    device_id: bool = False
     threads: int | None = None
     overrides: dict = field(default_factory=dict)
     method: str = "srnet"

@@ -271,7 +271,7 @@ def make_plots(out: Path, results, confidence: float = 0.95) -> dict:
         elif r.name == "location" and getattr(r, "maps", None):
             fig = _location_plot(r)
         elif r.name == "binary_mask":
-            fig, ax = _subplots(figsize=(5.0, 3.8))
+            fig, ax = _subplots(figsize=(6.5, 3.8))
             _bars(ax, [r.figure("balanced_accuracy"), r.figure("binary_mask_accuracy")],
                   "Binary masks (scene structure only) vs the plain crops", confidence)
         elif callable(getattr(r, "draw", None)) and (fig := r.draw()) is not None:  # a check that draws its own
@@ -316,7 +316,7 @@ def _location_plot(r):
         image = draw(ax, percent(m["accuracy"]), m["rows"], m["cols"], m.get("shape"),
                      f"{device}: accuracy per crop position\n({m['images']} test images)", 0, 100, "viridis")
     if image is not None:
-        fig.colorbar(image, ax=list(axes[0][:len(maps)]), shrink=0.85, label="accuracy (%)")
+        fig.colorbar(image, ax=list(axes[0]), shrink=0.85, label="accuracy (%)")  # whole row: columns stay aligned
     for ax in axes[0][len(maps):]:
         ax.set_visible(False)
     if examples:
@@ -326,7 +326,7 @@ def _location_plot(r):
             image = draw(ax, percent(ex["p_true"]), ex["rows"], ex["cols"], shape_of.get(ex["device"]),
                          f"{name} (class {ex['label']})\nright at {100 * ex['accuracy']:.0f} % of positions", 0, 100,
                          "magma")
-        fig.colorbar(image, ax=list(axes[1][:len(examples)]), shrink=0.85, label="probability of the true class (%)")
+        fig.colorbar(image, ax=list(axes[1]), shrink=0.85, label="probability of the true class (%)")
         for ax in axes[1][len(examples):]:
             ax.set_visible(False)
     f = r.figure("position_dependence")

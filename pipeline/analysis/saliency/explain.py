@@ -4,12 +4,12 @@
 run's crop networks explain the test images (:func:`pipeline.srnet.cam.saliency_method`),
 computes the figures (:mod:`.stats`), draws the contact sheets (:mod:`.figures`) and writes the
 report (:mod:`.report`).  Each method's maps are then checked for faithfulness on a few held-out
-crops of the first run (:func:`_faithfulness`, :mod:`pipeline.srnet.faithfulness`: deletion and
+crops of the first run (:mod:`.faithfulness`, :mod:`pipeline.srnet.faithfulness`: deletion and
 insertion curves against a random pixel order, and the model-randomisation sanity check); a
-method that fails is reported as unfaithful and left out of the device's verdict.  The
-torch-backed :mod:`pipeline.srnet` modules are imported inside :func:`_saliency_maps`,
-:func:`_faithfulness` and :func:`_explain_device` only, so importing this module does not import
-torch.
+method that fails is reported as unfaithful and left out of the device's verdict.  A few held-out
+crops are also perturbed until their class flips (:mod:`.adversarial`), and a defect-cnn run is
+explained by :mod:`.defect_cnn`.  The torch-backed :mod:`pipeline.srnet` modules are imported
+inside functions only, so importing this module does not import torch.
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ from tqdm.auto import tqdm
 from pipeline.analysis.provenance import command_line, package_versions, read_json, utc_now
 from pipeline.analysis.runfolder import RunFolder, read_record
 from pipeline.analysis.saliency.adversarial import adversarial_settings, perturb_run
+from pipeline.analysis.saliency.defect_cnn import explain_defect_cnn_run
+from pipeline.analysis.saliency.faithfulness import check_faithfulness
 from pipeline.analysis.saliency.figures import contact_sheet, faithfulness_figure
 from pipeline.analysis.saliency.inputs import (
     DefectPositions,
@@ -44,8 +46,6 @@ from pipeline.analysis.saliency.stats import (
     consistency,
     defect_shares,
     device_verdict,
-    faithfulness_pairs,
-    faithfulness_record,
     method_verdict,
     own_and_other_correlations,
     structure_features,
@@ -63,6 +63,8 @@ logger = get_logger(__name__)
 ALL_METHODS = ("cam", "gradcam", "gradcam++", "scorecam")
 """The saliency methods (:func:`pipeline.srnet.cam.saliency_method`)."""
 DEFAULT_METHODS = ("cam", "gradcam", "gradcam++")
+EXPLAINED_MODELS = (*SRNET_VARIANTS, "defect-cnn")
+"""The learned methods of an ``ml_age`` run the saliency tool explains."""
 """Score-CAM is left out of the default: 512 forward passes per crop (about 10 s per 64x64 crop
 on two CPU cores)."""
 AUTO_MIN_CELLS = 8
@@ -129,9 +131,12 @@ class SaliencyConfig:
         and method); the verdict rests on the full randomisation either way.
     faithfulness_seed : int
         Seed of the random pixel orders and of the re-initialised weights.
-    model : {'srnet', 'srnet-res', 'srnet-cs'}
-        Which of the run's SRNet-family methods to explain (its crop networks see pixels, the
-        median residual, or pixels through the constrained layer; the maps are over the crop either way).
+    model : {'srnet', 'srnet-res', 'srnet-cs', 'defect-cnn'}
+        Which of the run's learned methods to explain: an SRNet-family method (its crop networks see
+        pixels, the median residual, or pixels through the constrained layer; the maps are over the
+        crop either way), or defect-cnn (:mod:`.defect_cnn`: per-defect contributions and Grad-CAM
+        maps of its patch network; only ``methods``, ``neighbourhood``, ``device``, ``num_threads``
+        and ``progress`` apply).
     adversarial_crops : int
         Held-out crops per device (distinct test images of the first run, alternating their true
         classes, the crop networks taken in turn) perturbed until their crop network's class flips
@@ -156,8 +161,8 @@ class SaliencyConfig:
     adversarial_crops: int = 16
 
     def __post_init__(self):
-        if self.model not in SRNET_VARIANTS:
-            raise ValueError(f"model must be one of {', '.join(SRNET_VARIANTS)} (the crop networks CAMs explain), "
+        if self.model not in EXPLAINED_MODELS:
+            raise ValueError(f"model must be one of {', '.join(EXPLAINED_MODELS)} (the learned methods CAMs explain), "
                              f"got {self.model!r}")
         self.methods = tuple(dict.fromkeys(m.strip().lower() for m in self.methods))
         unknown = [m for m in self.methods if m not in ALL_METHODS]
@@ -222,6 +227,11 @@ def explain_run(run_dir: str | Path, out_dir: str | Path | None = None, config: 
     # says so whatever its version; then RunFolder.record refuses another schema
     record = read_json(folder.config_path)
     model = config.model
+    if model == "defect-cnn":
+        if "defect-cnn" not in (record.get("learned") or {}):
+            raise FileNotFoundError(f"{run_dir}: this run did not train defect-cnn (config.json records no "
+                                    "configuration for it); run `python -m pipeline.ml_age --methods fg,defect-cnn` first")
+        return explain_defect_cnn_run(run_dir, out, config, record, read_record(run_dir).manifest.image_root())
     recorded = record.get("srnet") if model == "srnet" else (record.get("learned") or {}).get(model)
     if recorded is None:
         shown = "SRNet" if model == "srnet" else model
@@ -449,7 +459,7 @@ def _explain_device(folder: RunFolder, out: Path, found: DeviceRuns, srnet_confi
             "verdict": method_verdict(content_summary, defects),
         }
     # faithfulness of each method's maps, on a few held-out crops of the first run
-    faithfulness, faithfulness_rows = _faithfulness(folder, found, stacked, maps, targets, held_out, truth, usable,
+    faithfulness, faithfulness_rows = check_faithfulness(folder, found, stacked, maps, targets, held_out, truth, usable,
                                                     layers, classes, srnet_config, config, root)
     for method, record in faithfulness.items():
         method_summaries[method]["faithfulness"] = record
@@ -491,121 +501,6 @@ def _explain_device(folder: RunFolder, out: Path, found: DeviceRuns, srnet_confi
     }
     return {"summary": summary, "rows": rows, "faithfulness_rows": faithfulness_rows,
             "adversarial_rows": adversarial_rows, "files": files}
-
-
-def _not_tested(methods, note: str) -> dict[str, dict]:
-    return {m: {"faithful": None, "label": f"not tested ({note})", "reasons": [], "n_crops": 0} for m in methods}
-
-
-def _faithfulness(folder: RunFolder, found: DeviceRuns, stacked: dict[str, np.ndarray], maps: dict[str, np.ndarray],
-                  targets: dict[str, np.ndarray], held_out: np.ndarray, truth: np.ndarray, usable: list[str],
-                  layers: dict[str, str], classes: list[int], srnet_config: SRNetConfig, config: SaliencyConfig,
-                  root: Path | None) -> tuple[dict[str, dict], list[dict]]:
-    """Deletion/insertion curves and the randomisation check of every method on a few held-out crops.
-
-    The crops are the first run's test images (:func:`~.stats.faithfulness_pairs`).  The randomisation
-    check takes the first ``faithfulness_crops`` of them.  Deletion and insertion take the first
-    ``faithfulness_crops`` *informative* ones -- whose baseline lowers the probability of the
-    explained class by at least :data:`pipeline.srnet.faithfulness.MIN_SPAN` (two forward passes
-    per crop to find out); on the others every pixel order gives the same flat curve.
-
-    Returns, per method, the record stored under ``faithfulness`` in ``saliency.json`` (the
-    :class:`~pipeline.srnet.faithfulness.FaithfulnessVerdict`, mean AUCs and curves, the
-    randomisation figures) and the rows of ``saliency_faithfulness.csv`` (one per method and crop).
-    """
-    if config.faithfulness_crops == 0:
-        return _not_tested(config.methods, "faithfulness_crops = 0"), []
-    from pipeline.srnet import faithfulness as fx
-    from pipeline.srnet.runtime import resolve_device, torch_runtime
-    from pipeline.srnet.train import load_crop_model
-
-    device_name, run = found.device, found.runs[0]
-    budget = config.faithfulness_crops
-    pairs = faithfulness_pairs(held_out[0], truth, len(srnet_config.crops))
-    if not pairs:
-        return _not_tested(config.methods, f"run {run} holds no readable test image"), []
-    first = config.methods[0]
-    curves: dict[str, list] = {m: [] for m in config.methods}
-    checks: dict[str, list] = {m: [] for m in config.methods}
-    rows: dict[tuple[str, int, int], dict] = {}
-    torch_device = resolve_device(config.device)
-    informative: list[tuple[int, int]] = []
-    scanned = 0
-    span_of: dict[tuple[int, int], float] = {}
-    with torch_runtime(config.num_threads or srnet_config.num_threads, torch_device, deterministic=False):
-        models = {c: load_crop_model(checkpoint_path(folder, device_name, run, name, config.model),
-                                          str(torch_device))
-                  for c, name in enumerate(srnet_config.crops)}
-        # the informative crops, in the pairs' order, scanned a batch at a time until the budget is met
-        for start in range(0, len(pairs), budget):
-            chunk = pairs[start : start + budget]
-            for c in sorted({c for _, c in chunk}):
-                images = [i for i, cc in chunk if cc == c]
-                spans = fx.baseline_span(models[c], np.ascontiguousarray(stacked[srnet_config.crops[c]][images]),
-                                      targets[first][0, images, c], baseline=config.faithfulness_baseline,
-                                      batch_size=32)
-                span_of.update({(i, c): float(v) for i, v in zip(images, spans)})
-            scanned += len(chunk)
-            informative += [pair for pair in chunk if span_of[pair] >= fx.MIN_SPAN]
-            if len(informative) >= budget:
-                break
-        informative = informative[:budget]
-        randomised = pairs[:budget]
-        steps = tqdm(total=len(srnet_config.crops) * len(config.methods), desc=f"{device_name}: faithfulness",
-                     unit="method", disable=not config.progress, leave=False)
-        for c, crop_name in enumerate(srnet_config.crops):
-            model = models[c]
-            curve_images = [i for i, cc in informative if cc == c]
-            check_images = [i for i, cc in randomised if cc == c]
-            cascade = (tuple(s for s in (*fx.SRNET_CASCADE, "stem") if hasattr(model, s))
-                       if config.faithfulness_cascade else None)
-            shuffled = fx.randomised_copy(model, config.faithfulness_seed) if check_images else None
-            reference = None
-            for method in config.methods:
-                if curve_images:
-                    chosen = targets[method][0, curve_images, c]
-                    same = reference is not None and np.array_equal(reference.targets, chosen)
-                    result = fx.deletion_insertion(model, np.ascontiguousarray(stacked[crop_name][curve_images]),
-                                                maps[method][0, curve_images, c], chosen,
-                                                steps=config.faithfulness_steps, baseline=config.faithfulness_baseline,
-                                                batch_size=32, seed=config.faithfulness_seed,
-                                                reference=reference if same else None)
-                    reference = reference or result
-                    curves[method].append(result)
-                    values = {"probability": result.deletion[:, 0], "baseline_probability": result.deletion[:, -1],
-                              **{f"{kind}_{name}": getattr(result, f"{kind}_{name}") for kind in ("deletion", "insertion")
-                                 for name in ("auc", "auc_random", "gain")}}
-                    for k, i in enumerate(curve_images):
-                        rows.setdefault((method, i, c), {}).update({n: float(v[k]) for n, v in values.items()})
-                if check_images:
-                    options = {"batch_size": config.score_cam_batch if method == "scorecam" else 32,
-                               "target_layer": layers[method]}
-                    check = fx.randomisation_check(method, model, np.ascontiguousarray(stacked[crop_name][check_images]),
-                                                targets[method][0, check_images, c], cascade=cascade,
-                                                seed=config.faithfulness_seed, method_options=options,
-                                                randomised=shuffled)
-                    checks[method].append(check)
-                    for k, i in enumerate(check_images):
-                        rows.setdefault((method, i, c), {})["randomisation_rho"] = float(check.rho[k])
-                steps.update(1)
-        steps.close()
-    for (method, i, c), row in rows.items():
-        row.update({"device": device_name, "run": run, "image": shown_path(usable[i], root),
-                    "crop": srnet_config.crops[c], "method": method, "target": int(classes[targets[method][0, i, c]]),
-                    "span": span_of.get((i, c))})
-    records = {}
-    spans = np.array([span_of[pair] for pair in pairs[:scanned]])
-    for method in config.methods:
-        verdict = fx.faithfulness_verdict(curves[method], checks[method])
-        records[method] = faithfulness_record(verdict.to_dict(), curves[method], checks[method], run=run,
-                                              n_scanned=scanned, n_informative=len(informative),
-                                              n_randomised=len(randomised), spans=spans,
-                                              n_crops=len(set(informative) | set(randomised)))
-        logger.info(f"{device_name}: {method}: {verdict.label}"
-                    + (f" ({'; '.join(verdict.reasons)})" if verdict.reasons else ""))
-    position = {pair: k for k, pair in enumerate(pairs)}
-    ordered = sorted(rows, key=lambda key: (config.methods.index(key[0]), position[key[1:]]))
-    return records, [rows[key] for key in ordered]
 
 
 def _class_index(labels: np.ndarray, classes: list[int]) -> np.ndarray:
