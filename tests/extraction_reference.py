@@ -7,6 +7,10 @@ results, and say so in the commit) with::
 
     .venv/bin/python tests/extraction_reference.py tests/data/extraction_reference.json
 
+The committed reference was made from a plain export of main at 94d1f29 (``git archive 94d1f29 |
+tar -x -C /tmp/t19main``), with this file copied in, by
+``cd /tmp/t19main && /work/wt19/.venv/bin/python tests/extraction_reference.py OUT.json``.
+
 What is summarised:
 
 * ``images``: SHA-256 of every image file of the two devices (if these differ, the
@@ -14,7 +18,8 @@ What is summarised:
 * ``cache``: for every entry of the per-image feature cache (screening records and residuals at
   the candidates), its file name (content hash and parameter fingerprint: the cache keys) and the
   SHA-256 of each stored array's dtype, shape and bytes;
-* ``outputs``: SHA-256 of ``metrics.csv`` and of every other CSV of the run folder.
+* ``outputs``: SHA-256 of ``metrics.csv`` and of every other CSV of the run folder (the dataset's
+  folder, which split files name, replaced by ``<dataset>``).
 
 This module imports only the run's entry point (``run_experiment``); it is the oracle's harness,
 not a reimplementation, so that the comparison is between two versions of the code.
@@ -48,15 +53,21 @@ def _array_hash(array: np.ndarray) -> str:
     return digest.hexdigest()
 
 
-def summarise(work: Path) -> dict:
-    """Generate the dataset and run the experiment under ``work``; return the summary."""
+def summarise(work: Path, dataset_root: Path | None = None) -> dict:
+    """Run the experiment under ``work`` and return the summary.
+
+    ``dataset_root``: a writable copy of the synthetic dataset of :data:`DATASET`; generated under
+    ``work`` when None.
+    """
     from pipeline.analysis.config import ExperimentConfig
     from pipeline.analysis.experiment import run_experiment
     from pipeline.data.manifest import load_manifest
-    from pipeline.sim import default_dataset
 
-    dataset = default_dataset(work / "sim", progress=False, workers=1, **DATASET)
-    root = Path(dataset.root)
+    if dataset_root is None:
+        from pipeline.sim import default_dataset
+
+        dataset_root = default_dataset(work / "sim", progress=False, workers=1, **DATASET).root
+    root = Path(dataset_root)
     images = {p.relative_to(root).as_posix(): _sha(p.read_bytes())
               for device in DEVICES for p in sorted((root / "images" / device).rglob("*")) if p.is_file()}
     with open(root / "manifest.csv", newline="") as handle:
@@ -75,7 +86,9 @@ def summarise(work: Path) -> dict:
         with np.load(entry, allow_pickle=False) as data:
             cache[f"{entry.parent.parent.name}/{entry.name}"] = {name: _array_hash(data[name])
                                                                  for name in sorted(data.files)}
-    outputs = {p.relative_to(out).as_posix(): _sha(p.read_bytes()) for p in sorted(out.rglob("*.csv"))}
+    # the split files name images by absolute path: the dataset's folder is replaced by a placeholder
+    outputs = {p.relative_to(out).as_posix(): _sha(p.read_bytes().replace(str(root).encode(), b"<dataset>"))
+               for p in sorted(out.rglob("*.csv"))}
     return {"images": images, "cache": cache, "outputs": outputs}
 
 
