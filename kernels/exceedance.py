@@ -191,9 +191,10 @@ def _screen_rows(src2d, row_step, col_step, thresholds, level, use_level, n_chun
 
 
 #: Room first given to a chunk's entries: one per this many of its elements (more is found by a rerun
-#: of that chunk). Exceedances of ``W > 4σ`` are a few per thousand; clipped elements can be many.
-_EXCEED_ROOM = 32
-_CLIPPED_ROOM = 8
+#: of that chunk). Exceedances of ``W > 4σ`` are a few per thousand in a photo (10 % in a tiny noisy one),
+#: clipped elements can be many; pages of the room that are never written cost no memory.
+_EXCEED_ROOM = 8
+_CLIPPED_ROOM = 4
 
 
 def _compact(room, start, cap, count):

@@ -130,7 +130,7 @@ def test_chunks_that_outgrow_their_room_are_rerun_exactly(shape, cfa, dtype, cas
     ref_exceed, ref_clipped = exceedances_reference(image, sigma, 3.0, 200, cfa=cfa)
     np.testing.assert_array_equal(exceed, ref_exceed)
     np.testing.assert_array_equal(clipped, ref_clipped)
-    if case == "all saturated":  # far more than the room first given (an eighth of the elements)
+    if case == "all saturated":  # far more than the room first given (a quarter of the elements)
         assert clipped.size == image.size and exceed.size == 0
 
 
