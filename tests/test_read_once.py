@@ -72,3 +72,27 @@ def test_a_named_pipe_is_reported_not_read(tmp_path):
     os.mkfifo(fifo)
     result = screen_batch(ScreenTask((str(fifo),), None))
     assert result.failures and "regular file" in result.failures[0][1] and str(fifo) not in result.digests
+
+
+def test_the_jpeg_header_gives_the_frame_read_image_gives(tmp_path):
+    from PIL import Image
+
+    from pipeline.data.imageio import jpeg_frame, read_image
+    from pipeline.features.extract import probe_device
+
+    rng = np.random.default_rng(0)
+    rgb, gray, png = tmp_path / "rgb.jpg", tmp_path / "gray.jpg", tmp_path / "image.png"
+    Image.fromarray(rng.integers(0, 256, (37, 53, 3), dtype=np.uint8)).save(rgb, quality=90)
+    Image.fromarray(rng.integers(0, 256, (41, 29), dtype=np.uint8)).save(gray, quality=90)
+    Image.fromarray(rng.integers(0, 256, (12, 14, 3), dtype=np.uint8)).save(png)
+    for path in (rgb, gray, png):
+        image = read_image(path)
+        decoded = (tuple(image.pixels.shape[:2]), image.kind, int(image.bit_depth))
+        assert probe_device(str(path)) == decoded
+    assert jpeg_frame(rgb.read_bytes()) == ((37, 53), "rgb", 8)
+    assert jpeg_frame(gray.read_bytes()) == ((41, 29), "gray", 8)
+    assert jpeg_frame(png.read_bytes()) is None                      # not a JPEG: the caller decodes it
+    assert jpeg_frame(b"\xff\xd8\xff\xe0 not a header") is None
+    cmyk = tmp_path / "cmyk.jpg"
+    Image.fromarray(rng.integers(0, 256, (8, 8, 4), dtype=np.uint8), "CMYK").save(cmyk)
+    assert jpeg_frame(cmyk.read_bytes()) is None                     # refused by read_image, with its reason

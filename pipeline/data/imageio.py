@@ -69,7 +69,7 @@ from pipeline.data.exif import ExifWarning, ImageMetadata, inspect_exif
 from pipeline.data.formats import detect_format
 from pipeline.logs import get_logger
 
-__all__ = ["DEFAULT_MAX_PIXELS", "SensorImage", "read_image"]
+__all__ = ["DEFAULT_MAX_PIXELS", "SensorImage", "jpeg_frame", "read_image"]
 
 logger = get_logger(__name__)
 
@@ -455,6 +455,25 @@ def _read_jpeg(path: Path, limits: _Limits, data: bytes | None = None,
                        black_level=0.0, white_level=255.0, bit_depth=8,
                        metadata=_metadata(path, "jpeg", data), path=str(path), format="jpeg",
                        frames=frames, notes=_frames_note(frames, "images (an MPO or multi-picture JPEG)"))
+
+
+def jpeg_frame(data: bytes) -> tuple[tuple[int, int], str, int] | None:
+    """Frame ``(height, width)``, kind and bit depth that :func:`read_image` gives a JPEG, from its header.
+
+    None when ``data`` is not a JPEG whose header libjpeg-turbo reads, or is one that
+    :func:`read_image` refuses whatever its pixels (CMYK, YCCK): the caller then decodes it
+    and gets the reason. A JPEG whose header reads but whose data is corrupt still gets a
+    frame here; decoding it fails later with the reason.
+    """
+    if not data.startswith(b"\xff\xd8"):
+        return None
+    try:
+        height, width, colourspace, _subsampling = simplejpeg.decode_jpeg_header(data)
+    except Exception:  # simplejpeg raises ValueError, KeyError... on a header it cannot parse
+        return None
+    if colourspace in ("CMYK", "YCCK"):
+        return None
+    return (int(height), int(width)), "gray" if colourspace == "Gray" else "rgb", 8
 
 
 def _jpeg_header_error(path: Path, data: bytes, exc: ValueError) -> ImageReadError:

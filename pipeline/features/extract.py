@@ -33,7 +33,7 @@ import numpy as np
 
 import kernels
 from pipeline.data.errors import ImageReadError
-from pipeline.data.imageio import SensorImage, read_image
+from pipeline.data.imageio import SensorImage, jpeg_frame, read_image
 from pipeline.features.cache import FeatureCache, fingerprint
 
 __all__ = ["ScreenTask", "ScreenRecord", "ScreenResult", "SparseTask", "SparseResult", "screen_batch",
@@ -144,7 +144,15 @@ def analysis_view(image: SensorImage) -> tuple[np.ndarray, bool, float]:
 
 
 def probe_device(path: str) -> tuple[tuple[int, int], str, int]:
-    """Frame (height, width), kind and bit depth of one image (a device's images must share them)."""
+    """Frame (height, width), kind and bit depth of one image (a device's images must share them).
+
+    A JPEG's come from its header alone (:func:`pipeline.data.imageio.jpeg_frame`), without
+    decoding it: the probe of a device's few sample images would otherwise cost as many decodes.
+    """
+    data = _file_bytes(path)
+    frame = jpeg_frame(data) if data is not None else None
+    if frame is not None:
+        return frame
     image = read_image(path)
     return tuple(image.pixels.shape[:2]), image.kind, int(image.bit_depth)
 
