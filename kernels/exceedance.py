@@ -2,9 +2,14 @@
 
 :func:`exceedances` computes the median residual ``W`` of every element (per channel, or per
 CFA plane), and returns, as sorted flat indices, the elements where ``W > k·σ`` and the
-elements whose residual window holds a clipped neighbour. The residual is never
-materialised: each row segment is computed, compared and flagged while in cache, then the
-flags are gathered into index arrays in parallel.
+elements whose residual window holds a clipped neighbour. One pass over the rows does it all:
+the vertical triples of a row segment are sorted once, and the same sorted columns give the
+median, the residual, its comparison with the threshold and the clipping test; the segment's
+flags live in an L1-sized scratch and are turned into indices at once. Neither the residual nor
+an image-sized array of flags is ever materialised, so the record comes straight from the
+decoded pixels. Row chunks run in parallel; each writes its indices into room of its own, and a
+chunk that needs more room than first given (a mostly saturated one) is run again into its
+exact place.
 
 Such a record is a few thousandths of the image's size, so the records of every image of a
 device can be kept and re-combined for any subset of images (for example the training
@@ -17,11 +22,13 @@ from numba import njit, prange
 from kernels._rows import (
     chunk_bounds,
     clamp_neighbours,
+    med3,
     n_row_chunks,
-    neighbour_clipped_span,
-    residual_span,
+    neighbour_clipped_at,
+    residual_at,
     row_is_finite,
     segment_length,
+    sort_triples,
 )
 from kernels._validate import check_finite, check_image, raise_non_finite
 from kernels.clipping import _geometry, saturation_level
@@ -32,87 +39,174 @@ _EXCEED = np.uint8(1)
 _CLIPPED = np.uint8(2)
 
 
-@njit(parallel=True, cache=True, nogil=True)
-def _flag_rows(src2d, row_step, col_step, thresholds, level, use_level, flags2d, n_exceed, n_clipped, n_chunks):
-    """Flag each element 1 (exceeds), 2 (clipped neighbourhood) or 0; count both per row.
+@njit(cache=True)
+def _interior_flags(up, mid, dn, step, j0, j1, scratch, thr, level, use_level, up_is_centre, dn_is_centre,
+                    flags):
+    """Flags of elements ``j0..j1-1``, all at least ``step`` away from both row ends, in one loop.
 
-    ``thresholds`` is ``(2, L)``: the threshold of every element of an even and an odd row.
-    Returns the number of rows holding NaN/inf.
+    The vertical triples are sorted once (as in ``residual_span``); the same sorted columns
+    give the median and, through their maxima, the clipping test: the 8 neighbours' maximum is
+    ``max(hi[j - s], hi[j + s], up[j], dn[j])``, with ``mid[j - s]`` standing in for a row
+    above/below that is the centre row itself (image border), exactly as
+    ``neighbour_clipped_span`` does.
+    """
+    n = j1 - j0
+    m = n + 2 * step
+    a = j0 - step
+    lo = scratch[0, :m]
+    md = scratch[1, :m]
+    hi = scratch[2, :m]
+    sort_triples(up[a:a + m], mid[a:a + m], dn[a:a + m], lo, md, hi)
+    l0 = lo[0:n]
+    l1 = lo[step:step + n]
+    l2 = lo[2 * step:2 * step + n]
+    m0 = md[0:n]
+    m1 = md[step:step + n]
+    m2 = md[2 * step:2 * step + n]
+    h0 = hi[0:n]
+    h1 = hi[step:step + n]
+    h2 = hi[2 * step:2 * step + n]
+    centre = mid[j0:j1]
+    t = thr[j0:j1]
+    out = flags[0:n]
+    if use_level:
+        u1 = mid[j0 - step:j1 - step] if up_is_centre else up[j0:j1]
+        d1 = mid[j0 - step:j1 - step] if dn_is_centre else dn[j0:j1]
+        lev = level
+        for k in range(n):
+            i = np.uint64(k)
+            low = max(max(l0[i], l1[i]), l2[i])
+            high = min(min(h0[i], h1[i]), h2[i])
+            median = med3(low, med3(m0[i], m1[i], m2[i]), high)
+            r = np.float32(centre[i]) - np.float32(median)
+            peak = max(max(h0[i], h2[i]), max(u1[i], d1[i]))
+            c = np.uint8(peak >= lev)
+            e = np.uint8(r > t[i]) & (c ^ np.uint8(1))
+            out[i] = e | (c << np.uint8(1))
+    else:
+        for k in range(n):
+            i = np.uint64(k)
+            low = max(max(l0[i], l1[i]), l2[i])
+            high = min(min(h0[i], h1[i]), h2[i])
+            median = med3(low, med3(m0[i], m1[i], m2[i]), high)
+            r = np.float32(centre[i]) - np.float32(median)
+            out[i] = np.uint8(r > t[i])
+
+
+@njit(cache=True)
+def _border_flag(up, mid, dn, step, j, thr, level, use_level, up_is_centre, dn_is_centre):
+    """Flag of one element near a row end (scalar path)."""
+    c = np.uint8(0)
+    if use_level:
+        c = np.uint8(neighbour_clipped_at(up, mid, dn, step, j, level, up_is_centre, dn_is_centre))
+    e = np.uint8(residual_at(up, mid, dn, step, j) > thr[j]) & (c ^ np.uint8(1))
+    return e | (c << np.uint8(1))
+
+
+@njit(cache=True)
+def _segment_flags(up, mid, dn, step, j0, j1, scratch, thr, level, use_level, up_is_centre, dn_is_centre, flags):
+    """``flags[j - j0]`` for ``j`` in ``j0..j1-1``: 1 exceeds, 2 clipped neighbourhood, 0 neither."""
+    size = mid.size
+    first = max(j0, step)
+    last = min(j1, size - step)
+    if first >= last:
+        first = last = j1
+    for j in range(j0, first):
+        flags[j - j0] = _border_flag(up, mid, dn, step, j, thr, level, use_level, up_is_centre, dn_is_centre)
+    if last > first:
+        _interior_flags(up, mid, dn, step, first, last, scratch, thr, level, use_level, up_is_centre,
+                        dn_is_centre, flags[first - j0:])
+    for j in range(last, j1):
+        flags[j - j0] = _border_flag(up, mid, dn, step, j, thr, level, use_level, up_is_centre, dn_is_centre)
+
+
+@njit(cache=True)
+def _emit(flags, n, base, exceed_out, e_start, e_cap, ne, clipped_out, c_start, c_cap, nc):
+    """Append the flagged elements of ``flags[:n]`` (flat indices ``base + j``); counts go on past the caps."""
+    n_words = n // 8
+    words = flags[:n_words * 8].view(np.uint64)
+    for w in range(n_words):
+        if words[w] != 0:  # flags are mostly 0: skip them eight at a time
+            for j in range(8 * w, 8 * w + 8):
+                f = flags[j]
+                if f == 1:
+                    if ne < e_cap:
+                        exceed_out[e_start + ne] = base + j
+                    ne += 1
+                elif f == 2:
+                    if nc < c_cap:
+                        clipped_out[c_start + nc] = base + j
+                    nc += 1
+    for j in range(n_words * 8, n):
+        f = flags[j]
+        if f == 1:
+            if ne < e_cap:
+                exceed_out[e_start + ne] = base + j
+            ne += 1
+        elif f == 2:
+            if nc < c_cap:
+                clipped_out[c_start + nc] = base + j
+            nc += 1
+    return ne, nc
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def _screen_rows(src2d, row_step, col_step, thresholds, level, use_level, n_chunks, todo,
+                 exceed_out, e_start, e_cap, n_exceed, clipped_out, c_start, c_cap, n_clipped):
+    """Residual, threshold and clipping of every element of the chunks marked in ``todo``, in one pass.
+
+    Chunk ``k`` (rows ``chunk_bounds(height, n_chunks, k)``) writes the flat indices of its
+    exceeding elements to ``exceed_out[e_start[k]:e_start[k] + e_cap[k]]`` and of its clipped
+    ones to ``clipped_out[c_start[k]:...]``, in increasing order, and its full counts to
+    ``n_exceed[k]`` / ``n_clipped[k]`` (more than the cap: the chunk overflowed and nothing past
+    the cap was written). The flags of one row segment live in a small scratch (L1), never in an
+    image-sized array. Returns the number of rows holding NaN/inf.
     """
     height, length = src2d.shape
     n_bad = 0
     for k in prange(n_chunks):
+        if not todo[k]:
+            continue
         y0, y1 = chunk_bounds(height, n_chunks, k)
         segment = segment_length(src2d.itemsize)
         scratch = np.empty((3, segment + 2 * col_step), src2d.dtype)
-        res = np.empty(segment, np.float32)
-        clip = np.zeros(segment, np.uint8)
+        flags = np.zeros(segment, np.uint8)
+        ne = 0
+        nc = 0
         for y in range(y0, y1):
             up, dn = clamp_neighbours(y, row_step, height)
             mid = src2d[y]
             if not row_is_finite(mid):
                 n_bad += 1
             thr = thresholds[y % 2]
-            row_flags = flags2d[y]
-            ne = 0
-            nc = 0
             for j0 in range(0, length, segment):
                 j1 = min(j0 + segment, length)
-                n = j1 - j0
-                residual_span(src2d[up], mid, src2d[dn], col_step, j0, j1, scratch, res)
-                if use_level:
-                    neighbour_clipped_span(src2d[up], mid, src2d[dn], col_step, j0, j1, level[0],
-                                           up == y, dn == y, clip)
-                out = row_flags[j0:j1]
-                t = thr[j0:j1]
-                if use_level:
-                    for i in range(n):
-                        c = clip[i]
-                        e = np.uint8(res[i] > t[i]) & (c ^ np.uint8(1))
-                        out[i] = e | (c << np.uint8(1))
-                        ne += e
-                        nc += c
-                else:
-                    for i in range(n):
-                        e = np.uint8(res[i] > t[i])
-                        out[i] = e
-                        ne += e
-            n_exceed[y] = ne
-            n_clipped[y] = nc
+                _segment_flags(src2d[up], mid, src2d[dn], col_step, j0, j1, scratch, thr, level[0], use_level,
+                               up == y, dn == y, flags)
+                ne, nc = _emit(flags, j1 - j0, y * length + j0, exceed_out, e_start[k], e_cap[k], ne,
+                               clipped_out, c_start[k], c_cap[k], nc)
+        n_exceed[k] = ne
+        n_clipped[k] = nc
     return n_bad
 
 
-@njit(cache=True, nogil=True)
-def _emit_span(row, j0, j1, base, exceed_out, clipped_out, e, c):
-    """Append the flagged elements ``j0..j1-1`` of a row; returns the next free slots."""
-    for j in range(j0, j1):
-        f = row[j]
-        if f == 1:
-            exceed_out[e] = base + j
-            e += 1
-        elif f == 2:
-            clipped_out[c] = base + j
-            c += 1
-    return e, c
+#: Room first given to a chunk's entries: one per this many of its elements (more is found by a rerun
+#: of that chunk). Exceedances of ``W > 4σ`` are a few per thousand in a photo (10 % in a tiny noisy one),
+#: clipped elements can be many; pages of the room that are never written cost no memory.
+_EXCEED_ROOM = 8
+_CLIPPED_ROOM = 4
 
 
-@njit(parallel=True, cache=True, nogil=True)
-def _gather_rows(flags2d, exceed_start, clipped_start, exceed_out, clipped_out, n_chunks):
-    height, length = flags2d.shape
-    n_words = length // 8
-    for k in prange(n_chunks):
-        y0, y1 = chunk_bounds(height, n_chunks, k)
-        for y in range(y0, y1):
-            e = exceed_start[y]
-            c = clipped_start[y]
-            base = y * length
-            row = flags2d[y]
-            # flags are mostly 0: skip them eight at a time
-            words = row[:n_words * 8].view(np.uint64)
-            for w in range(n_words):
-                if words[w] != 0:
-                    e, c = _emit_span(row, 8 * w, 8 * w + 8, base, exceed_out, clipped_out, e, c)
-            _emit_span(row, n_words * 8, length, base, exceed_out, clipped_out, e, c)
+def _compact(room, start, cap, count):
+    """The entries each chunk wrote into its room, one after the other (room for overflowed chunks kept empty)."""
+    out = np.empty(int(count.sum()), np.int64)
+    at = 0
+    for k in range(start.size):
+        n = int(count[k])
+        if n <= cap[k]:
+            out[at:at + n] = room[start[k]:start[k] + n]
+        at += n
+    return out
 
 
 def _threshold_table(shape, sigma, k, cfa):
@@ -179,16 +273,32 @@ def exceedances(image, sigma, k, saturation=None, cfa=False):
         if image.dtype.kind == "f":
             check_finite(image, "image")
         level, use_level = saturation_level(image.dtype, saturation)
-    height = src2d.shape[0]
-    flags = np.empty(src2d.shape, np.uint8)
-    n_exceed = np.zeros(height, np.int64)
-    n_clipped = np.zeros(height, np.int64)
+    height, length = src2d.shape
     chunks = n_row_chunks(height)
-    if _flag_rows(src2d, row_step, col_step, thresholds, level, use_level, flags, n_exceed, n_clipped, chunks):
+    # elements of each chunk (the rows of chunk_bounds)
+    elements = np.array([((height * (k + 1)) // chunks - (height * k) // chunks) * length for k in range(chunks)],
+                        np.int64)
+    # first guess of each chunk's room; np.empty leaves pages that are never written unallocated,
+    # so the room costs address space, not memory
+    e_cap = elements // _EXCEED_ROOM + 64
+    c_cap = elements // _CLIPPED_ROOM + 64
+    e_start = np.concatenate([[0], np.cumsum(e_cap)[:-1]])
+    c_start = np.concatenate([[0], np.cumsum(c_cap)[:-1]])
+    exceed_room = np.empty(int(e_cap.sum()), np.int64)
+    clipped_room = np.empty(int(c_cap.sum()), np.int64)
+    n_exceed = np.zeros(chunks, np.int64)
+    n_clipped = np.zeros(chunks, np.int64)
+    todo = np.ones(chunks, np.bool_)
+    if _screen_rows(src2d, row_step, col_step, thresholds, level, use_level, chunks, todo,
+                    exceed_room, e_start, e_cap, n_exceed, clipped_room, c_start, c_cap, n_clipped):
         raise_non_finite(image, "image")
-    exceed_start = np.concatenate([[0], np.cumsum(n_exceed)[:-1]])
-    clipped_start = np.concatenate([[0], np.cumsum(n_clipped)[:-1]])
-    exceed = np.empty(int(n_exceed.sum()), np.int64)
-    clipped = np.empty(int(n_clipped.sum()), np.int64)
-    _gather_rows(flags, exceed_start, clipped_start, exceed, clipped, chunks)
+    exceed = _compact(exceed_room, e_start, e_cap, n_exceed)
+    clipped = _compact(clipped_room, c_start, c_cap, n_clipped)
+    overflow = (n_exceed > e_cap) | (n_clipped > c_cap)
+    if overflow.any():
+        # chunks with more entries than their room: run again straight into their final places
+        final_e = np.concatenate([[0], np.cumsum(n_exceed)[:-1]])
+        final_c = np.concatenate([[0], np.cumsum(n_clipped)[:-1]])
+        _screen_rows(src2d, row_step, col_step, thresholds, level, use_level, chunks, overflow,
+                     exceed, final_e, n_exceed.copy(), n_exceed, clipped, final_c, n_clipped.copy(), n_clipped)
     return exceed, clipped

@@ -35,7 +35,7 @@ from kernels._validate import (
     check_positions,
     raise_non_finite,
 )
-from kernels.sparse import flatten_positions, sparse_cfa_residual, sparse_residual
+from kernels.sparse import flatten_positions
 
 MAD_SCALE = np.float32(1.4826022185056018)  # 1 / Phi^-1(3/4)
 
@@ -144,6 +144,23 @@ def _sigma_points(src2d, row_step, col_step, radius, rows, flat_cols, out):
                 k += 1
         out[i] = MAD_SCALE * _middle_value(buf, k)
     return -1
+
+
+@njit(cache=True, nogil=True)
+def _grid_residuals(src2d, row_step, col_step, rows, flat_cols, out):
+    """Residual at every (row, flattened column) pair of a grid, rows outer; returns 0, or 1 for NaN/inf."""
+    height = src2d.shape[0]
+    k = 0
+    for a in range(rows.size):
+        y = rows[a]
+        up, dn = clamp_neighbours(y, row_step, height)
+        for b in range(flat_cols.size):
+            j = flat_cols[b]
+            if not window_is_finite(src2d[up], src2d[y], src2d[dn], col_step, j):
+                return 1
+            out[k] = residual_at(src2d[up], src2d[y], src2d[dn], col_step, j)
+            k += 1
+    return 0
 
 
 def _check_radius(radius):
@@ -282,13 +299,16 @@ def image_sigma(image, cfa=False, stride=16):
     """
     image = check_image(image, "image", ndims=(2,) if cfa else (2, 3))
     sigma = _empty_sigma(image.shape, cfa)
+    src2d = image.reshape(image.shape[0], -1)
+    n_channels = image.shape[2] if image.ndim == 3 else 1
+    row_step, col_step = (2, 2) if cfa else (1, n_channels)
     for index, rows, cols, channel in _grid_groups(image.shape, cfa, stride):
-        rr, cc = np.meshgrid(rows, cols, indexing="ij")
-        rr, cc = rr.ravel(), cc.ravel()
-        if cfa:
-            w = sparse_cfa_residual(image, rr, cc)
-        else:
-            w = sparse_residual(image, rr, cc, None if channel is None else np.full(rr.size, channel))
+        # the residuals sparse_residual / sparse_cfa_residual give at the grid, without their
+        # per-position checks (the grid lies inside the image by construction)
+        flat_cols = np.ascontiguousarray(cols * n_channels + (0 if channel is None else channel), np.int64)
+        w = np.empty(rows.size * cols.size, np.float32)
+        if _grid_residuals(src2d, row_step, col_step, np.ascontiguousarray(rows, np.int64), flat_cols, w):
+            raise_non_finite(image, "image")
         sigma[index] = _scaled_median_abs(w)
     return sigma
 

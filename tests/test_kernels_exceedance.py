@@ -99,3 +99,54 @@ def test_non_finite_and_bad_sigma():
         kernels.exceedances(np.zeros((4, 4), np.uint16), [1.0, 2.0], 3.0, cfa=True)
     with pytest.raises(ValueError, match="finite"):
         kernels.exceedances(np.zeros((4, 4), np.uint8), np.inf, 3.0)
+
+
+# --- the fused kernel's room per row chunk: a first guess, and a rerun of chunks that need more ---------
+
+def _pattern(shape, dtype, rng):
+    """Every other element far above its neighbours: about half the elements exceed."""
+    image = random_image(rng, shape, dtype, high=50)
+    hot = (np.indices(shape).sum(axis=0) % 2).astype(bool) if len(shape) == 2 else \
+        (np.indices(shape[:2]).sum(axis=0) % 2).astype(bool)[..., None].repeat(shape[2], axis=2)
+    image[hot] = np.asarray(150, dtype)
+    return image
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape, cfa", [((37, 1031), False), ((33, 515, 3), False), ((64, 2050), True),
+                                        ((7, 9), True), ((1, 40, 3), False)])
+@pytest.mark.parametrize("case", ["all saturated", "half exceed", "half saturated rows"])
+def test_chunks_that_outgrow_their_room_are_rerun_exactly(shape, cfa, dtype, case):
+    rng = np.random.default_rng(len(shape) * 31 + shape[0])
+    if case == "all saturated":
+        image = np.full(shape, 200, dtype)
+    elif case == "half exceed":
+        image = _pattern(shape, dtype, rng)
+    else:  # some chunks overflow their clipped room, others do not
+        image = random_image(rng, shape, dtype, high=150)
+        image[: shape[0] // 2] = 200
+    sigma = np.ones((2, 2)) if cfa else np.ones(shape[2] if len(shape) == 3 else 1)
+    exceed, clipped = kernels.exceedances(image, sigma, 3.0, saturation=200, cfa=cfa)
+    ref_exceed, ref_clipped = exceedances_reference(image, sigma, 3.0, 200, cfa=cfa)
+    np.testing.assert_array_equal(exceed, ref_exceed)
+    np.testing.assert_array_equal(clipped, ref_clipped)
+    if case == "all saturated":  # far more than the room first given (a quarter of the elements)
+        assert clipped.size == image.size and exceed.size == 0
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_any_number_of_threads_gives_the_same_record(threads):
+    import numba
+
+    rng = np.random.default_rng(11)
+    image = random_image(rng, (257, 301, 3), np.uint8)
+    image[100:140] = 255
+    before = numba.get_num_threads()
+    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    try:
+        exceed, clipped = kernels.exceedances(image, [9.0, 11.0, 13.0], 2.0, saturation=255)
+    finally:
+        numba.set_num_threads(before)
+    ref_exceed, ref_clipped = exceedances_reference(image, [9.0, 11.0, 13.0], 2.0, 255)
+    np.testing.assert_array_equal(exceed, ref_exceed)
+    np.testing.assert_array_equal(clipped, ref_clipped)

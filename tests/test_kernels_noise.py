@@ -6,9 +6,11 @@ from kernel_reference import (
     LARGE_SHAPES_2D,
     LARGE_SHAPES_3D,
     MAD_SCALE,
+    cfa_residual_reference,
     clipped_reference,
     local_sigma_reference,
     random_image,
+    residual_reference,
 )
 
 import kernels
@@ -168,3 +170,23 @@ def test_a_saturated_pixel_alone_is_not_clipped():
     assert not clipped[2, 3] and not clipped[0, 0]
     assert clipped[1:4, 2:5].sum() == 8 and clipped[0, 1] and clipped[1, 0] and clipped[1, 1]
     assert not kernels.clipped_at(image, [2, 0], [3, 0], saturation=255).any()
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
+@pytest.mark.parametrize("shape, cfa", [((1, 1), False), ((5, 3), True), ((37, 61), False), ((37, 61, 3), False),
+                                        ((38, 62), True), ((33, 47, 4), False)])
+@pytest.mark.parametrize("stride", [1, 5, 16])
+def test_image_sigma_is_bit_identical_to_the_scipy_residual_at_its_grid(shape, cfa, dtype, stride):
+    image = random_image(np.random.default_rng(sum(shape) + stride), shape, dtype)
+    residual = cfa_residual_reference(image) if cfa else residual_reference(image)
+    got = kernels.image_sigma(image, cfa=cfa, stride=stride)
+    if cfa:
+        for py in range(2):
+            for px in range(2):
+                sample = residual[py::2 * stride, px::2 * stride].ravel()
+                expected = MAD_SCALE * np.median(np.abs(sample)) if sample.size else np.float32(0)
+                assert got[py, px] == np.float32(expected)
+    else:
+        planes = residual.reshape(shape[0], shape[1], -1)[::stride, ::stride]
+        for c in range(planes.shape[2]):
+            assert got[c] == np.float32(MAD_SCALE * np.median(np.abs(planes[..., c].ravel())))

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rawpy
+import simplejpeg
 from PIL import features as pil_features
 
 import pipeline
@@ -120,6 +121,10 @@ def test_config_json_records_the_command_line_and_native_versions(run):
     versions = config["versions"]
     assert versions["libraw"] == ".".join(map(str, rawpy.libraw_version))
     assert versions["libjpeg_turbo"] == pil_features.version("libjpeg_turbo")
+    jpeg = versions["decoders"]["jpeg"]  # the JPEGs are decoded by simplejpeg's own libjpeg-turbo
+    assert jpeg["decoder"] == "simplejpeg" and jpeg["version"] == simplejpeg.__version__
+    assert jpeg["libjpeg_turbo"] and "fastdct=False" in jpeg["settings"]
+    assert versions["decoders"]["raw"]["libraw"] == versions["libraw"]
     assert config["manifest"]["folder"] == str(run["data"].resolve())
     git = shutil.which("git")
     head = subprocess.run([git, "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True) if git else None

@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 import shlex
 import subprocess
 import sys
@@ -22,7 +23,8 @@ import pipeline
 from pipeline.data.atomic import atomic_write_text
 from pipeline.logs import get_logger
 
-__all__ = ["package_versions", "agetrace_version", "native_library_versions", "source_revision", "command_line",
+__all__ = ["package_versions", "agetrace_version", "native_library_versions", "decoder_versions", "source_revision",
+           "command_line",
            "code_fingerprint", "write_json", "read_json", "utc_now"]
 
 logger = get_logger(__name__)
@@ -38,7 +40,8 @@ def package_versions() -> dict:
     -------
     dict
         ``python``, ``platform``, each package of ``_PACKAGES`` (None when not installed), the
-        native decoders (:func:`native_library_versions`: ``libraw``, ``libjpeg_turbo``), and,
+        native decoders (:func:`native_library_versions`: ``libraw``, ``libjpeg_turbo``), the decoder
+        of each format with its settings (``decoders``, :func:`decoder_versions`), and,
         when the source runs from a git checkout, ``git_commit`` and ``git_dirty``
         (:func:`source_revision`; absent otherwise).
     """
@@ -49,6 +52,7 @@ def package_versions() -> dict:
         except metadata.PackageNotFoundError:
             versions[name] = None
     versions.update(native_library_versions())
+    versions["decoders"] = decoder_versions()
     revision = source_revision()
     if revision is not None:
         versions["git_commit"], versions["git_dirty"] = revision["commit"], revision["dirty"]
@@ -79,6 +83,52 @@ def native_library_versions() -> dict:
     except (ValueError, AttributeError):  # an older Pillow that does not know the feature
         jpeg = None
     return {"libraw": libraw, "libjpeg_turbo": jpeg}
+
+
+_LIBJPEG_TURBO_BANNER = re.compile(rb"libjpeg-turbo version ([0-9][0-9A-Za-z.\-]*)")
+
+
+@lru_cache(maxsize=1)
+def _simplejpeg_libjpeg_turbo() -> str | None:
+    """Version of the libjpeg-turbo that simplejpeg's extension is built with (it is linked in
+    statically, so it is not Pillow's): the banner libjpeg-turbo compiles into the library."""
+    try:
+        import simplejpeg._jpeg as extension
+
+        found = _LIBJPEG_TURBO_BANNER.search(Path(extension.__file__).read_bytes())
+    except (ImportError, OSError, AttributeError, TypeError):
+        return None
+    return found.group(1).decode("ascii") if found else None
+
+
+def decoder_versions() -> dict:
+    """The decoder of each image format :func:`pipeline.data.imageio.read_image` reads, with its version
+    and the settings that decide the pixels.
+
+    Returns
+    -------
+    dict
+        ``jpeg``: simplejpeg's version, the libjpeg-turbo built into it (None where it cannot be
+        told), and its settings (accurate integer DCT, fancy upsampling, strict: bit-identical to
+        libjpeg-turbo's defaults, as Pillow decodes); ``png``: Pillow; ``tiff``: tifffile (Pillow
+        for codecs it lacks); ``dng`` and ``raw``: rawpy and its LibRaw, mosaic as stored.
+    """
+    def version(name):
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return None
+
+    libraw = native_library_versions()["libraw"]
+    return {
+        "jpeg": {"decoder": "simplejpeg", "version": version("simplejpeg"),
+                 "libjpeg_turbo": _simplejpeg_libjpeg_turbo(),
+                 "settings": "fastdct=False (accurate integer DCT), fastupsample=False (fancy upsampling), strict"},
+        "png": {"decoder": "Pillow", "version": version("pillow")},
+        "tiff": {"decoder": "tifffile", "version": version("tifffile"), "fallback": f"Pillow {version('pillow')}"},
+        "raw": {"decoder": "rawpy", "version": version("rawpy"), "libraw": libraw,
+                "settings": "raw_image_visible (CFA mosaic, no processing)"},
+    }
 
 
 @lru_cache(maxsize=1)

@@ -57,13 +57,17 @@ _OTHER_SIGNATURES = (
 _DNG_VERSION = 0xC612  # the IFD0 tag that makes a TIFF a DNG
 
 
-def detect_format(path: str | os.PathLike[str]) -> str:
+def detect_format(path: str | os.PathLike[str], *, data: bytes | None = None) -> str:
     """Identify an image file from its content.
 
     Parameters
     ----------
     path : str or os.PathLike
         The file.
+    data : bytes, optional
+        The file's bytes, already read by the caller (who has checked that it is a regular
+        file): identified from them without opening the file again, except that a
+        TIFF-structured file is still opened to tell DNG, raw and TIFF apart.
 
     Returns
     -------
@@ -82,7 +86,12 @@ def detect_format(path: str | os.PathLike[str]) -> str:
         or unrecognisable.
     """
     path = Path(path)
-    head = _read_head(path)
+    if data is None:
+        head = _read_head(path)
+    else:
+        head = bytes(data[:_HEAD_BYTES])
+        if not head:
+            raise ImageReadError(path, "empty file (0 bytes)")
     for magic, name in ((_JPEG_MAGIC, "JPEG"), (_PNG_MAGIC, "PNG"), *((m, "TIFF") for m in _TIFF_MAGICS)):
         if len(head) < len(magic) and magic.startswith(head):
             raise ImageReadError(path, f"truncated file: only {len(head)} byte(s), the start of a {name} file")

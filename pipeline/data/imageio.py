@@ -69,7 +69,7 @@ from pipeline.data.exif import ExifWarning, ImageMetadata, inspect_exif
 from pipeline.data.formats import detect_format
 from pipeline.logs import get_logger
 
-__all__ = ["DEFAULT_MAX_PIXELS", "SensorImage", "read_image"]
+__all__ = ["DEFAULT_MAX_PIXELS", "SensorImage", "jpeg_frame", "read_image"]
 
 logger = get_logger(__name__)
 
@@ -152,6 +152,8 @@ def read_image(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     expected_kind: str | None = None,
     expected_bit_depth: int | None = None,
+    data: bytes | None = None,
+    decode_into: np.ndarray | None = None,
 ) -> SensorImage:
     """Read an image file as stored pixels in the sensor frame.
 
@@ -192,6 +194,17 @@ def read_image(
         The kind of the device's images (:attr:`SensorImage.kind`), to check this one against.
     expected_bit_depth : int, optional
         The device's bits per sample (:attr:`SensorImage.bit_depth`), to check against.
+    data : bytes, optional
+        The file's bytes, already read by the caller (for example to hash them), who has checked
+        that `path` is a regular file. A JPEG or PNG is then identified, decoded and its EXIF read
+        from them, without reading the file again; TIFF, DNG and raw files are still read from
+        `path` by their decoders. `path` is still what messages name.
+    decode_into : numpy.ndarray, optional
+        A writable, C-contiguous uint8 array to decode a JPEG into, used when it has at least
+        height × width × channels elements (else a new array is allocated): a caller decoding
+        many images reuses one buffer instead of allocating (and page-faulting) one per image.
+        The returned pixels are then a view of it, overwritten by the next decode into it.
+        Ignored for other formats, and when the image is rotated back (a new array).
 
     Returns
     -------
@@ -222,13 +235,14 @@ def read_image(
     _check_layout_arguments(expected_kind, expected_bit_depth)
     path = Path(path)
     limits = _Limits(int(max_pixels), expected_shape, rotate_back)
-    image_format = detect_format(path)
+    _check_decode_into(decode_into)
+    image_format = detect_format(path, data=data)
     said: list[str] = []  # what the decoders said, captured instead of printed
     try:
         if image_format == "jpeg":
-            image = _read_jpeg(path, limits)
+            image = _read_jpeg(path, limits, data, decode_into)
         elif image_format == "png":
-            image = _read_png(path, limits, said)
+            image = _read_png(path, limits, said, data)
         elif image_format == "tiff":
             image = _read_tiff(path, limits, said)
         else:
@@ -291,6 +305,15 @@ def _check_layout(image: SensorImage, expected_kind, expected_bit_depth) -> None
             image.path, f"{image.bit_depth}-bit samples in a device whose images are {expected_bit_depth}-bit: "
             "residual levels would not be comparable",
             "Use the camera's original file or exclude it from the manifest.")
+
+
+def _check_decode_into(buffer) -> None:
+    if buffer is None:
+        return
+    if (not isinstance(buffer, np.ndarray) or buffer.dtype != np.uint8 or not buffer.flags.c_contiguous
+            or not buffer.flags.writeable):
+        raise ValueError("decode_into must be a writable, C-contiguous uint8 numpy array "
+                         "(e.g. np.empty(height * width * 3, np.uint8)), or None")
 
 
 class _Limits(NamedTuple):
@@ -395,8 +418,9 @@ _ALTERED_ADVICE = ("Cameras write clean JPEGs, so the file was altered or damage
                    "camera's original file, or exclude it.")
 
 
-def _read_jpeg(path: Path, limits: _Limits) -> SensorImage:
-    data = path.read_bytes()
+def _read_jpeg(path: Path, limits: _Limits, data: bytes | None = None,
+               decode_into: np.ndarray | None = None) -> SensorImage:
+    data = path.read_bytes() if data is None else data
     try:
         height, width, colourspace, _subsampling = simplejpeg.decode_jpeg_header(data)
     except ValueError as exc:
@@ -411,8 +435,10 @@ def _read_jpeg(path: Path, limits: _Limits) -> SensorImage:
     try:
         # strict: libjpeg's recoverable errors (premature end, corrupt data) raise instead of
         # being papered over; fastdct/fastupsample off: bit-identical to Pillow.
+        size = height * width * (1 if gray else 3)
+        buffer = decode_into[:size] if decode_into is not None and decode_into.size >= size else None
         pixels = simplejpeg.decode_jpeg(data, colorspace="GRAY" if gray else "RGB",
-                                        fastdct=False, fastupsample=False, strict=True)
+                                        fastdct=False, fastupsample=False, strict=True, buffer=buffer)
     except (ValueError, RuntimeError) as exc:
         message = str(exc)
         if "Premature end" in message:
@@ -429,6 +455,25 @@ def _read_jpeg(path: Path, limits: _Limits) -> SensorImage:
                        black_level=0.0, white_level=255.0, bit_depth=8,
                        metadata=_metadata(path, "jpeg", data), path=str(path), format="jpeg",
                        frames=frames, notes=_frames_note(frames, "images (an MPO or multi-picture JPEG)"))
+
+
+def jpeg_frame(data: bytes) -> tuple[tuple[int, int], str, int] | None:
+    """Frame ``(height, width)``, kind and bit depth that :func:`read_image` gives a JPEG, from its header.
+
+    None when ``data`` is not a JPEG whose header libjpeg-turbo reads, or is one that
+    :func:`read_image` refuses whatever its pixels (CMYK, YCCK): the caller then decodes it
+    and gets the reason. A JPEG whose header reads but whose data is corrupt still gets a
+    frame here; decoding it fails later with the reason.
+    """
+    if not data.startswith(b"\xff\xd8"):
+        return None
+    try:
+        height, width, colourspace, _subsampling = simplejpeg.decode_jpeg_header(data)
+    except Exception:  # simplejpeg raises ValueError, KeyError... on a header it cannot parse
+        return None
+    if colourspace in ("CMYK", "YCCK"):
+        return None
+    return (int(height), int(width)), "gray" if colourspace == "Gray" else "rgb", 8
 
 
 def _jpeg_header_error(path: Path, data: bytes, exc: ValueError) -> ImageReadError:
@@ -487,9 +532,12 @@ def _mpf_image_count(index: bytes) -> int:
 
 # --- PNG --------------------------------------------------------------------------------------
 
-def _read_png(path: Path, limits: _Limits, said: list[str]) -> SensorImage:
-    with open(path, "rb") as fh:
-        header = fh.read(33)
+def _read_png(path: Path, limits: _Limits, said: list[str], data: bytes | None = None) -> SensorImage:
+    if data is None:
+        with open(path, "rb") as fh:
+            header = fh.read(33)
+    else:
+        header = data[:33]
     if len(header) < 33 or header[12:16] != b"IHDR":
         raise ImageReadError(path, "truncated or corrupt PNG header (no IHDR chunk)")
     width, height = int.from_bytes(header[16:20], "big"), int.from_bytes(header[20:24], "big")
@@ -505,7 +553,7 @@ def _read_png(path: Path, limits: _Limits, said: list[str]) -> SensorImage:
             "it to 8 bits, losing the low-order bits defect analysis needs",
             "Convert it losslessly to a 16-bit TIFF, or exclude it.")
     _check_pillow_is_strict()
-    data = path.read_bytes()
+    data = path.read_bytes() if data is None else data
     if not _png_is_complete(data):
         # Pillow stops reading at the last pixel row, so a file cut within its final bytes
         # (the end of the compressed stream, the IEND chunk) would load without complaint.
@@ -535,7 +583,7 @@ def _read_png(path: Path, limits: _Limits, said: list[str]) -> SensorImage:
         raise ImageReadError(path, f"{cause} (Pillow: {describe_exception(exc)})") from None
     return SensorImage(pixels=pixels, kind=kind, cfa_pattern=None, black_level=0.0,
                        white_level=float(2 ** depth - 1), bit_depth=depth,
-                       metadata=_metadata(path, "png"), path=str(path), format="png",
+                       metadata=_metadata(path, "png", data), path=str(path), format="png",
                        frames=frames, notes=_frames_note(frames, "frames (an animated PNG)"))
 
 

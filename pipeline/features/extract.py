@@ -12,6 +12,9 @@ Two passes over a device's images, each decoding an image once, shared by every 
 Both are module-level functions of one batch, so that
 :func:`pipeline.features.executor.map_batches` can run them in worker processes (local or
 Dask). Results per image are cached by content (:class:`pipeline.features.cache.FeatureCache`).
+Each pass reads a file's bytes once: they are hashed (the cache key, the same SHA-256 as
+:func:`pipeline.features.cache.file_digest`) and a JPEG or PNG is decoded from that same buffer;
+JPEGs are decoded into one reused array per worker thread instead of a new one per image.
 The screening pass also returns each image's file SHA-256 and a fingerprint of its decoded pixels,
 from which a run finds content duplicates (the same picture under another name or format).
 An image that cannot be read is returned as a failure (path, reason), never raised, so that
@@ -21,14 +24,17 @@ one bad file does not stop a run of thousands.
 from __future__ import annotations
 
 import hashlib
+import os
+import stat
+import threading
 from dataclasses import dataclass, field
 
 import numpy as np
 
 import kernels
 from pipeline.data.errors import ImageReadError
-from pipeline.data.imageio import SensorImage, read_image
-from pipeline.features.cache import FeatureCache, file_digest, fingerprint
+from pipeline.data.imageio import SensorImage, jpeg_frame, read_image
+from pipeline.features.cache import FeatureCache, fingerprint
 
 __all__ = ["ScreenTask", "ScreenRecord", "ScreenResult", "SparseTask", "SparseResult", "screen_batch",
            "sparse_batch", "analysis_view", "probe_device", "pixel_fingerprint", "EXCEED_K", "SIGMA_FLOOR"]
@@ -138,7 +144,15 @@ def analysis_view(image: SensorImage) -> tuple[np.ndarray, bool, float]:
 
 
 def probe_device(path: str) -> tuple[tuple[int, int], str, int]:
-    """Frame (height, width), kind and bit depth of one image (a device's images must share them)."""
+    """Frame (height, width), kind and bit depth of one image (a device's images must share them).
+
+    A JPEG's come from its header alone (:func:`pipeline.data.imageio.jpeg_frame`), without
+    decoding it: the probe of a device's few sample images would otherwise cost as many decodes.
+    """
+    data = _file_bytes(path)
+    frame = jpeg_frame(data) if data is not None else None
+    if frame is not None:
+        return frame
     image = read_image(path)
     return tuple(image.pixels.shape[:2]), image.kind, int(image.bit_depth)
 
@@ -161,11 +175,24 @@ def pixel_fingerprint(pixels: np.ndarray) -> str:
     return digest.hexdigest()
 
 
-def _content_key(path: str) -> str | None:
+def _file_bytes(path: str) -> bytes | None:
+    """The file's bytes, read once for both its content key and its decoding.
+
+    None when it is not a regular file (a named pipe would block) or cannot be read:
+    :func:`read_image` then says what is wrong with it.
+    """
     try:
-        return file_digest(path)
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return None
+        with open(path, "rb") as handle:
+            return handle.read()
     except OSError:
-        return None  # read_image then says what is wrong with the file
+        return None
+
+
+def _content_key(data: bytes | None) -> str | None:
+    """The cache's content key of a file's bytes: their SHA-256, as :func:`pipeline.features.cache.file_digest` gives it."""
+    return None if data is None else hashlib.sha256(data).hexdigest()
 
 
 def _expectations(task) -> dict:
@@ -173,8 +200,17 @@ def _expectations(task) -> dict:
             "expected_bit_depth": task.expected_bit_depth}
 
 
-def _read(path, task) -> tuple[SensorImage, np.ndarray, bool, float]:
-    image = read_image(path, **_expectations(task))
+#: Per thread, the uint8 array the last JPEG was decoded into, reused for the next one of at most its size.
+_decode_buffers = threading.local()
+
+
+def _read(path, task, data) -> tuple[SensorImage, np.ndarray, bool, float]:
+    buffer = getattr(_decode_buffers, "jpeg", None)
+    image = read_image(path, **_expectations(task), data=data, decode_into=buffer)
+    pixels = image.pixels
+    if (image.format == "jpeg" and pixels.dtype == np.uint8 and pixels.flags.c_contiguous and pixels.flags.writeable
+            and (buffer is None or pixels.size > buffer.size)):
+        _decode_buffers.jpeg = pixels.reshape(-1)  # the next, once this image is done with
     return (image, *analysis_view(image))
 
 
@@ -194,7 +230,8 @@ def screen_batch(task: ScreenTask) -> ScreenResult:
     result = ScreenResult()
     params = _screen_params(task)
     for path in task.paths:
-        content = _content_key(path)
+        data = _file_bytes(path)
+        content = _content_key(data)
         if content:
             result.digests[path] = content
         cached = task.cache.load("screen", content, params) if content else None
@@ -207,10 +244,11 @@ def screen_batch(task: ScreenTask) -> ScreenResult:
             result.cache_hits += 1
             continue
         try:
-            image, pixels, is_cfa, saturation = _read(path, task)
+            image, pixels, is_cfa, saturation = _read(path, task, data)
         except ImageReadError as exc:
             result.failures.append((path, exc.reason))
             continue
+        del data  # the bytes are not needed past decoding
         sigma = np.maximum(kernels.image_sigma(pixels, cfa=is_cfa), SIGMA_FLOOR)
         exceed, clipped = kernels.exceedances(pixels, sigma, EXCEED_K, saturation=saturation, cfa=is_cfa)
         index_type = np.int32 if pixels.size < 2 ** 31 else np.int64
@@ -243,7 +281,8 @@ def sparse_batch(task: SparseTask) -> SparseResult:
     out = SparseResult(np.full((n, m), np.nan, dtype=np.float32), np.full((n, m), np.nan, dtype=np.float32))
     params = _sparse_params(task) if task.cache.root is not None else ""
     for i, path in enumerate(task.paths):
-        content = _content_key(path) if task.cache.root is not None else None
+        data = _file_bytes(path)
+        content = _content_key(data) if task.cache.root is not None else None
         cached = task.cache.load("sparse", content, params) if content else None
         if cached is not None:
             out.residuals[i], out.sigma[i] = cached["residuals"], cached["sigma"]
@@ -252,10 +291,11 @@ def sparse_batch(task: SparseTask) -> SparseResult:
             out.cache_hits += 1
             continue
         try:
-            image, pixels, is_cfa, saturation = _read(path, task)
+            image, pixels, is_cfa, saturation = _read(path, task, data)
         except ImageReadError as exc:
             out.failures.append((path, exc.reason))
             continue
+        del data
         out.exposures[path] = image.metadata.exposure_s
         out.isos[path] = image.metadata.iso
         if m:
