@@ -31,7 +31,9 @@ from pipeline.analysis.calibration_figures import reliability_figure, tippett_fi
 from pipeline.analysis.experiment_aggregates import boxplot_title, write_calibration_figures
 from pipeline.analysis.figures import save_figure
 from pipeline.analysis.matrix_figures import plot_boxes, plot_heatmap
+from pipeline.analysis.perturbation_energy import draw_perturbations
 from pipeline.analysis.report import METHOD_NAMES, plot_accuracy_boxes
+from pipeline.analysis.saliency.defect_cnn import defect_cnn_figure
 from pipeline.analysis.saliency.figures import contact_sheet
 from pipeline.dating.figures import (calibration_figure, crops_figure, defect_map_figure, posterior_figure,
                                      timelines_figure)
@@ -45,6 +47,8 @@ DRAWING_MODULES = {
     "pipeline.analysis.calibration_figures": "reliability_figure, tippett_figure",
     "pipeline.analysis.audit.report": "make_plots",
     "pipeline.analysis.saliency.figures": "contact_sheet",
+    "pipeline.analysis.perturbation_energy": "draw_perturbations",
+    "pipeline.analysis.saliency.defect_cnn": "defect_cnn_figure",
     "pipeline.dating.figures": "crops_figure, timelines_figure, posterior_figure, defect_map_figure, "
                                "calibration_figure",
 }
@@ -231,6 +235,15 @@ def test_every_plotting_function_leaves_the_notebooks_backend_alone(svg_backend,
     figures += [crops_figure(content), timelines_figure(content), posterior_figure(content),
                 defect_map_figure(content), calibration_figure(content)]
     written += _contact_sheet(tmp_path / "sheets" / "cam-A.png")
+    rng = np.random.default_rng(1)
+    crops = rng.uniform(0, 1, (2, 3, 16, 16)).astype(np.float32)
+    figures.append(draw_perturbations({"crops": crops, "deltas": {"m": crops - 0.5}, "flipped": {"m": [True, False]},
+                                       "points": [np.array([[3, 4]]), np.zeros((0, 2), int)], "labels": [0, 1],
+                                       "devices": ["cam-A", "cam-A"]}))
+    examples = [{"image": "img_0.png", "true": 0, "predicted": 0, "patches": rng.uniform(0, 1, (2, 3, 32, 32)),
+                 "maps": rng.uniform(0, 1, (2, 32, 32)), "contributions": np.array([0.4, -0.1]),
+                 "positions": [(10, 12), (40, 8)]}]
+    figures.append(defect_cnn_figure("cam-A", examples, 2, "gradcam"))
 
     assert matplotlib.get_backend() == "svg"
     assert plt.get_fignums() == []

@@ -41,7 +41,7 @@ from pipeline.data.atomic import atomic_write_text
 from pipeline.features.device import shown_path
 from pipeline.logs import get_logger
 
-__all__ = ["TOP_SHARE", "centre_shares", "centre_statistics", "explain_defect_cnn_run"]
+__all__ = ["TOP_SHARE", "centre_shares", "centre_statistics", "defect_cnn_figure", "explain_defect_cnn_run"]
 
 logger = get_logger(__name__)
 
@@ -190,7 +190,7 @@ def explain_defect_cnn_run(run_dir: Path, out: Path, config, record: dict, root:
                    "contributions": _contribution_summary(device, rows),
                    "methods": {m: centre_statistics(np.concatenate(maps[m]), config.neighbourhood) for m in methods}}
         devices[device] = summary
-        files += save_figure(_figure(device, examples, config.neighbourhood, methods[0]),
+        files += save_figure(defect_cnn_figure(device, examples, config.neighbourhood, methods[0]),
                              out / "defect_cnn" / f"{device}.png", vector="svg")
     if not devices:
         raise FileNotFoundError(f"{run_dir}: no finished defect-cnn run with a model (defect-cnn/<device>/run_XX/"
@@ -244,7 +244,8 @@ def _examples(patches, explained, truth, predicted, rows, cols, paths, root, per
     return chosen
 
 
-def _figure(device: str, examples: list[dict], neighbourhood: int, method: str):
+def defect_cnn_figure(device: str, examples: list[dict], neighbourhood: int, method: str):
+    """The strongest defects of one test image per class: their patches and their maps (a Figure)."""
     from matplotlib.figure import Figure
     from matplotlib.patches import Rectangle
 
