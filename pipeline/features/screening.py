@@ -7,11 +7,8 @@ summed from the images' :class:`pipeline.features.extract.ScreenRecord`; element
 exceedance rate rises from an earlier to a later part are candidates
 (:meth:`baselines.defects.DefectIdentifier.screen_counts`).
 
-Counts are kept only for the elements that exceeded in at least one of the run's images (the
-others cannot score), so a run's screening costs in proportion to its records, not to the frame
-(a dense count of every element of a 12 MP frame, per run, was most of the time spent between the
-two passes). The frame is still taken in strips of at most ``strip`` elements, and no image is
-decoded again.
+The frame is processed in strips of at most ``strip`` elements, so memory stays
+``2 × n_blocks × strip`` counters whatever the image size, and no image is decoded again.
 """
 
 from __future__ import annotations
@@ -62,27 +59,21 @@ def screen_candidates(records: Sequence, n_blocks: int, shape: tuple, identifier
     found_index, found_score = [], []
     for start in range(0, size, strip):
         stop = min(start + strip, size)
-        # only elements that exceeded in some image can score: count at those alone (the same
-        # counts a dense strip holds there, so the same scores), not over the whole strip
-        parts = [_in_range(records[i].exceed, start, stop) for members in blocks for i in members]
-        active = np.unique(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
-        exceed = np.zeros((len(blocks), active.size), np.int32)
-        count = np.repeat(sizes[:, None], active.size, axis=1)
+        exceed = np.zeros((len(blocks), stop - start), np.int32)
+        count = np.repeat(sizes[:, None], stop - start, axis=1)
         for b, members in enumerate(blocks):
             for i in members:
                 rec = records[i]
-                exceed[b, np.searchsorted(active, _in_range(rec.exceed, start, stop))] += 1
-                clipped = _in_range(rec.clipped, start, stop)
-                at = np.searchsorted(active, clipped)
-                hit = at < active.size
-                hit[hit] = active[at[hit]] == clipped[hit]
-                count[b, at[hit]] -= 1  # indices of one image are unique, so fancy-index updates are exact
+                _add_range(exceed[b], rec.exceed, start, stop, 1)
+                _add_range(count[b], rec.clipped, start, stop, -1)
         index, score = identifier.screen_counts(exceed, count)
-        found_index.append(active[index].astype(np.int64))
+        found_index.append(index + start)
         found_score.append(score)
     return identifier.strongest(np.concatenate(found_index), np.concatenate(found_score), shape)
 
 
-def _in_range(sorted_index: np.ndarray, start: int, stop: int) -> np.ndarray:
+def _add_range(counts: np.ndarray, sorted_index: np.ndarray, start: int, stop: int, value: int) -> None:
     lo, hi = np.searchsorted(sorted_index, [start, stop])
-    return sorted_index[lo:hi]
+    if hi > lo:
+        # indices of one image are unique, so fancy-index addition is exact
+        counts[sorted_index[lo:hi] - start] += value
