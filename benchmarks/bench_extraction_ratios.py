@@ -6,6 +6,7 @@ Run from the repository root (a script, not collected by ``pytest``)::
     .venv/bin/python benchmarks/bench_extraction_ratios.py --memory      # 20 MP and 50 MP peak memory per worker
     .venv/bin/python benchmarks/bench_extraction_ratios.py --quick       # tiny images, 1 round: does it run?
     .venv/bin/python benchmarks/bench_extraction_ratios.py --quick --memory
+    .venv/bin/python benchmarks/bench_extraction_ratios.py --overlap     # decode thread feeding the kernel, 1 and all cores busy
 
 Timing: ``--images`` photo-like 4000×3000 JPEGs (quality 92, 4:4:4; ``benchmarks/photo_jpegs.py``),
 one process, Numba's threads as configured (``--threads 1`` is a pool worker's setting). Each round
@@ -30,6 +31,16 @@ divided by that round's decode time (the ratio the issue's targets are stated in
 Memory: for each size, a fresh single-threaded worker process (as the pool starts them) runs
 both passes on one large JPEG after a small one; its peak resident set (``VmHWM``) before and
 after, as in ``benchmarks/bench_memory.py``.
+
+Overlap (``--overlap``): does a decode thread feeding the screening kernel inside a worker raise
+throughput? ``P`` persistent single-threaded worker processes (as the pool starts them), for
+``P = 1`` (a core left idle) and ``P`` = every core (all cores busy, how the pipeline runs), each
+screen the same ``--images`` JPEGs: ``plain`` is :func:`pipeline.features.extract.screen_batch`;
+``overlap`` is the same work with a thread reading, hashing and decoding the next image (into one
+of three rotating buffers) while the kernel runs on the current one (both release the GIL). The
+two alternate, A/B then B/A, for ``--rounds`` rounds; each round's wall time is from the command
+sent to every worker to the last reply. The overlapped records are checked equal to
+``screen_batch``'s before anything is timed.
 """
 
 from __future__ import annotations
@@ -81,6 +92,98 @@ after2 = peak_mib()
 print(json.dumps({"baseline_mib": before, "after_pass1_mib": after1, "after_pass2_mib": after2,
                   "record_entries": int(record.exceed.size + record.clipped.size)}))
 """
+
+
+OVERLAP_WORKER = r"""
+import hashlib, json, queue, sys, threading, time
+sys.path.insert(0, sys.argv[1])
+import numba
+numba.set_num_threads(1)
+import numpy as np
+import kernels
+from pipeline.data.imageio import read_image
+from pipeline.features.extract import (EXCEED_K, SIGMA_FLOOR, ScreenTask, _file_bytes, analysis_view,
+                                       pixel_fingerprint, screen_batch)
+paths = json.loads(sys.argv[2])
+
+def screen(image):
+    pixels, is_cfa, saturation = analysis_view(image)
+    sigma = np.maximum(kernels.image_sigma(pixels, cfa=is_cfa), SIGMA_FLOOR)
+    exceed, clipped = kernels.exceedances(pixels, sigma, EXCEED_K, saturation=saturation, cfa=is_cfa)
+    return exceed, clipped, pixel_fingerprint(pixels)
+
+def overlapped():
+    free, ready = queue.Queue(), queue.Queue(maxsize=1)
+    for _ in range(3):  # decoding, waiting, in the kernel; allocated by the first decodes, then reused
+        free.put(None)
+    def decode():
+        for path in paths:
+            data = _file_bytes(path)
+            digest = hashlib.sha256(data).hexdigest()
+            ready.put((path, digest, read_image(path, data=data, decode_into=free.get())))
+        ready.put(None)
+    thread = threading.Thread(target=decode)
+    thread.start()
+    records = {}
+    while (item := ready.get()) is not None:
+        path, digest, image = item
+        records[path] = (digest, *screen(image))
+        free.put(image.pixels.reshape(-1))
+    thread.join()
+    return records
+
+plain = lambda: screen_batch(ScreenTask(tuple(paths), None))
+reference, mine = plain(), overlapped()
+for path in paths:
+    want, got = reference.records[path], mine[path]
+    assert reference.digests[path] == got[0] and np.array_equal(want.exceed, got[1]) \
+        and np.array_equal(want.clipped, got[2]) and want.pixel_fingerprint == got[3], path
+print("ready", flush=True)
+for command in sys.stdin:
+    start = time.perf_counter()
+    (plain if command.strip() == "plain" else overlapped)()
+    print(time.perf_counter() - start, flush=True)
+"""
+
+
+def overlap(args) -> None:
+    import os
+
+    height, width = (120, 160) if args.quick else (3000, 4000)
+    rounds = 1 if args.quick else args.rounds
+    cores = os.cpu_count() or 1
+    with tempfile.TemporaryDirectory() as folder:
+        paths = write_photo_jpegs(Path(folder), args.images, height, width)
+        print(f"commit {commit()}, {cpu()}, {cores} cores; {len(paths)} JPEGs of {width}×{height} per worker, "
+              f"single-threaded workers; {rounds} alternating round(s) per worker count")
+        for processes in sorted({1, cores}):
+            workers = [subprocess.Popen([sys.executable, "-c", OVERLAP_WORKER, str(HERE.parent), json.dumps(paths)],
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+                       for _ in range(processes)]
+            try:
+                for worker in workers:
+                    if worker.stdout.readline().strip() != "ready":
+                        raise RuntimeError("an overlap worker failed to start (its records differ, or it crashed)")
+                walls = {"plain": [], "overlap": []}
+                for r in range(rounds):
+                    for mode in (("plain", "overlap") if r % 2 == 0 else ("overlap", "plain")):
+                        start = time.perf_counter()
+                        for worker in workers:
+                            worker.stdin.write(mode + "\n")
+                            worker.stdin.flush()
+                        for worker in workers:
+                            worker.stdout.readline()
+                        walls[mode].append(time.perf_counter() - start)
+            finally:
+                for worker in workers:
+                    worker.stdin.close()
+                    worker.wait()
+            images = processes * len(paths)
+            gain = statistics.median(p / o for p, o in zip(walls["plain"], walls["overlap"]))
+            print(f"{processes} worker(s){' (all cores busy)' if processes == cores else ''}: plain "
+                  f"{images / statistics.median(walls['plain']):.2f} images/s, overlapped "
+                  f"{images / statistics.median(walls['overlap']):.2f} images/s; throughput overlapped / plain "
+                  f"{gain:.3f} (median of rounds; per round {', '.join(f'{p / o:.3f}' for p, o in zip(walls['plain'], walls['overlap']))})")
 
 
 def _rows_and_splits(paths, runs):
@@ -196,6 +299,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny images and one round: check that it runs")
     parser.add_argument("--memory", action="store_true", help="peak memory per worker at 20 and 50 MP instead")
+    parser.add_argument("--overlap", action="store_true",
+                        help="a decode thread feeding the kernel against screen_batch, 1 and all workers busy")
     parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds (default 7)")
     parser.add_argument("--images", type=int, default=8, help="JPEGs (default 8; at least 4)")
     parser.add_argument("--positions", type=int, default=2000, help="positions of the sparse pass")
@@ -204,7 +309,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.images < 4:
         parser.error("--images must be at least 4 (two classes of two for the split runs)")
-    (memory if args.memory else timing)(args)
+    (memory if args.memory else overlap if args.overlap else timing)(args)
 
 
 if __name__ == "__main__":
