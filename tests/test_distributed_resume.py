@@ -80,7 +80,7 @@ def results_of(out: Path) -> dict:
 def test_dask_local_cluster_equals_local_executor(small_dataset, tmp_path):
     pytest.importorskip("distributed")
     manifest = load_manifest(small_dataset.manifest_path)
-    common = dict(methods=("fg", "nb"), runs=2, progress=False, batch_size=4)
+    common = dict(methods=("fg", "nb", "svm"), runs=2, progress=False, batch_size=4)
     run_experiment(manifest, tmp_path / "local", ExperimentConfig(**common, workers=1))
     run_experiment(manifest, tmp_path / "dask", ExperimentConfig(**common, executor="dask", workers=2))
     local, dask = results_of(tmp_path / "local"), results_of(tmp_path / "dask")

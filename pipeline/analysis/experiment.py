@@ -50,7 +50,7 @@ from pipeline.data.splits import Split, device_seed, read_split, stratified_spli
 from pipeline.features.cache import FeatureCache
 from pipeline.features.device import (DeviceData, defect_features, duplicate_rows, failure_rows, find_duplicates,
                                       probe_images, read_note_rows, screen_device, shown_path)
-from pipeline.features.executor import make_pool
+from pipeline.features.executor import make_pool, map_batches
 from pipeline.logs import get_logger
 from pipeline.srnet.presets import preset_config
 
@@ -376,9 +376,10 @@ def _run_device(run: _Run, device: str) -> DeviceResult:
 
     need_defects = [split for split in pending if needs_defects(split)]
     features = defect_features(dev, need_defects, records, cfg, run.pool, run.cache) if need_defects else {}
+    fitted = _fit_defect_methods(run, dev, pending, parts, features)
     for split in pending:
         part = parts[split.run] or Part(device, split.run, split.seed)
-        _complete_part(run, dev, split, part, features)
+        _complete_part(run, dev, split, part, features, fitted.get(split.run))
         write_part(folder.path, part)
         result.cache_stats["parts_computed"] += 1
         parts[split.run] = part
@@ -391,14 +392,42 @@ def _run_device(run: _Run, device: str) -> DeviceResult:
     return _device_rows(dev, result)
 
 
-def _complete_part(run: _Run, dev: DeviceData, split: Split, part: Part, features: dict) -> None:
-    """Run the methods ``part`` lacks on ``split`` and add their results (and the device's findings) to it."""
+def _missing_defect_methods(run: _Run, part: Part | None) -> list[str]:
+    done = set(part.methods) if part else set()
+    return [m for m in run.defect_methods if m not in done]
+
+
+def _defect_methods_task(task: tuple):
+    """One run's defect-based methods (a picklable task for the worker pool)."""
+    return run_defect_methods(*task)
+
+
+def _fit_defect_methods(run: _Run, dev: DeviceData, pending: list[Split], parts: dict, features: dict) -> dict:
+    """The defect-based methods of every pending run of a device, fitted over the run's worker pool.
+
+    Each run's fits depend only on its features, split and seeds, so where they run changes no
+    result; in a pool the runs of a device are fitted side by side instead of one after another
+    (the grid search and the cross-fitted calibration are most of an experiment's time).
+    """
+    todo = [(split, missing) for split in pending if (missing := _missing_defect_methods(run, parts[split.run]))]
+    tasks = [(features[split.run], split, run.cfg, run.classes, missing) for split, missing in todo]
+    results = map_batches(_defect_methods_task, tasks, pool=run.pool, unit="run",
+                          desc=f"{dev.device}: defect-based methods", progress=run.cfg.progress)
+    return {split.run: res for (split, _), res in zip(todo, results)}
+
+
+def _complete_part(run: _Run, dev: DeviceData, split: Split, part: Part, features: dict, res=None) -> None:
+    """Add the methods ``part`` lacks on ``split`` and their results (and the device's findings) to it.
+
+    ``res`` holds the run's defect-based methods, already fitted (:func:`_fit_defect_methods`).
+    """
     cfg, classes, root, device = run.cfg, run.classes, run.root, dev.device
     wanted = _wanted(run, split.run)
     done = set(part.methods)
-    missing_defect = [m for m in run.defect_methods if m not in done]
+    missing_defect = _missing_defect_methods(run, part)
     if missing_defect:
-        res = run_defect_methods(features[split.run], split, cfg, classes, missing_defect)
+        if res is None:
+            res = run_defect_methods(features[split.run], split, cfg, classes, missing_defect)
         for method, output in res.outputs.items():
             part.predictions += prediction_rows(device, split.run, method, res.test_paths, res.test_labels, output,
                                                 classes, root)
