@@ -5,7 +5,7 @@ devices (class 0 from the two SIM Alpha bodies, class 1 from SIM Beta and VI Gam
 CNN's balanced-test accuracy falls to chance while its training accuracy stays high — the
 camera-bias paper's Table II effect — and the audit reports it. Tiny settings keep this
 cheap: 32 x 32 images (the network sees the whole frame, as the paper's networks did), 8
-epochs, one torch thread.
+epochs, one torch thread (two in the end-to-end checks, where that is faster).
 """
 
 import logging
@@ -55,7 +55,7 @@ def test_processing_bias_with_disjoint_devices_reproduces_table_ii(tmp_path):
 def test_every_check_runs_end_to_end_with_the_cnn(tmp_path):
     """Every CNN code path once, with the tiniest settings: structure, not figures."""
     data = dataset(tmp_path / "sim", 64, 48, 8, **{"scenes.scene_bias": 1.0})
-    cnn = CnnSettings(patch=32, random_patch=16, n_random_train=2, n_random_test=3, epochs=2, threads=1,
+    cnn = CnnSettings(patch=32, random_patch=16, n_random_train=2, n_random_test=3, epochs=2, threads=2,
                       device_id=True)
     result = run_audit(load_manifest(data.manifest_path), tmp_path / "out", AuditConfig(cnn=cnn, runs=2,
                        progress=False))
@@ -82,7 +82,7 @@ def test_an_audit_run_again_loads_its_finished_models_and_gives_the_same_figures
     """Resume: trained networks are kept in OUT/models and loaded by a rerun; an interruption
     that lost one model (here: its checkpoint deleted) retrains only that one."""
     data = dataset(tmp_path / "sim", 64, 48, 8, **{"scenes.scene_bias": 1.0})
-    cnn = CnnSettings(patch=32, random_patch=16, n_random_train=2, n_random_test=3, epochs=2, threads=1)
+    cnn = CnnSettings(patch=32, random_patch=16, n_random_train=2, n_random_test=3, epochs=2, threads=2)
     # Two checks suffice: the model store is the same for all of them (end-to-end above runs all).
     config = AuditConfig(checks=("position", "patch"), cnn=cnn, runs=2, progress=False)
     manifest = load_manifest(data.manifest_path)

@@ -13,7 +13,7 @@ noise scenes) so that exactly one cue differs between the classes:
   grayscale drops flag it);
 * horizontal bars: scene structure (binary masks flag it).
 
-Networks are tiny (patch 32, a few epochs, one thread). Every positive test needs a model that reads the cue, so a constant
+Networks are tiny (patch 32, a few epochs, two threads). Every positive test needs a model that reads the cue, so a constant
 predictor fails it; every negative test also asserts that the model learned its cue, so a
 constant predictor fails it too.
 """
@@ -34,7 +34,7 @@ from pipeline.data.manifest import load_manifest
 pytestmark = [pytest.mark.cnn, pytest.mark.slow]
 
 SIZE, PER_CLASS = 128, 40
-CNN = CnnSettings(patch=32, random_patch=32, n_random_train=4, n_random_test=4, epochs=3, threads=1,
+CNN = CnnSettings(patch=32, random_patch=32, n_random_train=4, n_random_test=4, epochs=3, threads=2,
                   camera_extras=False)
 
 
