@@ -410,6 +410,8 @@ def _fit_defect_methods(run: _Run, dev: DeviceData, pending: list[Split], parts:
     (the grid search and the cross-fitted calibration are most of an experiment's time).
     """
     todo = [(split, missing) for split in pending if (missing := _missing_defect_methods(run, parts[split.run]))]
+    if not todo:
+        return {}
     tasks = [(features[split.run], split, run.cfg, run.classes, missing) for split, missing in todo]
     results = map_batches(_defect_methods_task, tasks, pool=run.pool, unit="run",
                           desc=f"{dev.device}: defect-based methods", progress=run.cfg.progress)
