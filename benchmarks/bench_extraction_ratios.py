@@ -30,7 +30,7 @@ divided by that round's decode time (the ratio the issue's targets are stated in
 
 Memory: for each size, a fresh single-threaded worker process (as the pool starts them) runs
 both passes on one large JPEG after a small one; its peak resident set (``VmHWM``) before and
-after, as in ``benchmarks/bench_memory.py``.
+after (``benchmarks/worker_memory.py``, shared with ``bench_memory.py``).
 
 Overlap (``--overlap``): does a decode thread feeding the screening kernel inside a worker raise
 throughput? ``P`` persistent single-threaded worker processes (as the pool starts them), for
@@ -61,38 +61,10 @@ sys.path[:0] = [str(HERE.parent), str(HERE)]
 
 from machine import commit, cpu  # noqa: E402
 from photo_jpegs import write_photo_jpegs  # noqa: E402
+from worker_memory import describe, worker_peak_memory, write_jpeg  # noqa: E402
 
 MEMORY_SIZES = {"20MP": (3648, 5472), "50MP": (5792, 8688)}
 QUICK_MEMORY_SIZES = {"tiny": (240, 320)}
-
-WORKER = r"""
-import json, sys
-sys.path.insert(0, sys.argv[5])
-import numpy as np
-
-def peak_mib():
-    for line in open("/proc/self/status"):
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-
-import numba
-numba.set_num_threads(1)
-from pipeline.features.extract import ScreenTask, SparseTask, screen_batch, sparse_batch
-small, large, height, width = sys.argv[1:5]
-height, width = int(height), int(width)
-rng = np.random.default_rng(0)
-screen_batch(ScreenTask((small,), None))
-sparse_batch(SparseTask((small,), np.array([1]), np.array([1]), np.array([0]), None))
-before = peak_mib()
-record = screen_batch(ScreenTask((large,), None)).records[large]
-after1 = peak_mib()
-rows, cols, chans = rng.integers(0, height, 5000), rng.integers(0, width, 5000), rng.integers(0, 3, 5000)
-sparse_batch(SparseTask((large,), rows, cols, chans, None))
-after2 = peak_mib()
-print(json.dumps({"baseline_mib": before, "after_pass1_mib": after1, "after_pass2_mib": after2,
-                  "record_entries": int(record.exceed.size + record.clipped.size)}))
-"""
-
 
 OVERLAP_WORKER = r"""
 import hashlib, json, queue, sys, threading, time
@@ -269,30 +241,12 @@ def timing(args) -> None:
 
 
 def memory(args) -> None:
-    from PIL import Image
-    from skimage import data, transform
-
     sizes = QUICK_MEMORY_SIZES if args.quick else MEMORY_SIZES
     with tempfile.TemporaryDirectory() as folder:
-        def jpeg(name, shape, seed):
-            base = transform.resize(data.astronaut(), shape, order=1, preserve_range=True)
-            noisy = np.clip(base + np.random.default_rng(seed).normal(0, 2.0, base.shape), 0, 255).astype(np.uint8)
-            path = Path(folder) / name
-            Image.fromarray(noisy).save(path, quality=92, subsampling=0)
-            return str(path)
-
-        small = jpeg("small.jpg", (60, 80) if args.quick else (300, 400), 1)
+        small = write_jpeg(Path(folder) / "small.jpg", (60, 80) if args.quick else (300, 400), 1)
         for size, (height, width) in sizes.items():
-            large = jpeg(f"{size}.jpg", (height, width), 2)
-            done = subprocess.run([sys.executable, "-c", WORKER, small, large, str(height), str(width),
-                                   str(HERE.parent)], capture_output=True, text=True, check=True)
-            figures = json.loads(done.stdout.strip().splitlines()[-1])
-            decoded = height * width * 3 / 2 ** 20
-            grown = figures["after_pass2_mib"] - figures["baseline_mib"]
-            print(f"{size} ({width}×{height} RGB, decoded uint8 {decoded:.1f} MiB): worker baseline "
-                  f"{figures['baseline_mib']:.0f} MiB, peak after pass 1 {figures['after_pass1_mib']:.0f} MiB, "
-                  f"after pass 2 {figures['after_pass2_mib']:.0f} MiB; one image adds {grown:.0f} MiB "
-                  f"({grown / decoded:.2f} × decoded); record entries {figures['record_entries']}")
+            large = write_jpeg(Path(folder) / f"{size}.jpg", (height, width), 2)
+            print(describe(size, height, width, worker_peak_memory(small, large, height, width)))
 
 
 def main() -> None:

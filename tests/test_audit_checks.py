@@ -222,3 +222,17 @@ def test_command_line_errors_name_the_problem(tmp_path, capsys):
         CnnSettings(patch=4)
     with pytest.raises(ValueError, match="unknown check"):
         AuditConfig(checks=("position", "weather"))
+
+
+@pytest.mark.parametrize("check", ["position", "patch_colour", "binary_mask", "location", "adversarial"])
+def test_a_cnn_check_without_the_cnn_says_it_was_skipped_and_gives_no_verdict(check):
+    import importlib
+    from types import SimpleNamespace
+
+    from pipeline.analysis.audit.common import AuditContext
+
+    run = getattr(importlib.import_module(f"pipeline.analysis.audit.{check}"), f"{check}_check")
+    result = run(AuditContext(bank=SimpleNamespace(grid_crops=None), levels=None))
+    assert result.verdict is None and not result.figures
+    assert len(result.notes) == 1 and result.notes[0].startswith("Skipped: ")
+    assert "--no-cnn" in result.notes[0] and result.seconds >= 0

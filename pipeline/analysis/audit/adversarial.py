@@ -193,9 +193,8 @@ def adversarial_check(ctx: AuditContext) -> AdversarialResult:
                                "Where must a crop change for the model's age class to flip: at content edges "
                                "(a scene shortcut) or at the sensor defects?")
     if ctx.cnn is None or ctx.cnn_split is None:
-        result.notes.append("Not run: it needs the CNN models (run without --no-cnn, on data with a balanced split).")
-        result.seconds = time.perf_counter() - started
-        return result
+        return result.skip("the adversarial check needs the CNN models (run without --no-cnn, on data with a "
+                           "balanced split).", started)
     bank, split = ctx.bank, ctx.cnn_split
     crop = ctx.cnn.main_crop
     chosen = _test_sample(ctx, ctx.cnn.adversarial_images)

@@ -19,7 +19,7 @@ import numpy as np
 from skimage.filters import threshold_local
 
 from pipeline.analysis.audit.cnn import balanced_model, predict_proba
-from pipeline.analysis.audit.common import AuditContext, CheckResult, majority_share, model_seed, prediction_rows
+from pipeline.analysis.audit.common import AuditContext, CheckResult, held_out, model_seed, prediction_rows
 from pipeline.analysis.audit.stats import proportion_figure
 
 __all__ = ["BLOCK", "N_FIGURES", "binary_mask_check", "binary_masks"]
@@ -60,13 +60,9 @@ def binary_mask_check(ctx: AuditContext) -> CheckResult:
     result = CheckResult("binary_mask", "Binary masks", "Is the label predictable from scene structure alone, "
                          "without colour, tone or texture (Table III)?")
     if ctx.cnn is None:
-        result.notes.append("Skipped: the binary-mask check needs the CNN (run without --no-cnn).")
-        result.seconds = time.perf_counter() - started
-        return result
-    bank, split, levels, cnn = ctx.bank, ctx.cnn_split, ctx.levels, ctx.cnn
-    test = split.test
-    truth = bank.labels[test]
-    chance = majority_share(truth)
+        return result.skip("the binary-mask check needs the CNN (run without --no-cnn).", started)
+    bank, levels, cnn = ctx.bank, ctx.levels, ctx.cnn
+    test, truth, chance = held_out(ctx)
     base = balanced_model(ctx)
     index, classes, crop = base.train_index, base.classes, cnn.main_crop
 

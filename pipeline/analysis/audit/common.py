@@ -3,6 +3,7 @@ scikit-learn model that the content and camera checks fit."""
 
 from __future__ import annotations
 
+import time
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +20,7 @@ from pipeline.analysis.audit.stats import AuditLevels, Figure, worst_verdict
 WIDE_INTERVAL = 0.4
 """Screening intervals wider than this get a low-power note."""
 
-__all__ = ["AuditContext", "CheckResult", "content_model", "majority_share", "model_seed", "prediction_rows",
+__all__ = ["AuditContext", "CheckResult", "content_model", "held_out", "majority_share", "model_seed", "prediction_rows",
            "single_threaded_blas"]
 
 
@@ -74,6 +75,20 @@ class CheckResult:
                               f"{100 * WIDE_INTERVAL:.0f} points, so 'no bias found' there rules out only large "
                               "biases; more test images would narrow it.")
 
+    def skip(self, why: str, started: float):
+        """Record why the check did not run and the time it took; return the result itself.
+
+        Parameters
+        ----------
+        why : str
+            Sentence completing "Skipped: ", naming what is missing and what to do.
+        started : float
+            ``time.perf_counter()`` when the check began.
+        """
+        self.notes.append(f"Skipped: {why}")
+        self.seconds = time.perf_counter() - started
+        return self
+
     def figure(self, key: str) -> Figure:
         """The figure called ``key``."""
         for f in self.figures:
@@ -127,6 +142,13 @@ def majority_share(labels) -> float:
         return float("nan")
     _, counts = np.unique(labels, return_counts=True)
     return float(counts.max() / labels.size)
+
+
+def held_out(ctx: AuditContext) -> tuple[np.ndarray, np.ndarray, float]:
+    """Test indices of the CNN split, their labels, and the majority-class share among them (chance)."""
+    test = ctx.cnn_split.test
+    truth = ctx.bank.labels[test]
+    return test, truth, majority_share(truth)
 
 
 def prediction_rows(check: str, model: str, bank, indices, truth, proba, classes, root: Path | None = None) -> list:

@@ -123,9 +123,7 @@ def location_check(ctx: AuditContext, *, grid: int | None = None, max_images: in
                             "the crop lies (Fig. 8-9)?")
     if ctx.cnn is None or ctx.bank.grid_crops is None:
         why = "needs the CNN (run without --no-cnn)" if ctx.cnn is None else "the bank holds no grid crops"
-        result.notes.append(f"Skipped: the location check {why}.")
-        result.seconds = time.perf_counter() - started
-        return result
+        return result.skip(f"the location check {why}.", started)
     bank, split, levels = ctx.bank, ctx.cnn_split, ctx.levels
     side = bank.grid if grid is None else grid
     model = random_crop_model(ctx)

@@ -36,7 +36,7 @@ from pipeline.analysis.audit.cnn import (
 from pipeline.analysis.audit.common import (
     AuditContext,
     CheckResult,
-    majority_share,
+    held_out,
     model_seed,
     prediction_rows,
 )
@@ -68,13 +68,9 @@ def patch_colour_check(ctx: AuditContext) -> PatchColourResult:
     result = PatchColourResult("patch", "Patch size and colour",
                                "Does the label show in small random patches, and does the model need global colour?")
     if ctx.cnn is None:
-        result.notes.append("Skipped: the patch-size and colour check needs the CNN (run without --no-cnn).")
-        result.seconds = time.perf_counter() - started
-        return result
-    bank, split, levels, cnn = ctx.bank, ctx.cnn_split, ctx.levels, ctx.cnn
-    test = split.test
-    truth = bank.labels[test]
-    chance = majority_share(truth)
+        return result.skip("the patch-size and colour check needs the CNN (run without --no-cnn).", started)
+    bank, levels, cnn = ctx.bank, ctx.levels, ctx.cnn
+    test, truth, chance = held_out(ctx)
     base = balanced_model(ctx)
     index = base.train_index
     labels = bank.labels[index]

@@ -31,6 +31,7 @@ from pipeline.analysis.audit.cnn import balanced_model, predict_proba
 from pipeline.analysis.audit.common import (
     AuditContext,
     CheckResult,
+    held_out,
     majority_share,
     prediction_rows,
 )
@@ -66,13 +67,9 @@ def position_check(ctx: AuditContext) -> PositionResult:
     result = PositionResult("position", "Position", "Does the learned signal stay at the sensor positions it "
                             "was learned at, as a defect signal does?")
     if ctx.cnn is None:
-        result.notes.append("Skipped: the position check needs the CNN (run without --no-cnn).")
-        result.seconds = time.perf_counter() - started
-        return result
-    bank, split, levels = ctx.bank, ctx.cnn_split, ctx.levels
-    test = split.test
-    truth = bank.labels[test]
-    chance = majority_share(truth)
+        return result.skip("the position check needs the CNN (run without --no-cnn).", started)
+    bank, levels = ctx.bank, ctx.levels
+    test, truth, chance = held_out(ctx)
     model = balanced_model(ctx)
     own, mirror = ctx.cnn.main_crop, MIRROR[ctx.cnn.main_crop]
     proba = {}
