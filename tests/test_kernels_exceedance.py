@@ -59,6 +59,25 @@ def test_scalar_sigma_and_threshold_is_strict():
     np.testing.assert_array_equal(exceed, [12])
 
 
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+@pytest.mark.parametrize("threshold", [3.0, np.nextafter(np.float32(3), np.float32(0)), np.nextafter(np.float32(3), np.float32(9)),
+                                       2.5, 0.0, -0.5, -1.0, 254.5, 255.0, 256.0, 1e6, -1e6, 65535.0, -65536.0])
+def test_integer_images_compare_exactly_at_every_threshold(dtype, threshold):
+    """Integer pixels are compared with whole-number thresholds inside the kernel; at, just off,
+    below zero and beyond the dtype's range every element must still be what the float reference says."""
+    rng = np.random.default_rng(7)
+    top = np.iinfo(dtype).max
+    image = rng.integers(0, 8, (23, 41, 3)).astype(dtype)  # residuals of a few levels, many exactly 3
+    image[5, 7] = top
+    image[11, 20] = 0
+    image[17, 30, 1] = top // 2
+    sigma = np.float32(threshold) / np.float32(2.0)  # k = 2 doubles sigma exactly back to the threshold
+    exceed, clipped = kernels.exceedances(image, [sigma] * 3, 2.0, saturation=top)
+    ref_exceed, ref_clipped = exceedances_reference(image, np.full(3, sigma, np.float64), 2.0, top)
+    np.testing.assert_array_equal(exceed, ref_exceed)
+    np.testing.assert_array_equal(clipped, ref_clipped)
+
+
 def test_saturated_hot_pixel_is_not_clipped_by_itself():
     image = np.full((5, 5), 10, np.uint8)
     image[2, 2] = 255
