@@ -17,7 +17,8 @@ images of each split) without decoding the images again.
 """
 
 import numpy as np
-from numba import njit, prange
+from numba import njit, prange, types
+from numba.extending import overload
 
 from kernels._rows import (
     chunk_bounds,
@@ -37,6 +38,21 @@ __all__ = ["exceedances"]
 
 _EXCEED = np.uint8(1)
 _CLIPPED = np.uint8(2)
+
+
+def _exceeds(centre, median, t):
+    """``centre - median > t`` (the body runs without the JIT; compiled, the overload picks the form)."""
+    if isinstance(t, np.uint8):
+        return np.uint8(int(centre) - int(median) > int(t))
+    return np.uint8(np.float32(centre) - np.float32(median) > t)
+
+
+@overload(_exceeds, inline="always")
+def _exceeds_typed(centre, median, t):
+    if t == types.uint8:
+        # uint8 pixels, whole-number thresholds >= 0: all in 8 bits, 32 lanes to a SIMD register
+        return lambda centre, median, t: np.uint8(centre > median) & np.uint8(np.uint8(centre - median) > t)
+    return lambda centre, median, t: np.uint8(np.float32(centre) - np.float32(median) > t)
 
 
 @njit(cache=True)
@@ -78,10 +94,9 @@ def _interior_flags(up, mid, dn, step, j0, j1, scratch, thr, level, use_level, u
             low = max(max(l0[i], l1[i]), l2[i])
             high = min(min(h0[i], h1[i]), h2[i])
             median = med3(low, med3(m0[i], m1[i], m2[i]), high)
-            r = np.float32(centre[i]) - np.float32(median)
             peak = max(max(h0[i], h2[i]), max(u1[i], d1[i]))
             c = np.uint8(peak >= lev)
-            e = np.uint8(r > t[i]) & (c ^ np.uint8(1))
+            e = _exceeds(centre[i], median, t[i]) & (c ^ np.uint8(1))
             out[i] = e | (c << np.uint8(1))
     else:
         for k in range(n):
@@ -89,8 +104,7 @@ def _interior_flags(up, mid, dn, step, j0, j1, scratch, thr, level, use_level, u
             low = max(max(l0[i], l1[i]), l2[i])
             high = min(min(h0[i], h1[i]), h2[i])
             median = med3(low, med3(m0[i], m1[i], m2[i]), high)
-            r = np.float32(centre[i]) - np.float32(median)
-            out[i] = np.uint8(r > t[i])
+            out[i] = _exceeds(centre[i], median, t[i])
 
 
 @njit(cache=True)
@@ -209,8 +223,9 @@ def _compact(room, start, cap, count):
     return out
 
 
-def _threshold_table(shape, sigma, k, cfa):
-    """Per-element thresholds of an even and an odd row, ``(2, L)`` float32."""
+def _threshold_table(shape, sigma, k, cfa, narrow=False):
+    """Per-element thresholds of an even and an odd row, ``(2, L)`` float32; with ``narrow`` (uint8
+    pixels) and no threshold below 0, the uint8 floors that give the same comparisons."""
     sigma = np.asarray(sigma, dtype=np.float64)
     width = shape[1]
     if cfa:
@@ -226,6 +241,9 @@ def _threshold_table(shape, sigma, k, cfa):
     table = np.ascontiguousarray(np.stack(rows), dtype=np.float32)
     if not np.all(np.isfinite(table)):
         raise ValueError("sigma and k must be finite")
+    if narrow and table.min() >= 0:
+        # an integer residual r exceeds t exactly when r > floor(t), and never when t >= 255
+        table = np.minimum(np.floor(table), 255).astype(np.uint8)
     return table
 
 
@@ -264,7 +282,7 @@ def exceedances(image, sigma, k, saturation=None, cfa=False):
         For a wrong rank, an empty image, NaN/inf values, or a sigma of the wrong shape.
     """
     image = check_image(image, "image", ndims=(2,) if cfa else (2, 3))
-    thresholds = _threshold_table(image.shape, sigma, float(k), cfa)
+    thresholds = _threshold_table(image.shape, sigma, float(k), cfa, narrow=image.dtype == np.uint8)
     row_step, col_step = _geometry(image, cfa)
     src2d = image.reshape(image.shape[0], -1)
     use_level = saturation is not None
