@@ -421,15 +421,13 @@ def _fit_defect_methods(run: _Run, dev: DeviceData, pending: list[Split], parts:
 def _complete_part(run: _Run, dev: DeviceData, split: Split, part: Part, features: dict, res=None) -> None:
     """Add the methods ``part`` lacks on ``split`` and their results (and the device's findings) to it.
 
-    ``res`` holds the run's defect-based methods, already fitted (:func:`_fit_defect_methods`).
+    ``res`` holds the run's defect-based methods, fitted by :func:`_fit_defect_methods` (None when
+    the part lacks none of them).
     """
     cfg, classes, root, device = run.cfg, run.classes, run.root, dev.device
     wanted = _wanted(run, split.run)
     done = set(part.methods)
-    missing_defect = _missing_defect_methods(run, part)
-    if missing_defect:
-        if res is None:
-            res = run_defect_methods(features[split.run], split, cfg, classes, missing_defect)
+    if res is not None:
         for method, output in res.outputs.items():
             part.predictions += prediction_rows(device, split.run, method, res.test_paths, res.test_labels, output,
                                                 classes, root)
