@@ -25,7 +25,9 @@ from kernels._rows import (
     n_row_chunks,
     reflect,
     residual_at,
+    residual_span,
     row_is_finite,
+    segment_length,
     window_is_finite,
 )
 from kernels._validate import (
@@ -148,19 +150,39 @@ def _sigma_points(src2d, row_step, col_step, radius, rows, flat_cols, out):
 
 @njit(cache=True, nogil=True)
 def _grid_residuals(src2d, row_step, col_step, rows, flat_cols, out):
-    """Residual at every (row, flattened column) pair of a grid, rows outer; returns 0, or 1 for NaN/inf."""
+    """Residual at every (row, flattened column) pair of a grid, ``out[a, b]``.
+
+    Each sampled row's residuals are computed over the span of ``flat_cols`` with the
+    vectorised row kernel, then picked out: a whole row costs less than a scalar median per
+    sampled element.
+    """
+    height, length = src2d.shape
+    segment = segment_length(src2d.itemsize)
+    scratch = np.empty((3, segment + 2 * col_step), src2d.dtype)
+    lo = flat_cols.min()
+    hi = flat_cols.max() + 1
+    row = np.empty(hi - lo, np.float32)
+    for a in range(rows.size):
+        y = rows[a]
+        up, dn = clamp_neighbours(y, row_step, height)
+        for j0 in range(lo, hi, segment):
+            j1 = min(j0 + segment, hi)
+            residual_span(src2d[up], src2d[y], src2d[dn], col_step, j0, j1, scratch, row[j0 - lo:])
+        for b in range(flat_cols.size):
+            out[a, b] = row[flat_cols[b] - lo]
+
+
+@njit(cache=True, nogil=True)
+def _grid_is_finite(src2d, row_step, col_step, rows, flat_cols):
+    """False if the 3×3 window of any grid element holds NaN or inf."""
     height = src2d.shape[0]
-    k = 0
     for a in range(rows.size):
         y = rows[a]
         up, dn = clamp_neighbours(y, row_step, height)
         for b in range(flat_cols.size):
-            j = flat_cols[b]
-            if not window_is_finite(src2d[up], src2d[y], src2d[dn], col_step, j):
-                return 1
-            out[k] = residual_at(src2d[up], src2d[y], src2d[dn], col_step, j)
-            k += 1
-    return 0
+            if not window_is_finite(src2d[up], src2d[y], src2d[dn], col_step, flat_cols[b]):
+                return False
+    return True
 
 
 def _check_radius(radius):
@@ -265,8 +287,34 @@ def _grid_groups(shape, cfa, stride):
         yield c, rows, cols, (c if len(shape) == 3 else None)
 
 
-def _scaled_median_abs(values):
-    return MAD_SCALE * np.median(np.abs(values)) if values.size else np.float32(0.0)
+@njit(cache=True, nogil=True)
+def _abs_counts(values):
+    """How often each of 0..255 occurs as ``|v|`` over a 2-D array of whole numbers in -255..255."""
+    counts = np.zeros(256, np.int64)
+    for a in range(values.shape[0]):
+        for b in range(values.shape[1]):
+            counts[int(abs(values[a, b]))] += 1
+    return counts
+
+
+def _scaled_median_abs(values, integer=False):
+    """``MAD_SCALE * np.median(np.abs(values))`` (0 for no values).
+
+    With ``integer`` (residuals of uint8 pixels: whole numbers in -255..255) the median is read
+    from a 256-bin histogram, which gives the same float32 value as ``np.median`` without its
+    partition.
+    """
+    if not values.size:
+        return np.float32(0.0)
+    if not integer:
+        return MAD_SCALE * np.median(np.abs(values))
+    counts = np.cumsum(_abs_counts(values))
+    n = values.size
+    upper = np.float32(np.searchsorted(counts, n // 2, side="right"))
+    if n % 2:
+        return MAD_SCALE * upper
+    lower = np.float32(np.searchsorted(counts, n // 2 - 1, side="right"))
+    return MAD_SCALE * ((lower + upper) / np.float32(2))
 
 
 def _empty_sigma(shape, cfa):
@@ -302,14 +350,23 @@ def image_sigma(image, cfa=False, stride=16):
     src2d = image.reshape(image.shape[0], -1)
     n_channels = image.shape[2] if image.ndim == 3 else 1
     row_step, col_step = (2, 2) if cfa else (1, n_channels)
+    groups = {}  # channels or planes sampled on the same rows share one pass over those rows
     for index, rows, cols, channel in _grid_groups(image.shape, cfa, stride):
-        # the residuals sparse_residual / sparse_cfa_residual give at the grid, without their
-        # per-position checks (the grid lies inside the image by construction)
-        flat_cols = np.ascontiguousarray(cols * n_channels + (0 if channel is None else channel), np.int64)
-        w = np.empty(rows.size * cols.size, np.float32)
-        if _grid_residuals(src2d, row_step, col_step, np.ascontiguousarray(rows, np.int64), flat_cols, w):
+        flat_cols = cols * n_channels + (0 if channel is None else channel)
+        groups.setdefault(rows.tobytes(), (rows, []))[1].append((index, flat_cols))
+    for rows, members in groups.values():
+        rows = np.ascontiguousarray(rows, np.int64)
+        flat_cols = np.ascontiguousarray(np.concatenate([cols for _, cols in members]), np.int64)
+        if rows.size == 0 or flat_cols.size == 0:
+            continue  # a colour plane without sites keeps sigma 0
+        if image.dtype.kind == "f" and not _grid_is_finite(src2d, row_step, col_step, rows, flat_cols):
             raise_non_finite(image, "image")
-        sigma[index] = _scaled_median_abs(w)
+        w = np.empty((rows.size, flat_cols.size), np.float32)
+        _grid_residuals(src2d, row_step, col_step, rows, flat_cols, w)
+        at = 0
+        for index, cols in members:
+            sigma[index] = _scaled_median_abs(w[:, at:at + cols.size], integer=image.dtype == np.uint8)
+            at += cols.size
     return sigma
 
 

@@ -190,3 +190,20 @@ def test_image_sigma_is_bit_identical_to_the_scipy_residual_at_its_grid(shape, c
         planes = residual.reshape(shape[0], shape[1], -1)[::stride, ::stride]
         for c in range(planes.shape[2]):
             assert got[c] == np.float32(MAD_SCALE * np.median(np.abs(planes[..., c].ravel())))
+
+
+def test_image_sigma_rejects_a_non_finite_neighbour_of_a_sampled_element():
+    image = np.ones((9, 9), np.float32)
+    image[1, 4] = np.inf  # not sampled itself (stride 2 samples rows 0, 2, ...), but inside (2, 4)'s window
+    with pytest.raises(ValueError, match="NaN or inf"):
+        kernels.image_sigma(image, stride=2)
+
+
+def test_image_sigma_of_uint8_takes_the_mean_of_the_two_middle_values_like_numpy():
+    # every element of a 3x4 image sampled: 12 residuals, an even count whose two middle |W| are 1
+    # and 2, so a median that took either middle value alone would be off by half a level
+    image = np.array([[0, 2, 4, 4], [4, 0, 0, 1], [0, 6, 5, 6]], np.uint8)
+    residual = residual_reference(image)
+    middle = np.sort(np.abs(residual).ravel())[5:7]
+    assert middle[0] != middle[1]
+    assert kernels.image_sigma(image, stride=1)[0] == np.float32(MAD_SCALE * np.median(np.abs(residual)))
