@@ -169,3 +169,25 @@ def test_any_number_of_threads_gives_the_same_record(threads):
     ref_exceed, ref_clipped = exceedances_reference(image, [9.0, 11.0, 13.0], 2.0, 255)
     np.testing.assert_array_equal(exceed, ref_exceed)
     np.testing.assert_array_equal(clipped, ref_clipped)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape, cfa", [((2, 2 * 16384 + 300), False), ((2, 5600, 3), False), ((4, 16384 + 9), True)])
+def test_long_rows_are_flagged_everywhere(shape, cfa, dtype):
+    # rows of more than 16 Ki elements, with isolated hot elements at every position where a row
+    # could plausibly be cut or summarised (powers of two and their neighbours: word and block
+    # edges of the flags, the row's end)
+    rng = np.random.default_rng(sum(shape))
+    image = random_image(rng, shape, dtype, high=60)
+    flat = image.reshape(shape[0], -1)
+    length = flat.shape[1]
+    cuts = [c + d for c in (8, 64, 256, 1024, 4096, 8192, 16384, 32768) for d in (-2, -1, 0, 1, 2)]
+    columns = sorted({c for c in cuts + [length - 1, length - 2, length - 3] if 0 <= c < length})
+    flat[1, columns] = np.asarray(200, dtype)
+    flat[0, -5:] = np.asarray(250, dtype)  # a clipped run at the end of the first row
+    sigma = np.full((2, 2), 4.0) if cfa else np.full(shape[2] if len(shape) == 3 else 1, 4.0)
+    exceed, clipped = kernels.exceedances(image, sigma, 3.0, saturation=250, cfa=cfa)
+    ref_exceed, ref_clipped = exceedances_reference(image, sigma, 3.0, 250, cfa=cfa)
+    np.testing.assert_array_equal(exceed, ref_exceed)
+    np.testing.assert_array_equal(clipped, ref_clipped)
+    assert ref_exceed.size and ref_clipped.size
