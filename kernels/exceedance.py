@@ -25,7 +25,7 @@ from numba.extending import overload
 from kernels._rows import (
     chunk_bounds,
     clamp_neighbours,
-    med3,
+    median9,
     n_row_chunks,
     neighbour_clipped_at,
     residual_at,
@@ -40,20 +40,9 @@ _LOW_BITS = np.uint64(0x0101010101010101)  # bit 0 of every byte of a word
 
 
 @njit(inline="always")
-def _column(up, mid, dn):
-    """Minimum, median and maximum of one vertical triple."""
-    low = min(up, mid)
-    high = max(up, mid)
-    return min(low, dn), max(low, min(high, dn)), max(high, dn)
-
-
-@njit(inline="always")
 def _median_exceeds(ul, uc, ur, ml, centre, mr, dl, dc, dr, t):
-    """``centre - median > t`` in float32, the median of the nine taken from the sorted columns."""
-    lo0, md0, hi0 = _column(ul, ml, dl)
-    lo1, md1, hi1 = _column(uc, centre, dc)
-    lo2, md2, hi2 = _column(ur, mr, dr)
-    median = med3(max(max(lo0, lo1), lo2), med3(md0, md1, md2), min(min(hi0, hi1), hi2))
+    """``centre - median > t`` in float32, as ``residual_at`` computes it."""
+    median = median9(ul, uc, ur, ml, centre, mr, dl, dc, dr)
     return np.uint8(np.float32(centre) - np.float32(median) > t)
 
 
@@ -63,8 +52,7 @@ def _window_exceeds(ul, uc, ur, ml, centre, mr, dl, dc, dr, t):
     The body runs without the JIT; compiled, the overload picks the form for the types.
     """
     if isinstance(t, np.uint8):
-        median = np.median(np.array([ul, uc, ur, ml, centre, mr, dl, dc, dr], np.int64))
-        return np.uint8(int(centre) - int(median) > int(t))
+        return np.uint8(int(centre) - int(median9(ul, uc, ur, ml, centre, mr, dl, dc, dr)) > int(t))
     return _median_exceeds(ul, uc, ur, ml, centre, mr, dl, dc, dr, t)
 
 
