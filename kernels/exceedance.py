@@ -3,8 +3,8 @@
 :func:`exceedances` computes the median residual ``W`` of every element (per channel, or per
 CFA plane), and returns, as sorted flat indices, the elements where ``W > k·σ`` and the
 elements whose residual window holds a clipped neighbour. One pass over the rows does it all:
-for each element, the sorted vertical triples of its window give the median, the residual,
-its comparison with the threshold and the clipping test in one vector loop, two rows at a time
+for each element, the values of its 3×3 window give the median, the residual, its comparison
+with the threshold and the clipping test in one vector loop, two rows at a time
 where their windows share rows; the flags of those rows live in row-sized buffers and are turned
 into indices at once. Neither the residual nor
 an image-sized array of flags is ever materialised, so the record comes straight from the
